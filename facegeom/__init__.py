@@ -1,0 +1,13 @@
+"""facegeom: differentiable rendering and geometry for 3D face reconstruction.
+
+    import facegeom
+    verts, joints = facegeom.ops.lbs(betas, pose, v_template, shapedirs, posedirs,
+                                     J_regressor, parents, lbs_weights)
+
+See README.md and docs/ for the op reference and benchmarks.
+"""
+__version__ = "0.1.0"
+
+from facegeom import ops  # noqa: E402  (after __version__ so the CLI can report it)
+
+__all__ = ["ops", "__version__"]

@@ -1,0 +1,10 @@
+"""facegeom.ops: differentiable geometry kernels (C++ on CPU, CUDA on GPU).
+
+Every op is a ``torch.ops.facegeom`` custom op with autograd and a fake kernel;
+``facegeom.ops.reference`` holds a pure-PyTorch version of each with the same
+signature.
+"""
+from facegeom.ops import reference
+from facegeom.ops.lbs import blendshapes, lbs, rigid_transform, rodrigues, skin
+
+__all__ = ["blendshapes", "lbs", "reference", "rigid_transform", "rodrigues", "skin"]

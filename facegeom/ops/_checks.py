@@ -1,0 +1,49 @@
+"""Argument validation shared by the op wrappers: clear Python errors that name
+the argument and what was expected, before any kernel runs."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+
+def floating(name: str, t, dtype: torch.dtype | None = None, device: torch.device | None = None):
+    """Check that ``t`` is a float32/float64 tensor (matching dtype/device when given)."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"{name} must be float32 or float64, got {t.dtype}")
+    if dtype is not None and t.dtype != dtype:
+        raise TypeError(f"{name} must have dtype {dtype} like the other inputs, got {t.dtype}")
+    if device is not None and t.device != device:
+        raise ValueError(f"{name} must be on {device} like the other inputs, got {t.device}")
+    return t
+
+
+def integer(name: str, t, device: torch.device | None = None):
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
+        raise TypeError(f"{name} must be an integer tensor, got {t.dtype}")
+    if device is not None and t.device != device:
+        raise ValueError(f"{name} must be on {device} like the other inputs, got {t.device}")
+    return t
+
+
+def shape(name: str, t: torch.Tensor, expected: Sequence, what: str | None = None):
+    """``expected`` holds ints or None (any size); raises ValueError naming ``name``."""
+    ok = t.dim() == len(expected) and all(e is None or s == e for s, e in zip(t.shape, expected))
+    if not ok:
+        layout = what or "[" + ", ".join("*" if e is None else str(e) for e in expected) + "]"
+        raise ValueError(f"{name} must have shape {layout}, got {list(t.shape)}")
+    return t
+
+
+def batch_size(named_batches: dict) -> int:
+    """Common batch size of inputs whose leading dims are given as {name: B}; a
+    batch of 1 broadcasts (as in the smplx-style reference)."""
+    sizes = {b for b in named_batches.values() if b != 1}
+    if len(sizes) > 1:
+        detail = ", ".join(f"{n}: {b}" for n, b in named_batches.items())
+        raise ValueError(f"batch sizes do not match ({detail}); each must be the same or 1")
+    return sizes.pop() if sizes else 1
