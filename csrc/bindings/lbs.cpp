@@ -250,13 +250,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> skin_backward(const at::Tensor& g
   return {grad_vertices, grad_transforms, grad_weights};
 }
 
-void check_blend_inputs(const at::Tensor& betas, const at::Tensor& pose_feature,
+// smplx's pose feature: the non-root rotations minus the identity, flattened [B, (J-1)*9].
+at::Tensor smplx_pose_feature(const at::Tensor& rot_mats) {
+  const int64_t batch = rot_mats.size(0), num_joints = rot_mats.size(1);
+  return (rot_mats.narrow(1, 1, num_joints - 1) - at::eye(3, rot_mats.options()))
+      .reshape({batch, 9 * (num_joints - 1)});
+}
+
+void check_blend_inputs(const at::Tensor& betas, const at::Tensor& rot_mats,
                         const at::Tensor& v_template, const at::Tensor& shapedirs,
                         const at::Tensor& posedirs, const at::Tensor& J_regressor) {
   check_float(betas, "betas");
   TORCH_CHECK_VALUE(betas.dim() == 2, "betas must have shape [B, K], got ", betas.sizes());
   const int64_t batch = betas.size(0), num_betas = betas.size(1);
-  check_same(pose_feature, betas, "pose_feature");
+  check_same(rot_mats, betas, "rot_mats");
   check_same(v_template, betas, "v_template");
   check_same(shapedirs, betas, "shapedirs");
   check_same(posedirs, betas, "posedirs");
@@ -264,9 +271,10 @@ void check_blend_inputs(const at::Tensor& betas, const at::Tensor& pose_feature,
   TORCH_CHECK_VALUE(shapedirs.dim() == 3 && shapedirs.size(1) == 3 && shapedirs.size(2) == num_betas,
                     "shapedirs must have shape [V, 3, ", num_betas, "], got ", shapedirs.sizes());
   const int64_t num_vertices = shapedirs.size(0);
-  TORCH_CHECK_VALUE(pose_feature.dim() == 2 && pose_feature.size(0) == batch,
-                    "pose_feature must have shape [", batch, ", P], got ", pose_feature.sizes());
-  check_shape(posedirs, {pose_feature.size(1), 3 * num_vertices}, "posedirs");
+  TORCH_CHECK_VALUE(J_regressor.dim() == 2, "J_regressor must have shape [J, V], got ",
+                    J_regressor.sizes());
+  check_shape(rot_mats, {batch, J_regressor.size(0), 3, 3}, "rot_mats");
+  check_shape(posedirs, {9 * (J_regressor.size(0) - 1), 3 * num_vertices}, "posedirs");
   TORCH_CHECK_VALUE((v_template.dim() == 2 && v_template.size(0) == num_vertices &&
                      v_template.size(1) == 3) ||
                         (v_template.dim() == 3 && v_template.size(0) == batch &&
@@ -279,15 +287,16 @@ void check_blend_inputs(const at::Tensor& betas, const at::Tensor& pose_feature,
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> shape_pose_blend(
-    const at::Tensor& betas, const at::Tensor& pose_feature, const at::Tensor& v_template,
+    const at::Tensor& betas, const at::Tensor& rot_mats, const at::Tensor& v_template,
     const at::Tensor& shapedirs, const at::Tensor& posedirs, const at::Tensor& J_regressor) {
-  check_blend_inputs(betas, pose_feature, v_template, shapedirs, posedirs, J_regressor);
+  check_blend_inputs(betas, rot_mats, v_template, shapedirs, posedirs, J_regressor);
   c10::DeviceGuard guard(betas.device());
   const int64_t batch = betas.size(0), num_betas = betas.size(1);
   const int64_t num_vertices = shapedirs.size(0), rows = 3 * num_vertices;
-  const int64_t num_pose = pose_feature.size(1), num_joints = J_regressor.size(0);
+  const int64_t num_joints = J_regressor.size(0), num_pose = 9 * (num_joints - 1);
+  const auto pose_feature = smplx_pose_feature(rot_mats);
   if (betas.is_cpu() && batch <= kStreamingBlendMaxBatch) {
-    const auto be = betas.contiguous(), pf = pose_feature.contiguous();
+    const auto be = betas.contiguous(), pf = pose_feature;
     const auto vt = v_template.contiguous(), sd = shapedirs.contiguous();
     const auto pd = posedirs.contiguous(), jr = J_regressor.contiguous();
     auto v_shaped = at::empty({batch, num_vertices, 3}, be.options());
@@ -304,43 +313,52 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> shape_pose_blend(
     return {v_shaped, v_posed, joints};
   }
   // Compute-bound regime (and CUDA, where cuBLAS is already at the bandwidth
-  // floor for one row): two GEMMs and a small regression.
-  auto v_shaped = at::addmm(v_template.reshape({-1, rows}), betas, shapedirs.reshape({rows, num_betas}).t());
+  // floor for one row): GEMMs in the [V*3, B] layout BLAS runs fastest for a
+  // [V*3, K] basis, which also makes the joint regression a single GEMM.
+  const auto basis = shapedirs.reshape({rows, num_betas});
+  const auto v_shaped_t = at::addmm(v_template.reshape({-1, rows}).t(), basis, betas.t());  // [rows, B]
+  auto joints = at::mm(J_regressor, v_shaped_t.view({num_vertices, 3 * batch}))
+                    .view({num_joints, 3, batch})
+                    .permute({2, 0, 1})
+                    .contiguous();
+  auto v_shaped = v_shaped_t.t().contiguous();
   auto v_posed = at::addmm(v_shaped, pose_feature, posedirs);
-  v_shaped = v_shaped.view({batch, num_vertices, 3});
-  auto joints = at::matmul(J_regressor, v_shaped);
-  return {v_shaped, v_posed.view({batch, num_vertices, 3}), joints};
+  return {v_shaped.view({batch, num_vertices, 3}), v_posed.view({batch, num_vertices, 3}), joints};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
-shape_pose_blend_backward(const at::Tensor& grad_v_shaped, const at::Tensor& grad_v_posed,
+shape_pose_blend_backward(const std::optional<at::Tensor>& grad_v_shaped,
+                          const at::Tensor& grad_v_posed,
                           const at::Tensor& grad_joints, const at::Tensor& betas,
-                          const at::Tensor& pose_feature, const at::Tensor& v_template,
+                          const at::Tensor& rot_mats, const at::Tensor& v_template,
                           const at::Tensor& shapedirs, const at::Tensor& posedirs,
                           const at::Tensor& J_regressor, const at::Tensor& v_shaped,
                           std::array<bool, 6> output_mask) {
-  check_blend_inputs(betas, pose_feature, v_template, shapedirs, posedirs, J_regressor);
+  check_blend_inputs(betas, rot_mats, v_template, shapedirs, posedirs, J_regressor);
   const int64_t batch = betas.size(0), num_betas = betas.size(1);
   const int64_t num_vertices = shapedirs.size(0), rows = 3 * num_vertices;
-  const int64_t num_pose = pose_feature.size(1), num_joints = J_regressor.size(0);
-  check_same(grad_v_shaped, betas, "grad_v_shaped");
+  const int64_t num_joints = J_regressor.size(0), num_pose = 9 * (num_joints - 1);
+  if (grad_v_shaped.has_value()) {
+    check_same(*grad_v_shaped, betas, "grad_v_shaped");
+    check_shape(*grad_v_shaped, {batch, num_vertices, 3}, "grad_v_shaped");
+  }
   check_same(grad_v_posed, betas, "grad_v_posed");
   check_same(grad_joints, betas, "grad_joints");
   check_same(v_shaped, betas, "v_shaped");
-  check_shape(grad_v_shaped, {batch, num_vertices, 3}, "grad_v_shaped");
   check_shape(grad_v_posed, {batch, num_vertices, 3}, "grad_v_posed");
   check_shape(grad_joints, {batch, num_joints, 3}, "grad_joints");
   check_shape(v_shaped, {batch, num_vertices, 3}, "v_shaped");
   c10::DeviceGuard guard(betas.device());
   const auto gvp = grad_v_posed.contiguous();
   const auto gj = grad_joints.contiguous();
-  at::Tensor total, grad_betas, grad_pose;
+  at::Tensor total, grad_betas, grad_pose;  // total: all gradient reaching v_shaped, [B, V, 3]
   if (betas.is_cpu() && batch <= kStreamingBlendMaxBatch) {
-    const auto gvs = grad_v_shaped.contiguous();
+    // v_shaped's own gradient is usually absent: the kernel reads zeros then.
+    const auto gvs = grad_v_shaped.has_value() ? grad_v_shaped->contiguous() : at::zeros_like(gvp);
     const auto sd = shapedirs.contiguous(), pd = posedirs.contiguous(), jr = J_regressor.contiguous();
     total = at::empty({batch, num_vertices, 3}, betas.options());
     grad_betas = output_mask[0] ? at::empty_like(betas) : empty_grad(betas);
-    grad_pose = output_mask[1] ? at::empty_like(pose_feature) : empty_grad(betas);
+    grad_pose = output_mask[1] ? at::empty({batch, num_pose}, betas.options()) : empty_grad(betas);
     if (batch > 0) {
       AT_DISPATCH_FLOATING_TYPES(betas.scalar_type(), "shape_pose_blend_backward", [&] {
         cpu::shape_pose_blend_backward<scalar_t>(
@@ -351,20 +369,32 @@ shape_pose_blend_backward(const at::Tensor& grad_v_shaped, const at::Tensor& gra
       });
     }
   } else {
-    total = grad_v_shaped + gvp + at::matmul(J_regressor.t(), gj);
-    grad_betas = output_mask[0] ? at::mm(total.view({batch, rows}), shapedirs.reshape({rows, num_betas}))
+    // Transposed layout [rows, B], as in the forward: the joints' share is one GEMM.
+    auto total_t = at::mm(J_regressor.t(), gj.permute({1, 2, 0}).reshape({num_joints, 3 * batch}))
+                       .view({rows, batch});
+    total_t.add_(gvp.view({batch, rows}).t());
+    if (grad_v_shaped.has_value()) total_t.add_(grad_v_shaped->reshape({batch, rows}).t());
+    total = total_t.t().view({batch, num_vertices, 3});
+    grad_betas = output_mask[0] ? at::mm(shapedirs.reshape({rows, num_betas}).t(), total_t).t()
                                 : empty_grad(betas);
     grad_pose = output_mask[1] ? at::mm(gvp.view({batch, rows}), posedirs.t()) : empty_grad(betas);
   }
   // Gradients of the model's own tensors are rarely wanted; they are plain GEMMs.
   auto grad_template = empty_grad(betas);
-  if (output_mask[2]) grad_template = v_template.dim() == 3 ? total : total.sum(0);
+  if (output_mask[2]) grad_template = v_template.dim() == 3 ? total.contiguous() : total.sum(0);
   auto grad_shapedirs = output_mask[3]
-                            ? at::mm(total.view({batch, rows}).t(), betas).view({num_vertices, 3, num_betas})
+                            ? at::mm(total.reshape({batch, rows}).t(), betas).view({num_vertices, 3, num_betas})
                             : empty_grad(betas);
-  auto grad_posedirs = output_mask[4] ? at::mm(pose_feature.t(), gvp.view({batch, rows})) : empty_grad(betas);
+  auto grad_posedirs = output_mask[4] ? at::mm(smplx_pose_feature(rot_mats).t(), gvp.view({batch, rows}))
+                                      : empty_grad(betas);
   auto grad_regressor = output_mask[5] ? at::einsum("bjc,bvc->jv", {gj, v_shaped}) : empty_grad(betas);
-  return {grad_betas, grad_pose, grad_template, grad_shapedirs, grad_posedirs, grad_regressor};
+  // pose_feature = rot_mats[:, 1:] - I: the root rotation gets no gradient here.
+  auto grad_rot = empty_grad(betas);
+  if (output_mask[1]) {
+    grad_rot = at::zeros_like(rot_mats);
+    grad_rot.narrow(1, 1, num_joints - 1).copy_(grad_pose.view({batch, num_joints - 1, 3, 3}));
+  }
+  return {grad_betas, grad_rot, grad_template, grad_shapedirs, grad_posedirs, grad_regressor};
 }
 
 }  // namespace
@@ -381,11 +411,11 @@ TORCH_LIBRARY_FRAGMENT(facegeom, m) {
       "skin_backward(Tensor grad_out, Tensor vertices, Tensor transforms, Tensor weights, "
       "bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
   m.def(
-      "shape_pose_blend(Tensor betas, Tensor pose_feature, Tensor v_template, Tensor shapedirs, "
+      "shape_pose_blend(Tensor betas, Tensor rot_mats, Tensor v_template, Tensor shapedirs, "
       "Tensor posedirs, Tensor J_regressor) -> (Tensor, Tensor, Tensor)");
   m.def(
-      "shape_pose_blend_backward(Tensor grad_v_shaped, Tensor grad_v_posed, Tensor grad_joints, "
-      "Tensor betas, Tensor pose_feature, Tensor v_template, Tensor shapedirs, Tensor posedirs, "
+      "shape_pose_blend_backward(Tensor? grad_v_shaped, Tensor grad_v_posed, Tensor grad_joints, "
+      "Tensor betas, Tensor rot_mats, Tensor v_template, Tensor shapedirs, Tensor posedirs, "
       "Tensor J_regressor, Tensor v_shaped, bool[6] output_mask) "
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
 }

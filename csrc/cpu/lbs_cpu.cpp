@@ -18,7 +18,7 @@ int64_t num_chunks(int64_t n, int64_t chunk) { return (n + chunk - 1) / chunk; }
 // Eight independent accumulators let the compiler keep several FMAs in flight
 // (a single running sum is latency bound); the AVX2 clone is picked at run time.
 template <typename T>
-__attribute__((target_clones("avx2,fma", "default"))) T dot(const T* a, const T* b, int64_t n) {
+__attribute__((target_clones("arch=x86-64-v3", "default"))) T dot(const T* a, const T* b, int64_t n) {
   T acc[8] = {T(0), T(0), T(0), T(0), T(0), T(0), T(0), T(0)};
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
@@ -30,9 +30,22 @@ __attribute__((target_clones("avx2,fma", "default"))) T dot(const T* a, const T*
 }
 
 template <typename T>
-__attribute__((target_clones("avx2,fma", "default"))) void axpy(T alpha, const T* x, T* y,
+__attribute__((target_clones("arch=x86-64-v3", "default"))) void axpy(T alpha, const T* x, T* y,
                                                                 int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
+}
+
+// Gathers n consecutive rows of a row-major [*, width] array into [width][n].
+template <typename T>
+void to_columns(const T* rows, int64_t n, int64_t width, T* columns) {
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t c = 0; c < width; ++c) columns[c * n + i] = rows[width * i + c];
+}
+
+template <typename T>
+void from_columns(const T* columns, int64_t n, int64_t width, T* rows) {
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t c = 0; c < width; ++c) rows[width * i + c] = columns[c * n + i];
 }
 
 }  // namespace
@@ -89,63 +102,72 @@ void kinematic_chain_backward(int64_t batch, int64_t num_joints, const T* rot, c
 }
 
 template <typename T>
-void skin_forward(int64_t batch, int64_t num_vertices, int64_t num_joints, const T* vertices,
-                  const T* weights, int64_t weights_batch_stride, const T* transforms, T* out) {
+__attribute__((target_clones("arch=x86-64-v3", "default"))) void skin_forward(
+    int64_t batch, int64_t num_vertices, int64_t num_joints, const T* vertices, const T* weights,
+    int64_t weights_batch_stride, const T* transforms, T* out) {
   const int64_t chunks = num_chunks(num_vertices, kVertexChunk);
-  at::parallel_for(0, batch * chunks, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t b = task / chunks;
-      const int64_t v0 = (task % chunks) * kVertexChunk;
-      const int64_t v1 = std::min(num_vertices, v0 + kVertexChunk);
-      const T* w_b = weights + weights_batch_stride * b;
-      const T* a_b = transforms + 16 * num_joints * b;
-      for (int64_t v = v0; v < v1; ++v) {
-        const int64_t bv = b * num_vertices + v;
-        facegeom::skin_vertex_forward(num_joints, vertices + 3 * bv, w_b + num_joints * v, a_b,
-                                      out + 3 * bv);
+  // Chunk-major so that shared weights are transposed once for the whole batch.
+  at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> xyz(3 * kVertexChunk), w(num_joints * kVertexChunk), moved(3 * kVertexChunk);
+    for (int64_t chunk = begin; chunk < end; ++chunk) {
+      const int64_t v0 = chunk * kVertexChunk;
+      const int64_t n = std::min(num_vertices, v0 + kVertexChunk) - v0;
+      for (int64_t b = 0; b < batch; ++b) {
+        if (b == 0 || weights_batch_stride != 0) {
+          to_columns(weights + weights_batch_stride * b + num_joints * v0, n, num_joints, w.data());
+        }
+        to_columns(vertices + 3 * (b * num_vertices + v0), n, 3, xyz.data());
+        facegeom::skin_block_forward(n, num_joints, xyz.data(), w.data(),
+                                     transforms + 16 * num_joints * b, moved.data());
+        from_columns(moved.data(), n, 3, out + 3 * (b * num_vertices + v0));
       }
     }
   });
 }
 
 template <typename T>
-void skin_backward(int64_t batch, int64_t num_vertices, int64_t num_joints, const T* vertices,
-                   const T* weights, int64_t weights_batch_stride, const T* transforms,
-                   const T* grad_out, T* grad_vertices, T* grad_weights, T* grad_transforms) {
+__attribute__((target_clones("arch=x86-64-v3", "default"))) void skin_backward(
+    int64_t batch, int64_t num_vertices, int64_t num_joints, const T* vertices, const T* weights,
+    int64_t weights_batch_stride, const T* transforms, const T* grad_out, T* grad_vertices,
+    T* grad_weights, T* grad_transforms) {
   const int64_t chunks = num_chunks(num_vertices, kVertexChunk);
   const bool shared_weights = weights_batch_stride == 0;
   const int64_t per_batch = 16 * num_joints;
   // Per-chunk partial sums of grad_transforms, reduced in chunk order below.
   std::vector<T> partial(grad_transforms != nullptr ? chunks * batch * per_batch : 0, T(0));
-  // Chunks are the parallel unit; the batch loop is inside so that shared
-  // weights accumulate their batch sum without races.
+  // Chunks are the parallel unit and the batch loop is inside, so shared
+  // weights are transposed once and their batch sum accumulates without races.
   at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> grad_w(num_joints);
+    const int64_t wn = num_joints * kVertexChunk;
+    std::vector<T> xyz(3 * kVertexChunk), g(3 * kVertexChunk), gx(3 * kVertexChunk);
+    std::vector<T> w(wn), gw(wn), gw_sum(wn);
     for (int64_t chunk = begin; chunk < end; ++chunk) {
       const int64_t v0 = chunk * kVertexChunk;
-      const int64_t v1 = std::min(num_vertices, v0 + kVertexChunk);
-      if (grad_weights != nullptr && shared_weights) {
-        std::fill(grad_weights + num_joints * v0, grad_weights + num_joints * v1, T(0));
-      }
+      const int64_t n = std::min(num_vertices, v0 + kVertexChunk) - v0;
+      std::fill(gw_sum.begin(), gw_sum.end(), T(0));
       for (int64_t b = 0; b < batch; ++b) {
-        const T* w_b = weights + weights_batch_stride * b;
-        const T* a_b = transforms + per_batch * b;
-        T* partial_b =
-            grad_transforms != nullptr ? partial.data() + (chunk * batch + b) * per_batch : nullptr;
-        for (int64_t v = v0; v < v1; ++v) {
-          const int64_t bv = b * num_vertices + v;
-          facegeom::skin_vertex_backward(num_joints, vertices + 3 * bv, w_b + num_joints * v, a_b,
-                                         grad_out + 3 * bv,
-                                         grad_vertices != nullptr ? grad_vertices + 3 * bv : nullptr,
-                                         grad_weights != nullptr ? grad_w.data() : nullptr,
-                                         partial_b);
-          if (grad_weights != nullptr) {
-            T* dst = grad_weights + (shared_weights ? num_joints * v : num_joints * bv);
-            for (int64_t j = 0; j < num_joints; ++j) {
-              dst[j] = shared_weights ? dst[j] + grad_w[j] : grad_w[j];
-            }
+        if (b == 0 || !shared_weights) {
+          to_columns(weights + weights_batch_stride * b + num_joints * v0, n, num_joints, w.data());
+        }
+        const int64_t row0 = b * num_vertices + v0;
+        to_columns(vertices + 3 * row0, n, 3, xyz.data());
+        to_columns(grad_out + 3 * row0, n, 3, g.data());
+        facegeom::skin_block_backward(
+            n, num_joints, xyz.data(), w.data(), transforms + per_batch * b, g.data(),
+            grad_vertices != nullptr ? gx.data() : nullptr,
+            grad_weights != nullptr ? gw.data() : nullptr,
+            grad_transforms != nullptr ? partial.data() + (chunk * batch + b) * per_batch : nullptr);
+        if (grad_vertices != nullptr) from_columns(gx.data(), n, 3, grad_vertices + 3 * row0);
+        if (grad_weights != nullptr) {
+          if (shared_weights) {
+            for (int64_t i = 0; i < num_joints * n; ++i) gw_sum[i] += gw[i];
+          } else {
+            from_columns(gw.data(), n, num_joints, grad_weights + num_joints * row0);
           }
         }
+      }
+      if (grad_weights != nullptr && shared_weights) {
+        from_columns(gw_sum.data(), n, num_joints, grad_weights + num_joints * v0);
       }
     }
   });

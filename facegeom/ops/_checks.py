@@ -30,13 +30,14 @@ def integer(name: str, t, device: torch.device | None = None):
     return t
 
 
-def shape(name: str, t: torch.Tensor, expected: Sequence, what: str | None = None):
-    """``expected`` holds ints or None (any size); raises ValueError naming ``name``."""
-    ok = t.dim() == len(expected) and all(e is None or s == e for s, e in zip(t.shape, expected))
-    if not ok:
-        layout = what or "[" + ", ".join("*" if e is None else str(e) for e in expected) + "]"
-        raise ValueError(f"{name} must have shape {layout}, got {list(t.shape)}")
-    return t
+def shape(name: str, t: torch.Tensor, expected: Sequence, layout: str | None = None):
+    """``expected`` holds ints or None (any size); raises ValueError naming ``name``.
+    ``layout`` names the dims (e.g. "[V, 3, K]"); the message is only built on failure."""
+    if t.dim() == len(expected) and all(e is None or s == e for s, e in zip(t.shape, expected)):
+        return t
+    sizes = "[" + ", ".join("*" if e is None else str(e) for e in expected) + "]"
+    wanted = f"{layout} = {sizes}" if layout else sizes
+    raise ValueError(f"{name} must have shape {wanted}, got {list(t.shape)}")
 
 
 def batch_size(named_batches: dict) -> int:

@@ -105,15 +105,15 @@ if _native.AVAILABLE:
 
     # -- shape_pose_blend --------------------------------------------------- #
     @torch.library.register_fake("facegeom::shape_pose_blend")
-    def _(betas, pose_feature, v_template, shapedirs, posedirs, J_regressor):
+    def _(betas, rot_mats, v_template, shapedirs, posedirs, J_regressor):
         batch, num_vertices, num_joints = betas.shape[0], shapedirs.shape[0], J_regressor.shape[0]
         v_shaped = betas.new_empty(batch, num_vertices, 3)
         return v_shaped, torch.empty_like(v_shaped), betas.new_empty(batch, num_joints, 3)
 
     @torch.library.register_fake("facegeom::shape_pose_blend_backward")
-    def _(grad_v_shaped, grad_v_posed, grad_joints, betas, pose_feature, v_template, shapedirs,
+    def _(grad_v_shaped, grad_v_posed, grad_joints, betas, rot_mats, v_template, shapedirs,
           posedirs, J_regressor, v_shaped, output_mask):
-        inputs = (betas, pose_feature, v_template, shapedirs, posedirs, J_regressor)
+        inputs = (betas, rot_mats, v_template, shapedirs, posedirs, J_regressor)
         return tuple(
             torch.empty_like(t) if wanted else t.new_empty(0) for t, wanted in zip(inputs, output_mask)
         )
@@ -125,7 +125,7 @@ if _native.AVAILABLE:
         *inputs, v_shaped = ctx.saved_tensors
         mask = list(ctx.needs_input_grad[:6])
         grads = ops.shape_pose_blend_backward(
-            _zeros_if_none(grad_v_shaped, v_shaped),
+            grad_v_shaped,
             _zeros_if_none(grad_v_posed, v_shaped),
             _zeros_if_none(grad_joints, v_shaped.new_empty(v_shaped.shape[0], inputs[5].shape[0], 3)),
             *inputs,
@@ -198,17 +198,17 @@ def blendshapes(coeffs: Tensor, basis: Tensor, base: Optional[Tensor] = None) ->
         coeffs = coeffs.unsqueeze(0)
     _checks.shape("coeffs", coeffs, [None, None], "[B, K] or [K]")
     num_coeffs = coeffs.shape[1]
-    _checks.shape("basis", basis, [num_coeffs, None, 3], f"[K, V, 3] with K = {num_coeffs}")
+    _checks.shape("basis", basis, [num_coeffs, None, 3], "[K, V, 3]")
     if base is not None:
         _checks.floating("base", base, coeffs.dtype, coeffs.device)
         num_vertices = basis.shape[1]
         if base.dim() == 3:
-            _checks.shape("base", base, [None, num_vertices, 3], f"[V, 3] or [B, V, 3] with V = {num_vertices}")
+            _checks.shape("base", base, [None, num_vertices, 3], "[B, V, 3]")
             batch = _checks.batch_size({"coeffs": coeffs.shape[0], "base": base.shape[0]})
             coeffs = coeffs.expand(batch, -1)
             base = base.expand(batch, -1, -1)
         else:
-            _checks.shape("base", base, [num_vertices, 3], f"[V, 3] or [B, V, 3] with V = {num_vertices}")
+            _checks.shape("base", base, [num_vertices, 3], "[V, 3]")
     if _native.serves("blendshapes", coeffs.device):
         out = torch.ops.facegeom.blendshapes(coeffs, basis, base)
     else:
@@ -245,7 +245,7 @@ def rodrigues(axis_angle: Tensor) -> Tensor:
 
 def _check_parents(parents: Tensor, num_joints: int, device: torch.device) -> Tensor:
     _checks.integer("parents", parents, device)
-    _checks.shape("parents", parents, [num_joints], f"[J] with J = {num_joints}")
+    _checks.shape("parents", parents, [num_joints], "[J]")
     if num_joints == 0:
         raise ValueError("parents must describe at least one joint (J = 0)")
     if _not_compiling():
@@ -277,7 +277,7 @@ def rigid_transform(rot_mats: Tensor, joints: Tensor, parents: Tensor) -> Tuple[
     _checks.floating("joints", joints, rot_mats.dtype, rot_mats.device)
     _checks.shape("rot_mats", rot_mats, [None, None, 3, 3], "[B, J, 3, 3]")
     batch, num_joints = rot_mats.shape[:2]
-    _checks.shape("joints", joints, [batch, num_joints, 3], f"[B, J, 3] with B, J = {batch}, {num_joints}")
+    _checks.shape("joints", joints, [batch, num_joints, 3], "[B, J, 3]")
     parents = _check_parents(parents, num_joints, rot_mats.device)
     if _native.serves("rigid_transform", rot_mats.device):
         return torch.ops.facegeom.rigid_transform(rot_mats, joints, parents)
@@ -313,7 +313,7 @@ def skin(vertices: Tensor, transforms: Tensor, weights: Tensor) -> Tensor:
     _checks.shape("vertices", vertices, [None, None, 3], "[B, V, 3] or [V, 3]")
     _checks.shape("transforms", transforms, [None, None, 4, 4], "[B, J, 4, 4] or [J, 4, 4]")
     num_vertices, num_joints = vertices.shape[1], transforms.shape[1]
-    expected_weights = f"[V, J] or [B, V, J] with V, J = {num_vertices}, {num_joints}"
+    expected_weights = "[V, J]"
     if weights.dim() == 3:
         _checks.shape("weights", weights, [None, num_vertices, num_joints], expected_weights)
     else:
@@ -378,29 +378,25 @@ def lbs(
         _checks.floating(name, t, dtype, device)
     _checks.shape("betas", betas, [None, None], "[B, K]")
     num_betas = betas.shape[1]
-    _checks.shape("shapedirs", shapedirs, [None, 3, num_betas], f"[V, 3, K] with K = {num_betas}")
+    _checks.shape("shapedirs", shapedirs, [None, 3, num_betas], "[V, 3, K]")
     num_vertices = shapedirs.shape[0]
-    _checks.shape("J_regressor", J_regressor, [None, num_vertices], f"[J, V] with V = {num_vertices}")
+    _checks.shape("J_regressor", J_regressor, [None, num_vertices], "[J, V]")
     num_joints = J_regressor.shape[0]
-    num_features = 9 * (num_joints - 1)
-    _checks.shape("posedirs", posedirs, [num_features, 3 * num_vertices],
-                  f"[(J-1)*9, V*3] = [{num_features}, {3 * num_vertices}]")
+    _checks.shape("posedirs", posedirs, [9 * (num_joints - 1), 3 * num_vertices], "[(J-1)*9, V*3]")
     if pose2rot:
-        _checks.shape("pose", pose, [None, 3 * num_joints], f"[B, J*3] with J = {num_joints}")
-    elif pose.dim() == 3:
-        _checks.shape("pose", pose, [None, 9 * num_joints], f"[B, J, 3, 3] or [B, J*9] with J = {num_joints}")
+        _checks.shape("pose", pose, [None, 3 * num_joints], "[B, J*3]")
+    elif pose.dim() == 2:
+        _checks.shape("pose", pose, [None, 9 * num_joints], "[B, J*9]")
     else:
-        _checks.shape("pose", pose, [None, num_joints, 3, 3], f"[B, J, 3, 3] with J = {num_joints}")
+        _checks.shape("pose", pose, [None, num_joints, 3, 3], "[B, J, 3, 3]")
     if v_template.dim() == 3:
-        _checks.shape("v_template", v_template, [None, num_vertices, 3], f"[V, 3] or [B, V, 3] with V = {num_vertices}")
+        _checks.shape("v_template", v_template, [None, num_vertices, 3], "[B, V, 3]")
     else:
-        _checks.shape("v_template", v_template, [num_vertices, 3], f"[V, 3] or [B, V, 3] with V = {num_vertices}")
+        _checks.shape("v_template", v_template, [num_vertices, 3], "[V, 3]")
     if lbs_weights.dim() == 3:
-        _checks.shape("lbs_weights", lbs_weights, [None, num_vertices, num_joints],
-                      f"[V, J] or [B, V, J] with V, J = {num_vertices}, {num_joints}")
+        _checks.shape("lbs_weights", lbs_weights, [None, num_vertices, num_joints], "[B, V, J]")
     else:
-        _checks.shape("lbs_weights", lbs_weights, [num_vertices, num_joints],
-                      f"[V, J] or [B, V, J] with V, J = {num_vertices}, {num_joints}")
+        _checks.shape("lbs_weights", lbs_weights, [num_vertices, num_joints], "[V, J]")
     batches = {"betas": betas.shape[0], "pose": pose.shape[0]}
     if v_template.dim() == 3:
         batches["v_template"] = v_template.shape[0]
@@ -419,12 +415,10 @@ def lbs(
     else:
         rot_mats = pose.reshape(pose.shape[0], num_joints, 3, 3)
     rot_mats = rot_mats.expand(batch, -1, -1, -1)
-    ident = torch.eye(3, dtype=dtype, device=device)
-    pose_feature = (rot_mats[:, 1:] - ident).reshape(batch, num_features)
     if v_template.dim() == 3:
         v_template = v_template.expand(batch, -1, -1)
     v_shaped, v_posed, joints = ops.shape_pose_blend(
-        betas.expand(batch, -1), pose_feature, v_template, shapedirs, posedirs, J_regressor
+        betas.expand(batch, -1), rot_mats, v_template, shapedirs, posedirs, J_regressor
     )
     posed_joints, rel_transforms = ops.rigid_transform(rot_mats, joints, parents)
     if lbs_weights.dim() == 3:
