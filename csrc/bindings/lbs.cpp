@@ -375,7 +375,7 @@ shape_pose_blend_backward(const std::optional<at::Tensor>& grad_v_shaped,
     total_t.add_(gvp.view({batch, rows}).t());
     if (grad_v_shaped.has_value()) total_t.add_(grad_v_shaped->reshape({batch, rows}).t());
     total = total_t.t().view({batch, num_vertices, 3});
-    grad_betas = output_mask[0] ? at::mm(shapedirs.reshape({rows, num_betas}).t(), total_t).t()
+    grad_betas = output_mask[0] ? at::mm(shapedirs.reshape({rows, num_betas}).t(), total_t).t().contiguous()
                                 : empty_grad(betas);
     grad_pose = output_mask[1] ? at::mm(gvp.view({batch, rows}), posedirs.t()) : empty_grad(betas);
   }

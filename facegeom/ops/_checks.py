@@ -7,16 +7,16 @@ from typing import Sequence
 import torch
 
 
-def floating(name: str, t, dtype: torch.dtype | None = None, device: torch.device | None = None):
-    """Check that ``t`` is a float32/float64 tensor (matching dtype/device when given)."""
+def floating(name: str, t, like: torch.Tensor | None = None, like_name: str = "the other inputs"):
+    """Check that ``t`` is a float32/float64 tensor with the dtype and device of ``like``."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if t.dtype not in (torch.float32, torch.float64):
         raise TypeError(f"{name} must be float32 or float64, got {t.dtype}")
-    if dtype is not None and t.dtype != dtype:
-        raise TypeError(f"{name} must have dtype {dtype} like the other inputs, got {t.dtype}")
-    if device is not None and t.device != device:
-        raise ValueError(f"{name} must be on {device} like the other inputs, got {t.device}")
+    if like is not None and t.dtype != like.dtype:
+        raise TypeError(f"{name} must have the dtype of {like_name} ({like.dtype}), got {t.dtype}")
+    if like is not None and t.device != like.device:
+        raise ValueError(f"{name} must be on the device of {like_name} ({like.device}), got {t.device}")
     return t
 
 

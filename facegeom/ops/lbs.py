@@ -154,6 +154,8 @@ if _native.AVAILABLE:
         flat_basis = basis.reshape(basis.shape[0], -1)  # [K, V*3]
         grad_coeffs = flat_grad @ flat_basis.t() if ctx.needs_input_grad[0] else None
         grad_basis = (coeffs.t() @ flat_grad).view_as(basis) if ctx.needs_input_grad[1] else None
+        if len(ctx.needs_input_grad) == 2:  # called without base
+            return grad_coeffs, grad_basis
         grad_base = None
         if ctx.needs_input_grad[2]:
             grad_base = grad if ctx.base_batched else grad.sum(0)
@@ -162,6 +164,22 @@ if _native.AVAILABLE:
     torch.library.register_autograd(
         "facegeom::blendshapes", _blendshapes_backward, setup_context=_blendshapes_setup
     )
+
+
+    # The backward ops are first-order only: say so instead of silently
+    # returning wrong second derivatives.
+    def _no_double_backward(op_name):
+        def backward(ctx, *grads):
+            raise NotImplementedError(
+                f"facegeom: double backward through {op_name} is not supported; "
+                "use facegeom.ops.reference for higher-order derivatives"
+            )
+
+        torch.library.register_autograd(f"facegeom::{op_name}", backward)
+
+    for _name in ("rodrigues_backward", "rigid_transform_backward", "skin_backward",
+                  "shape_pose_blend_backward"):
+        _no_double_backward(_name)
 
 
 def _not_compiling() -> bool:
@@ -192,7 +210,7 @@ def blendshapes(coeffs: Tensor, basis: Tensor, base: Optional[Tensor] = None) ->
         torch.Size([2, 500, 3])
     """
     _checks.floating("coeffs", coeffs)
-    _checks.floating("basis", basis, coeffs.dtype, coeffs.device)
+    _checks.floating("basis", basis, coeffs, "coeffs")
     unbatched = coeffs.dim() == 1
     if unbatched:
         coeffs = coeffs.unsqueeze(0)
@@ -200,7 +218,7 @@ def blendshapes(coeffs: Tensor, basis: Tensor, base: Optional[Tensor] = None) ->
     num_coeffs = coeffs.shape[1]
     _checks.shape("basis", basis, [num_coeffs, None, 3], "[K, V, 3]")
     if base is not None:
-        _checks.floating("base", base, coeffs.dtype, coeffs.device)
+        _checks.floating("base", base, coeffs, "coeffs")
         num_vertices = basis.shape[1]
         if base.dim() == 3:
             _checks.shape("base", base, [None, num_vertices, 3], "[B, V, 3]")
@@ -274,7 +292,7 @@ def rigid_transform(rot_mats: Tensor, joints: Tensor, parents: Tensor) -> Tuple[
         matrices :func:`skin` blends).
     """
     _checks.floating("rot_mats", rot_mats)
-    _checks.floating("joints", joints, rot_mats.dtype, rot_mats.device)
+    _checks.floating("joints", joints, rot_mats, "rot_mats")
     _checks.shape("rot_mats", rot_mats, [None, None, 3, 3], "[B, J, 3, 3]")
     batch, num_joints = rot_mats.shape[:2]
     _checks.shape("joints", joints, [batch, num_joints, 3], "[B, J, 3]")
@@ -302,9 +320,9 @@ def skin(vertices: Tensor, transforms: Tensor, weights: Tensor) -> Tensor:
         ``[B, V, 3]`` skinned vertices.
     """
     _checks.floating("vertices", vertices)
-    dtype, device = vertices.dtype, vertices.device
-    _checks.floating("transforms", transforms, dtype, device)
-    _checks.floating("weights", weights, dtype, device)
+    device = vertices.device
+    _checks.floating("transforms", transforms, vertices, "vertices")
+    _checks.floating("weights", weights, vertices, "vertices")
     unbatched = vertices.dim() == 2 and transforms.dim() == 3 and weights.dim() == 2
     if vertices.dim() == 2:
         vertices = vertices.unsqueeze(0)
@@ -372,10 +390,10 @@ def lbs(
         ...                     head.J_regressor, head.parents, head.lbs_weights)  # doctest: +SKIP
     """
     _checks.floating("betas", betas)
-    dtype, device = betas.dtype, betas.device
+    device = betas.device
     for name, t in (("pose", pose), ("v_template", v_template), ("shapedirs", shapedirs),
                     ("posedirs", posedirs), ("J_regressor", J_regressor), ("lbs_weights", lbs_weights)):
-        _checks.floating(name, t, dtype, device)
+        _checks.floating(name, t, betas, "betas")
     _checks.shape("betas", betas, [None, None], "[B, K]")
     num_betas = betas.shape[1]
     _checks.shape("shapedirs", shapedirs, [None, 3, num_betas], "[V, 3, K]")
