@@ -420,7 +420,8 @@ TORCH_LIBRARY_FRAGMENT(facegeom, m) {
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
 }
 
-TORCH_LIBRARY_IMPL(facegeom, CPU, m) {
+// The same wrappers serve both devices: they dispatch on the tensors' device.
+void register_device_kernels(torch::Library& m) {
   m.impl("rodrigues", &rodrigues);
   m.impl("rodrigues_backward", &rodrigues_backward);
   m.impl("rigid_transform", &rigid_transform);
@@ -431,17 +432,10 @@ TORCH_LIBRARY_IMPL(facegeom, CPU, m) {
   m.impl("shape_pose_blend_backward", &shape_pose_blend_backward);
 }
 
+TORCH_LIBRARY_IMPL(facegeom, CPU, m) { register_device_kernels(m); }
+
 #ifdef FACEGEOM_WITH_CUDA
-TORCH_LIBRARY_IMPL(facegeom, CUDA, m) {
-  m.impl("rodrigues", &rodrigues);
-  m.impl("rodrigues_backward", &rodrigues_backward);
-  m.impl("rigid_transform", &rigid_transform);
-  m.impl("rigid_transform_backward", &rigid_transform_backward);
-  m.impl("skin", &skin);
-  m.impl("skin_backward", &skin_backward);
-  m.impl("shape_pose_blend", &shape_pose_blend);
-  m.impl("shape_pose_blend_backward", &shape_pose_blend_backward);
-}
+TORCH_LIBRARY_IMPL(facegeom, CUDA, m) { register_device_kernels(m); }
 #endif
 
 }  // namespace facegeom
