@@ -85,13 +85,11 @@ void kinematic_chain_backward(int64_t batch, int64_t num_joints, const T* rot, c
                               T* grad_rot, T* grad_joints) {
   at::parallel_for(0, batch, 64, [&](int64_t begin, int64_t end) {
     std::vector<T> world(12 * num_joints), grad_world(12 * num_joints);
-    std::vector<T> unused_posed(3 * num_joints), unused_rel(16 * num_joints);
     for (int64_t b = begin; b < end; ++b) {
       const T* rot_b = rot + 9 * num_joints * b;
       const T* joints_b = joints + 3 * num_joints * b;
       // Recomputing the chain is cheaper than saving [B,J,3,4] for backward.
-      facegeom::kinematic_chain_forward(num_joints, rot_b, joints_b, parents, world.data(),
-                                        unused_posed.data(), unused_rel.data());
+      facegeom::kinematic_chain_world(num_joints, rot_b, joints_b, parents, world.data());
       facegeom::kinematic_chain_backward(num_joints, rot_b, joints_b, parents, world.data(),
                                          grad_posed + 3 * num_joints * b,
                                          grad_rel + 16 * num_joints * b, grad_world.data(),

@@ -93,22 +93,6 @@ __global__ void kinematic_chain_forward_kernel(int64_t batch, int64_t num_joints
   }
 }
 
-// The global transforms alone: kinematic_chain_forward's sweep without its
-// posed / rel outputs, which the backward has no room (and no use) for.
-template <typename T>
-__device__ void world_transforms(int64_t num_joints, const T* rot, const T* joints,
-                                 const int64_t* parents, T* world) {
-  for (int64_t j = 0; j < num_joints; ++j) {
-    if (j == 0) {
-      facegeom::local_joint_transform(rot, joints, parents, j, world);
-    } else {
-      T local[12];
-      facegeom::local_joint_transform(rot, joints, parents, j, local);
-      facegeom::affine_compose(world + 12 * parents[j], local, world + 12 * j);
-    }
-  }
-}
-
 template <typename T>
 __global__ void kinematic_chain_backward_kernel(int64_t batch, int64_t num_joints, const T* rot,
                                                 const T* joints, const int64_t* parents,
@@ -126,7 +110,7 @@ __global__ void kinematic_chain_backward_kernel(int64_t batch, int64_t num_joint
     const T* joints_b = joints + 3 * num_joints * b;
     T* world_b = world + 12 * num_joints * b;
     // Recomputing the chain is cheaper than saving [B,J,3,4] for backward.
-    world_transforms(num_joints, rot_b, joints_b, parents, world_b);
+    facegeom::kinematic_chain_world(num_joints, rot_b, joints_b, parents, world_b);
     facegeom::kinematic_chain_backward(num_joints, rot_b, joints_b, parents, world_b,
                                        grad_posed + 3 * num_joints * b,
                                        grad_rel + 16 * num_joints * b,

@@ -20,12 +20,7 @@ using std::sin;
 using std::sqrt;
 #endif
 
-// Row-major 3x4 affine transform [R | t]: the top three rows of a 4x4 matrix.
-template <typename T>
-struct Affine34 {
-  T m[12];
-};
-
+// Affine transforms are row-major 3x4 [R | t] (the top rows of a 4x4).
 // out = M * [x; 1]
 template <typename T>
 FG_HD void affine_apply(const T* m, const T* x, T* out) {

@@ -21,21 +21,30 @@ FG_HD void local_joint_transform(const T* rot, const T* joints, const int64_t* p
   }
 }
 
+// Global transforms world [J,3,4] of every joint: world_j = world_parent(j) * local_j.
+template <typename T>
+FG_HD void kinematic_chain_world(int64_t num_joints, const T* rot, const T* joints,
+                                 const int64_t* parents, T* world) {
+  for (int64_t j = 0; j < num_joints; ++j) {
+    if (j == 0) {
+      local_joint_transform(rot, joints, parents, j, world);
+    } else {
+      T local[12];
+      local_joint_transform(rot, joints, parents, j, local);
+      affine_compose(world + 12 * parents[j], local, world + 12 * j);
+    }
+  }
+}
+
 // rot [J,3,3], joints [J,3] -> world [J,3,4] (global transforms, scratch),
 // posed [J,3] (transformed joints), rel [J,4,4] (global transform with the rest
 // pose joint removed: the matrices LBS blends, smplx's "A").
 template <typename T>
 FG_HD void kinematic_chain_forward(int64_t num_joints, const T* rot, const T* joints,
                                    const int64_t* parents, T* world, T* posed, T* rel) {
+  kinematic_chain_world(num_joints, rot, joints, parents, world);
   for (int64_t j = 0; j < num_joints; ++j) {
-    T local[12];
-    local_joint_transform(rot, joints, parents, j, local);
-    T* g = world + 12 * j;
-    if (j == 0) {
-      for (int i = 0; i < 12; ++i) g[i] = local[i];
-    } else {
-      affine_compose(world + 12 * parents[j], local, g);
-    }
+    const T* g = world + 12 * j;
     T* a = rel + 16 * j;
     for (int r = 0; r < 3; ++r) {
       posed[3 * j + r] = g[4 * r + 3];
