@@ -63,7 +63,7 @@ int64_t build_vertex_corners(int64_t num_vertices, int64_t num_faces, const I* f
 template <typename T, typename I>
 void vertex_normals_forward(int64_t batch, int64_t num_vertices, int64_t num_faces,
                             const T* vertices, const I* faces, const int64_t* offsets,
-                            const int64_t* entries, T* face_normals, T* out) {
+                            const int64_t* entries, T* face_normals, T* out, T* inv_len) {
   all_face_normals(batch, num_vertices, num_faces, vertices, faces, face_normals);
   at::parallel_for(0, batch * num_vertices, kPointGrain, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
@@ -71,7 +71,7 @@ void vertex_normals_forward(int64_t batch, int64_t num_vertices, int64_t num_fac
       T sum[3];
       gather_corners<T, true>(i - b * num_vertices, offsets, entries,
                               face_normals + 3 * num_faces * b, sum);
-      facegeom::normalize3(sum, out + 3 * i);
+      inv_len[i] = facegeom::normalize3(sum, out + 3 * i);
     }
   });
 }
@@ -79,24 +79,18 @@ void vertex_normals_forward(int64_t batch, int64_t num_vertices, int64_t num_fac
 template <typename T, typename I>
 void vertex_normals_backward(int64_t batch, int64_t num_vertices, int64_t num_faces,
                              const T* vertices, const I* faces, const int64_t* offsets,
-                             const int64_t* entries, const T* grad_out, T* face_scratch,
-                             T* vertex_scratch, T* grad_vertices) {
-  // 1. Face normals again (cheaper than saving them from the forward pass).
-  all_face_normals(batch, num_vertices, num_faces, vertices, faces, face_scratch);
-  // 2. Gradient of each vertex's unnormalised sum (vertex_scratch).
+                             const int64_t* entries, const T* normals, const T* inv_len,
+                             const T* grad_out, T* face_scratch, T* vertex_scratch,
+                             T* grad_vertices) {
+  // 1. Gradient of each vertex's unnormalised sum (vertex_scratch).
   at::parallel_for(0, batch * num_vertices, kPointGrain, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
-      const int64_t b = i / num_vertices;
-      T sum[3], unit[3];
-      gather_corners<T, true>(i - b * num_vertices, offsets, entries,
-                              face_scratch + 3 * num_faces * b, sum);
-      const T inv_len = facegeom::normalize3(sum, unit);
-      facegeom::normalize3_backward(unit, inv_len, grad_out + 3 * i, vertex_scratch + 3 * i);
+      facegeom::normalize3_backward(normals + 3 * i, inv_len[i], grad_out + 3 * i,
+                                    vertex_scratch + 3 * i);
     }
   });
-  // 3. Per face: its normal's gradient is the sum over its three vertices;
-  //    face_scratch becomes the three corners' position gradients [B, F, 3, 3]
-  //    (step 2, the last reader of the face normals, is complete).
+  // 2. Per face: its normal's gradient is the sum over its three vertices;
+  //    face_scratch receives the three corners' position gradients [B, F, 3, 3].
   at::parallel_for(0, batch * num_faces, kPointGrain, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const int64_t b = i / num_faces;
@@ -112,7 +106,7 @@ void vertex_normals_backward(int64_t batch, int64_t num_vertices, int64_t num_fa
                                      corner + 3, corner + 6);
     }
   });
-  // 4. Per vertex: gather its corners' gradients (no scatter, fixed order).
+  // 3. Per vertex: gather its corners' gradients (no scatter, fixed order).
   at::parallel_for(0, batch * num_vertices, kPointGrain, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const int64_t b = i / num_vertices;
@@ -258,15 +252,17 @@ void blinn_phong_backward(int64_t batch, int64_t num_points, const T* normals, c
   template int64_t build_vertex_corners<I>(int64_t, int64_t, const I*, int64_t*, int64_t*);  \
   template void vertex_normals_forward<float, I>(int64_t, int64_t, int64_t, const float*,      \
                                                  const I*, const int64_t*, const int64_t*,     \
-                                                 float*, float*);                              \
+                                                 float*, float*, float*);                      \
   template void vertex_normals_forward<double, I>(int64_t, int64_t, int64_t, const double*,    \
                                                   const I*, const int64_t*, const int64_t*,    \
-                                                  double*, double*);                           \
+                                                  double*, double*, double*);                  \
   template void vertex_normals_backward<float, I>(int64_t, int64_t, int64_t, const float*,     \
                                                   const I*, const int64_t*, const int64_t*,    \
-                                                  const float*, float*, float*, float*);       \
+                                                  const float*, const float*, const float*,    \
+                                                  float*, float*, float*);                     \
   template void vertex_normals_backward<double, I>(int64_t, int64_t, int64_t, const double*,   \
                                                    const I*, const int64_t*, const int64_t*,   \
+                                                   const double*, const double*,               \
                                                    const double*, double*, double*, double*);
 FACEGEOM_SHADING_INDEX(int32_t)
 FACEGEOM_SHADING_INDEX(int64_t)
