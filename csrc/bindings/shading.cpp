@@ -95,7 +95,7 @@ std::tuple<at::Tensor, at::Tensor> vertex_normals(const at::Tensor& vertices,
   auto out = at::empty_like(v);
   auto inv_len = at::empty({batch, num_vertices}, v.options());
   if (out.numel() == 0) return {out, inv_len};
-  auto face_normals = at::empty({batch, num_faces, 3}, v.options());
+  auto face_normals = at::empty({num_faces, 3}, v.options());
   AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "vertex_normals", [&] {
     using T = scalar_t;
     AT_DISPATCH_INDEX_TYPES(f.scalar_type(), "vertex_normals", [&] {
@@ -143,8 +143,8 @@ at::Tensor vertex_normals_backward(const at::Tensor& grad_out, const at::Tensor&
   const auto csr = vertex_corners_cpu(f, num_vertices);
   auto grad = at::empty_like(v);
   if (grad.numel() == 0) return grad;
-  auto face_scratch = at::empty({batch, num_faces, 9}, v.options());
-  auto vertex_scratch = at::empty_like(v);
+  auto face_scratch = at::empty({num_faces, 9}, v.options());
+  auto vertex_scratch = at::empty({num_vertices, 3}, v.options());
   AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "vertex_normals_backward", [&] {
     using T = scalar_t;
     AT_DISPATCH_INDEX_TYPES(f.scalar_type(), "vertex_normals_backward", [&] {
