@@ -65,7 +65,7 @@ void vertex_normals_forward(int64_t batch, int64_t num_vertices, int64_t num_fac
         T sum[3];
         gather_corners<T, true>(i, offsets, entries, face_normals, sum);
         const int64_t row = num_vertices * b + i;
-        inv_len[row] = facegeom::normalize3(sum, out + 3 * row);
+        inv_len[row] = facegeom::normalize3_scaled(sum, out + 3 * row);
       }
     });
   }

@@ -160,8 +160,10 @@ def vertex_normals(vertices: Tensor, faces: Tensor) -> Tensor:
     sums *unit* face normals instead; the two agree on evenly tessellated meshes.)
 
     Defined results: zero-area faces contribute nothing; a vertex with no
-    incident face, or whose contributions cancel (or whose squared length
-    underflows to zero), gets the zero vector and a zero gradient, never NaN.
+    incident face, or whose contributions cancel (a summed normal whose largest
+    component is below the smallest normal float), gets the zero vector and a
+    zero gradient, never NaN. The sum is scaled by its largest component before
+    normalising, so meshes in tiny or huge units do not under/overflow.
 
     Args:
         vertices: ``[B, V, 3]`` or ``[V, 3]`` float32/float64 (differentiable).

@@ -263,6 +263,45 @@ def test_vertex_normals_deterministic_across_thread_counts():
         assert torch.equal(a, b)
 
 
+@requires_native
+def test_non_contiguous_inputs_and_other_index_dtypes():
+    vertices, faces = sphere_mesh(batch=2, subdivisions=1)
+    strided = vertices.transpose(1, 2).contiguous().transpose(1, 2)  # same values, other strides
+    assert not strided.is_contiguous()
+    want = reference.vertex_normals(vertices, faces)
+    torch.testing.assert_close(fo.vertex_normals(strided, faces.t().contiguous().t()), want)
+    torch.testing.assert_close(fo.vertex_normals(vertices, faces.to(torch.int16)), want)
+    normals = unit_normals(2, 40, 2)[:, :, 0]  # every other row: non-contiguous
+    g = torch.Generator().manual_seed(8)
+    albedo = torch.rand(2, 40, 6, generator=g, dtype=torch.float64)[..., ::2]
+    coeffs = torch.randn(2, 3, 9, generator=g, dtype=torch.float64).transpose(1, 2)
+    torch.testing.assert_close(fo.sh_shading(normals, albedo, coeffs, "deca"),
+                               reference.sh_shading(normals, albedo, coeffs, "deca"))
+    scene = list(random_scene(2, 40))
+    scene[1] = scene[1].transpose(0, 1).contiguous().transpose(0, 1)
+    torch.testing.assert_close(fo.blinn_phong(*scene), reference.blinn_phong(*scene))
+
+
+@pytest.mark.parametrize("impl", ["kernel", "reference"])
+@pytest.mark.parametrize("scale", [1e-30, 1e-15, 1e15])
+def test_vertex_normals_tiny_and_huge_coordinates_float32(scale, impl):
+    # Squared lengths of the sums would under/overflow float32 at 1e-15 and 1e15;
+    # at 1e-30 the cross products themselves underflow (documented: zero normal,
+    # zero gradient).
+    fn = fo.vertex_normals if impl == "kernel" else reference.vertex_normals
+    vertices, faces = sphere_mesh(torch.float32, batch=1, subdivisions=1)
+    scaled = (vertices * scale).requires_grad_(True)
+    normals = fn(scaled, faces)
+    (grad,) = torch.autograd.grad(normals.sum(), scaled)
+    assert torch.isfinite(normals).all() and torch.isfinite(grad).all()
+    if scale < 1e-20:
+        assert (normals == 0).all() and (grad == 0).all()
+    else:
+        torch.testing.assert_close(normals, fo.vertex_normals(vertices, faces), atol=1e-5, rtol=0)
+        (unit_grad,) = torch.autograd.grad(fn(vertices.requires_grad_(True), faces).sum(), vertices)
+        torch.testing.assert_close(grad * scale, unit_grad, atol=1e-4, rtol=1e-4)
+
+
 def test_vertex_normals_empty_inputs():
     vertices, faces = torch.zeros(0, 5, 3), torch.tensor([[0, 1, 2]])
     assert fo.vertex_normals(vertices, faces).shape == (0, 5, 3)
