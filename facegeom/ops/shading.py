@@ -351,7 +351,7 @@ def blinn_phong(
     input broadcasts against the others.
 
     Returns:
-        ``[B, ..., 3]`` specular colour (``[N, 3]`` for unbatched input).
+        ``[B, ..., 3]`` specular colour (``[N, 3]`` when every input is unbatched).
 
     Example:
         >>> n = torch.tensor([[[0.0, 0.0, 1.0]]]); p = torch.zeros(1, 1, 3)
@@ -408,4 +408,4 @@ def blinn_phong(
     else:
         out = reference.blinn_phong(normals, points, light_pos, camera_pos, specular_albedo, shininess)
     out = out.reshape(out_shape)
-    return out[0] if unbatched else out
+    return out[0] if unbatched and batch == 1 else out

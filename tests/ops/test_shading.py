@@ -377,6 +377,11 @@ def test_blinn_phong_shapes_and_broadcasting():
     torch.testing.assert_close(pix.view(2, 20, 3), want)
     one = fo.blinn_phong(normals[0], points[0], light[0], camera[0], albedo[0], shininess[0])
     torch.testing.assert_close(one, want[0])
+    # unbatched points with a batch of lights broadcast to a batched result
+    two = fo.blinn_phong(normals[0], points[0], light, camera[0], albedo[0], shininess[0])
+    assert two.shape == (2, 20, 3)
+    torch.testing.assert_close(two[1], reference.blinn_phong(normals[0], points[0], light[1], camera[0],
+                                                             albedo[0], shininess[0]))
     # a batch of 1 broadcasts
     got = fo.blinn_phong(normals[:1], points[:1], light, camera, albedo[:1], shininess)
     torch.testing.assert_close(got, reference.blinn_phong(normals[:1].expand(2, -1, -1), points[:1].expand(2, -1, -1),
