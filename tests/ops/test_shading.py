@@ -245,9 +245,11 @@ def test_vertex_normals_degenerate_cases_are_nan_free():
 
 
 @requires_native
-def test_vertex_normals_deterministic_across_thread_counts():
-    vertices, faces = sphere_mesh(torch.float32, subdivisions=4, batch=2)  # F = 5120
-    vertices.requires_grad_(True)
+def test_results_deterministic_across_thread_counts():
+    vertices, faces = sphere_mesh(torch.float32, subdivisions=4, batch=2)  # V = 2562, F = 5120
+    _, _, light, camera, albedo, shininess = random_scene(2, vertices.shape[1], torch.float32)
+    coeffs = torch.randn(2, 9, 3)
+    leaves = [t.requires_grad_(True) for t in (vertices, light, albedo, shininess, coeffs)]
     weights = torch.randn(vertices.shape)
     threads = torch.get_num_threads()
     results = []
@@ -255,8 +257,10 @@ def test_vertex_normals_deterministic_across_thread_counts():
         for n in (1, max(2, threads)):
             torch.set_num_threads(n)
             normals = fo.vertex_normals(vertices, faces)
-            (grad,) = torch.autograd.grad((normals * weights).sum(), vertices)
-            results.append((normals, grad))
+            out = (fo.sh_shading(normals, albedo, coeffs, "deca")
+                   + fo.blinn_phong(normals, vertices, light, camera, albedo, shininess))
+            grads = torch.autograd.grad((out * weights).sum(), leaves)
+            results.append((out,) + grads)
     finally:
         torch.set_num_threads(threads)
     for a, b in zip(*results):
