@@ -12,15 +12,6 @@
 #include <limits>
 #include <vector>
 
-// The coverage test must round exactly as the CUDA kernel and the reference
-// do: forbid a * b + c from becoming an FMA even when built with -mfma (before
-// the shared header, so that its inline functions are covered).
-#if defined(__clang__)
-#pragma clang fp contract(off)
-#elif defined(__GNUC__)
-#pragma GCC optimize("fp-contract=off")
-#endif
-
 #include "facegeom/raster.h"
 
 namespace facegeom {
@@ -66,8 +57,8 @@ void rasterize_image(const T* pos, const int32_t* tri, int64_t first, int64_t co
     for (int64_t i = begin; i < end; ++i) {
       double clip[3][4];
       load_triangle(pos, tri, first + i, clip);
-      if (!raster::setup_triangle(clip, setups[i]) ||
-          !raster::pixel_bounds(clip, width, height, boxes[i].data())) {
+      if (!raster::pixel_bounds(clip, width, height, boxes[i].data()) ||
+          !raster::setup_triangle(clip, setups[i])) {
         boxes[i] = {1, 0, 1, 0};
       }
     }
@@ -111,7 +102,7 @@ void rasterize_image(const T* pos, const int32_t* tri, int64_t first, int64_t co
         for (int64_t y = std::max(y0, box[2]); y <= std::min(y1, box[3]); ++y) {
           uint64_t* row_keys = keys.data() + (y - y0) * kRasterTile;
           for (int64_t x = std::max(x0, box[0]); x <= std::min(x1, box[1]); ++x) {
-            double e[3], depth;
+            double e[3], depth = 0;
             if (!raster::covers(setup, qx[x], qy[y], e, depth)) continue;
             uint64_t& key = row_keys[x - x0];
             key = std::min(key, raster::depth_key(depth, first + i));
@@ -131,7 +122,7 @@ void rasterize_image(const T* pos, const int32_t* tri, int64_t first, int64_t co
           }
           const int64_t id = static_cast<int64_t>(key & 0xffffffffu);
           const TriangleSetup& setup = setups[id - first];
-          double e[3], depth, uv[2], db[4];
+          double e[3] = {0, 0, 0}, depth = 0, uv[2], db[4];
           raster::covers(setup, qx[x], qy[y], e, depth);
           raster::barycentrics(setup, e, uv, out_db == nullptr ? nullptr : db, ndc_per_pixel_x,
                                ndc_per_pixel_y);

@@ -131,35 +131,40 @@ FG_HD uint64_t depth_key(double depth, int64_t id) {
 }
 
 // Inclusive pixel bounds [x0, x1] x [y0, y1] of the part of the triangle that
-// can be drawn (-w <= z <= w, which implies w >= 0): the triangle is clipped
-// against both planes first, so vertices behind the camera do not blow the box
-// up. Returns false when nothing can be drawn.
+// can be drawn (-w <= z <= w, which implies w >= 0). A triangle reaching outside
+// that slab is clipped against both planes first, so vertices behind the camera
+// do not blow the box up. Returns false when no pixel centre can be drawn.
 FG_HD bool pixel_bounds(const double clip[3][4], int64_t width, int64_t height, int64_t* box) {
   double poly[2][5][4];
-  int count = 3;
-  for (int v = 0; v < 3; ++v)
+  int count = 3, cur = 0;
+  bool clipped = false;
+  for (int v = 0; v < 3; ++v) {
     for (int c = 0; c < 4; ++c) poly[0][v][c] = clip[v][c];
-  int cur = 0;
-  for (int plane = 0; plane < 2; ++plane) {  // w + z >= 0, then w - z >= 0
-    const double sz = plane == 0 ? 1.0 : -1.0;
-    int out = 0;
-    for (int v = 0; v < count; ++v) {
-      const double* a = poly[cur][v];
-      const double* b = poly[cur][(v + 1) % count];
-      const double da = a[3] + sz * a[2], db = b[3] + sz * b[2];
-      if (da >= 0) {
-        for (int c = 0; c < 4; ++c) poly[1 - cur][out][c] = a[c];
-        ++out;
+    clipped = clipped || !(clip[v][3] + clip[v][2] >= 0 && clip[v][3] - clip[v][2] >= 0 &&
+                           clip[v][3] > 0);
+  }
+  if (clipped) {
+    for (int plane = 0; plane < 2; ++plane) {  // w + z >= 0, then w - z >= 0
+      const double sz = plane == 0 ? 1.0 : -1.0;
+      int out = 0;
+      for (int v = 0; v < count; ++v) {
+        const double* a = poly[cur][v];
+        const double* b = poly[cur][(v + 1) % count];
+        const double da = a[3] + sz * a[2], db = b[3] + sz * b[2];
+        if (da >= 0) {
+          for (int c = 0; c < 4; ++c) poly[1 - cur][out][c] = a[c];
+          ++out;
+        }
+        if ((da >= 0) != (db >= 0)) {
+          const double t = da / (da - db);
+          for (int c = 0; c < 4; ++c) poly[1 - cur][out][c] = a[c] + t * (b[c] - a[c]);
+          ++out;
+        }
       }
-      if ((da >= 0) != (db >= 0)) {
-        const double t = da / (da - db);
-        for (int c = 0; c < 4; ++c) poly[1 - cur][out][c] = a[c] + t * (b[c] - a[c]);
-        ++out;
-      }
+      count = out;
+      cur = 1 - cur;
+      if (count == 0) return false;
     }
-    count = out;
-    cur = 1 - cur;
-    if (count == 0) return false;
   }
   double lo[2] = {1e300, 1e300}, hi[2] = {-1e300, -1e300};
   bool at_infinity = false;
@@ -169,20 +174,25 @@ FG_HD bool pixel_bounds(const double clip[3][4], int64_t width, int64_t height, 
       at_infinity = true;  // a direction (w = z = 0), not a point: no finite box
       break;
     }
+    const double inv_w = 1.0 / a[3];
     for (int c = 0; c < 2; ++c) {
-      const double ndc = a[c] / a[3];
+      const double ndc = a[c] * inv_w;
       lo[c] = ndc < lo[c] ? ndc : lo[c];
       hi[c] = ndc > hi[c] ? ndc : hi[c];
     }
   }
+  // The coverage test is exact, the box only needs to be conservative: a margin
+  // of 1e-3 pixel absorbs the rounding of the projection, a whole pixel that of
+  // the clipping.
+  const double margin = clipped ? 1.0 : 1e-3;
   const int64_t size[2] = {width, height};
   for (int c = 0; c < 2; ++c) {
     double first = 0, last = static_cast<double>(size[c] - 1);
     if (!at_infinity) {
-      // Pixel i's centre is (i + 0.5) * 2 / n - 1; widen by a pixel for rounding.
-      const double f = floor((lo[c] + 1) * 0.5 * size[c] - 0.5) - 1;
-      const double l = ceil((hi[c] + 1) * 0.5 * size[c] - 0.5) + 1;
-      if (!(f <= last) || !(l >= 0)) return false;  // off screen (or NaN)
+      // Pixel i's centre is at (i + 0.5) * 2 / n - 1 in NDC.
+      const double f = ceil((lo[c] + 1) * 0.5 * size[c] - 0.5 - margin);
+      const double l = floor((hi[c] + 1) * 0.5 * size[c] - 0.5 + margin);
+      if (!(f <= l) || !(f <= last) || !(l >= 0)) return false;  // no centre (or NaN)
       first = f > 0 ? f : 0;
       last = l < last ? l : last;
     }
