@@ -279,6 +279,15 @@ FG_HD void barycentrics(const TriangleSetup& t, const double* e, double* uv, dou
   }
 }
 
+// Triangle id named by rast's last channel (which stores id + 1; 0 is the
+// background), or -1 for background and for values that name no triangle of
+// a mesh with num_triangles triangles.
+FG_HD int64_t stored_triangle(double stored, int64_t num_triangles) {
+  if (!(stored >= 1 && stored <= static_cast<double>(num_triangles))) return -1;
+  const int64_t id = static_cast<int64_t>(stored);
+  return static_cast<double>(id) == stored ? id - 1 : -1;
+}
+
 FG_HD void cross3(const double* a, const double* b, double* out) {
   out[0] = a[1] * b[2] - a[2] * b[1];
   out[1] = a[2] * b[0] - a[0] * b[2];
