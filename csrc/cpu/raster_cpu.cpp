@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <array>
 #include <limits>
+#include <memory>
 #include <vector>
 
 #include "facegeom/raster.h"
@@ -46,7 +47,8 @@ template <typename T>
 void rasterize_image(const T* pos, const int32_t* tri, int64_t first, int64_t count,
                      int64_t height, int64_t width, const std::vector<double>& qx,
                      const std::vector<double>& qy, T* rast, T* rast_db) {
-  std::vector<TriangleSetup> setups(count);
+  // Default-initialised (not zeroed): only drawn triangles' entries are read.
+  std::unique_ptr<TriangleSetup[]> setups(new TriangleSetup[count]);
   std::vector<std::array<int64_t, 4>> boxes(count);  // x0, x1, y0, y1; x0 > x1 = not drawn
   at::parallel_for(0, count, 2048, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
