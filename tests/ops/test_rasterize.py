@@ -193,6 +193,25 @@ def test_depth_test_keeps_nearest_and_lower_id_on_equal_depth():
     assert set(rast2[..., 3].unique().tolist()) == {0.0, 1.0, 2.0}
 
 
+@requires_native
+def test_non_contiguous_inputs_and_extreme_scales():
+    pos, tri = random_scene(2, 40, 60, seed=59, depth_range=(-2.0, 12.0))
+    base, base_db = fo.rasterize(pos, tri, RES, grad_db=True)
+    wide = torch.zeros(2, 40, 8, dtype=torch.float64)
+    wide[..., ::2] = pos
+    rast, rast_db = fo.rasterize(wide[..., ::2], tri.t().contiguous().t(), RES, grad_db=True)
+    assert torch.equal(rast, base) and torch.equal(rast_db, base_db)
+    # Clip coordinates are homogeneous: scaling every one by a power of two
+    # (exact) changes nothing, even at 2**+-100 (products reach 2**+-600).
+    for scale in (2.0 ** -100, 2.0 ** 100):
+        scaled, _ = fo.rasterize(pos * scale, tri, RES)
+        assert torch.equal(scaled, base)
+    attr = torch.randn(40, 6, dtype=torch.float64)
+    out, out_da = fo.interpolate(attr[:, ::2], rast, tri, rast_db, diff_attrs="all")
+    ref, ref_da = fo.interpolate(attr[:, ::2].contiguous(), rast, tri, rast_db, diff_attrs="all")
+    assert torch.equal(out, ref) and torch.equal(out_da, ref_da)
+
+
 # --------------------------------------------------------------------------- #
 # Ties, watertightness, degenerate input                                      #
 # --------------------------------------------------------------------------- #
