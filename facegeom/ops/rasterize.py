@@ -258,7 +258,8 @@ def interpolate(
 
     Args:
         attr: ``[V, C]`` (shared by all images, also for range mode) or
-            ``[B, V, C]``; float32/float64 with ``rast``'s dtype; differentiable.
+            ``[B, V, C]`` (``[1, V, C]`` broadcasts); float32/float64 with
+            ``rast``'s dtype; differentiable.
         rast: ``[B, H, W, 4]`` output of :func:`rasterize`; differentiable
             through ``(u, v)`` (and so to ``pos``).
         tri: ``[F, 3]`` int32 triangles, as given to :func:`rasterize`.
@@ -280,6 +281,8 @@ def interpolate(
     _checks.floating("attr", attr, rast, "rast")
     _checks.shape("rast", rast, [None, None, None, 4], "[B, H, W, 4]")
     batch = rast.shape[0]
+    if attr.dim() == 3 and attr.shape[0] == 1:
+        attr = attr[0]  # a batch of one broadcasts, as in nvdiffrast
     if attr.dim() == 3:
         _checks.shape("attr", attr, [batch, None, None], "[B, V, C] (B of rast)")
     else:

@@ -331,6 +331,8 @@ def test_interpolate_matches_reference(dtype, batched_attr):
             assert out_da.shape == (2, *RES, 2 * (5 if diff_attrs == "all" else 3))
             torch.testing.assert_close(out_da, ref_da, **tol)
     assert (out[rast[..., 3] == 0] == 0).all()
+    if not batched_attr:  # a batch of one broadcasts (nvdiffrast's rule)
+        torch.testing.assert_close(fo.interpolate(attr[None], rast, tri)[0], fo.interpolate(attr, rast, tri)[0])
 
 
 @requires_native
