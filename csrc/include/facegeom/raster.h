@@ -23,8 +23,9 @@ namespace facegeom {
 namespace raster {
 
 // Exactly rounded double arithmetic: nvcc would otherwise fuse a * b + c into an
-// FMA on the device and the host compiler may do so with -mfma, and a pixel
-// centre on a shared edge must give bit-identical edge values everywhere.
+// FMA on the device (and a host compiler targeting FMA hardware may do the
+// same), and a pixel centre on a shared edge must give bit-identical edge
+// values on every back end and in the reference.
 #if defined(__CUDA_ARCH__)
 FG_HD double mul(double a, double b) { return __dmul_rn(a, b); }
 FG_HD double add(double a, double b) { return __dadd_rn(a, b); }
@@ -34,7 +35,22 @@ FG_HD float to_float(double a) { return __double2float_rn(a); }
 #else
 using std::ceil;
 using std::floor;
+#if defined(__x86_64__) && defined(__FMA__) && defined(__GNUC__)
+// An empty asm makes the product a value the compiler cannot fuse into an add.
+FG_HD double mul(double a, double b) {
+  double product = a * b;
+  __asm__("" : "+x"(product));
+  return product;
+}
+#elif defined(__aarch64__) && defined(__GNUC__)
+FG_HD double mul(double a, double b) {
+  double product = a * b;
+  __asm__("" : "+w"(product));
+  return product;
+}
+#else
 FG_HD double mul(double a, double b) { return a * b; }
+#endif
 FG_HD double add(double a, double b) { return a + b; }
 FG_HD double sub(double a, double b) { return a - b; }
 FG_HD double div(double a, double b) { return a / b; }
