@@ -297,7 +297,10 @@ def interpolate(
     else:
         rast_db = None
     if rast.numel() and not torch.compiler.is_compiling():
-        max_id = int(rast[..., 3].max())
+        stored = rast[..., 3].max()
+        if not torch.isfinite(stored):
+            raise ValueError("rast's id channel (rast[..., 3]) holds non-finite values")
+        max_id = int(stored)
         if max_id > tri.shape[0]:
             raise IndexError(f"rast names triangle id {max_id - 1}, but tri has only F = {tri.shape[0]}")
     if _native.serves("interpolate", rast.device):

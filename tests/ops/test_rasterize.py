@@ -552,6 +552,8 @@ def test_bad_input_names_the_argument():
         fo.interpolate(attr[:2], rast, tri)
     with pytest.raises(IndexError, match="triangle id"):
         fo.interpolate(attr, rast, tri[:1])
+    with pytest.raises(ValueError, match="non-finite"):
+        fo.interpolate(attr, torch.full_like(rast, float("nan")), tri)
 
 
 def test_triangle_count_limit_for_float32_is_an_error():
