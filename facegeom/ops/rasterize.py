@@ -17,14 +17,16 @@ Conventions (identical to nvdiffrast):
 
 Decisions where nvdiffrast is silent or differs:
 
-* Coverage is decided with homogeneous edge functions evaluated in float64, so
-  triangles crossing ``w = 0`` (partly behind the camera) are drawn exactly where
-  their surface lies in front of the camera (``w > 0``) and clipped at the near
-  plane (``z / w >= -1``) - no clipping step, no garbage. A pixel centre exactly on
-  an edge belongs to the triangle that the sample point moved by
-  ``(+eps, +eps^2)`` would fall in, so a watertight mesh covers each interior
-  pixel exactly once. Triangles with zero projected area (degenerate or seen
-  exactly edge-on) are not drawn.
+* Coverage is decided in float64. Triangles with a vertex at or behind ``w = 0``
+  use homogeneous edge functions, so they are drawn exactly where their surface
+  lies in front of the camera (``w > 0``) and clipped at the near plane
+  (``z / w >= -1``) - no clipping step, no garbage; the others use 2D edge
+  functions on the projected vertices. A pixel centre exactly on an edge or a
+  vertex belongs to the triangle that the sample point moved by
+  ``(+eps, +eps^2)`` would fall in, and shared edges are evaluated identically
+  by both triangles, so a watertight mesh covers each interior pixel exactly
+  once. Triangles with zero projected area (degenerate or seen exactly
+  edge-on) and non-finite coordinates are not drawn.
 * The depth test compares ``z / w`` rounded to float32; equal depths go to the
   lower triangle id. CPU and CUDA run the same arithmetic, so ids agree exactly.
 * float64 ``pos`` gives a float64 ``rast`` (nvdiffrast accepts float32 only; the
