@@ -287,6 +287,24 @@ def test_degenerate_edge_on_and_sliver_triangles():
 
 
 @requires_native
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_random_slivers_match_reference(dtype):
+    """Needle-thin triangles (third vertex within ~1e-3 of an edge) in a random scene."""
+    g = torch.Generator().manual_seed(61)
+    pos, tri = random_scene(1, 100, 200, seed=61)
+    corners = pos[0, tri.long()]  # [200, 3, 4]: unshared vertices
+    t = torch.rand(200, 1, generator=g, dtype=torch.float64)
+    offset = torch.randn(200, 4, generator=g, dtype=torch.float64) * 1e-3
+    corners[:, 2] = corners[:, 0] + t * (corners[:, 1] - corners[:, 0]) + offset
+    pos = corners.reshape(1, 600, 4).to(dtype)
+    tri = torch.arange(600, dtype=torch.int32).view(200, 3)
+    rast, rast_db = fo.rasterize(pos, tri, (48, 64), grad_db=True)
+    ref, ref_db = reference.rasterize(pos.double(), tri, (48, 64), grad_db=True)
+    assert (rast[..., 3] > 0).sum() > 20
+    assert_rast_close(rast, ref, rast_db, ref_db)
+
+
+@requires_native
 def test_known_values_and_conventions():
     # One triangle over the lower-left half: pixel (0, 0) is the bottom-left one.
     pos = torch.tensor([[[-1.0, -1.0, 0.25, 1.0], [1.0, -1.0, 0.25, 1.0], [-1.0, 1.0, 0.25, 1.0]]])
