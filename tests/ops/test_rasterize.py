@@ -11,6 +11,7 @@ import torch
 import facegeom.ops as fo
 from facegeom import _native
 from facegeom.ops import reference
+from facegeom.ops.rasterize import MAX_TRIANGLES_FLOAT32
 from tests.conftest import cuda, requires_native
 
 ops = torch.ops.facegeom if _native.AVAILABLE else None
@@ -576,7 +577,7 @@ def test_bad_input_names_the_argument():
 
 def test_triangle_count_limit_for_float32_is_an_error():
     pos = torch.zeros(1, 3, 4)
-    tri = torch.zeros(1, 3, dtype=torch.int32).expand(fo.rasterize.__globals__["MAX_TRIANGLES_FLOAT32"] + 1, 3)
+    tri = torch.zeros(1, 3, dtype=torch.int32).expand(MAX_TRIANGLES_FLOAT32 + 1, 3)
     with pytest.raises(ValueError, match="float64"):
         fo.rasterize(pos, tri, (4, 4))
 
