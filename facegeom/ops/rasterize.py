@@ -218,14 +218,14 @@ def rasterize(
             f"{MAX_TRIANGLES_FLOAT32}: pass float64 pos or split the mesh into ranges"
         )
     if ranges is not None:
-        ranges = ranges.to(torch.int32)
         if ranges.numel() and not torch.compiler.is_compiling():
-            first, count = ranges[:, 0].long(), ranges[:, 1].long()
+            first, count = ranges[:, 0].long(), ranges[:, 1].long()  # checked before narrowing
             if bool((first < 0).any() | (count < 0).any() | (first + count > num_triangles).any()):
                 raise IndexError(
                     f"ranges must hold (first, count) with first, count >= 0 and first + count <= F "
                     f"= {num_triangles}, got {ranges.tolist()}"
                 )
+        ranges = ranges.to(torch.int32)
     if _native.serves("rasterize", pos.device):
         rast, rast_db = torch.ops.facegeom.rasterize(pos, tri, height, width, ranges, grad_db)
         return rast, (rast_db if grad_db else None)

@@ -553,6 +553,8 @@ def test_bad_input_names_the_argument():
         fo.rasterize(pos[0], tri, (8, 8), ranges=torch.tensor([[3, 5]], dtype=torch.int32))
     with pytest.raises(ValueError, match="ranges"):
         fo.rasterize(pos[0], tri, (8, 8), ranges=torch.tensor([0, 5], dtype=torch.int32))
+    with pytest.raises(IndexError, match="ranges"):  # would wrap to (0, 1) as int32
+        fo.rasterize(pos[0], tri, (8, 8), ranges=torch.tensor([[2**32, 1]]))
     rast, rast_db = fo.rasterize(pos, tri, (8, 8), grad_db=True)
     attr = torch.randn(10, 3)
     with pytest.raises(TypeError, match="attr"):
