@@ -215,7 +215,7 @@ def rasterize(
     if pos.dtype == torch.float32 and num_triangles > MAX_TRIANGLES_FLOAT32:
         raise ValueError(
             f"tri has {num_triangles} triangles; float32 rast stores ids exactly only up to "
-            f"{MAX_TRIANGLES_FLOAT32}: pass float64 pos or split the mesh into ranges"
+            f"{MAX_TRIANGLES_FLOAT32}: pass float64 pos (float64 rast holds every id exactly)"
         )
     if ranges is not None:
         if ranges.numel() and not torch.compiler.is_compiling():
