@@ -6,7 +6,20 @@ signature.
 """
 from facegeom.ops import reference
 from facegeom.ops.lbs import blendshapes, lbs, rigid_transform, rodrigues, skin
+from facegeom.ops.rasterize import interpolate, rasterize
 from facegeom.ops.shading import blinn_phong, sh_basis, sh_shading, vertex_normals
 
-__all__ = ["blendshapes", "lbs", "reference", "rigid_transform", "rodrigues", "skin"]
-__all__ += ["blinn_phong", "sh_basis", "sh_shading", "vertex_normals"]
+__all__ = [
+    "blendshapes",
+    "blinn_phong",
+    "interpolate",
+    "lbs",
+    "rasterize",
+    "reference",
+    "rigid_transform",
+    "rodrigues",
+    "sh_basis",
+    "sh_shading",
+    "skin",
+    "vertex_normals",
+]
