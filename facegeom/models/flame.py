@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from facegeom import ops
+from facegeom.models import _pickle
 from facegeom.ops import _checks
 
 Tensor = torch.Tensor
@@ -40,6 +41,9 @@ Tensor = torch.Tensor
 JOINT_NAMES = ("global", "neck", "jaw", "left_eye", "right_eye")
 PARENTS = (-1, 0, 1, 1, 1)
 NECK_JOINT = 1
+#: FLAME files put 300 shape components before the expression components.
+FILE_SHAPE_COMPONENTS = 300
+_REQUIRED_KEYS = ("v_template", "shapedirs", "posedirs", "J_regressor", "weights", "kintree_table", "f")
 #: The dynamic contour table has one row per integer yaw in [-39, 39] degrees.
 DYNAMIC_CONTOUR_ROWS = 79
 MAX_CONTOUR_YAW = 39
@@ -125,6 +129,48 @@ def _to_numpy(value) -> np.ndarray:
     if isinstance(value, torch.Tensor):
         return value.detach().cpu().numpy()
     return np.asarray(value)
+
+
+def _require(data, key: str, source: str, what: str):
+    if not isinstance(data, dict):
+        raise ValueError(f"{source}: expected a pickled dict ({what}), got {type(data).__name__}")
+    if key not in data:
+        raise ValueError(f"{source}: missing key {key!r} ({what} has {', '.join(sorted(map(str, data)))})")
+    return data[key]
+
+
+def _float_array(value, key: str, source: str, ndim: int) -> np.ndarray:
+    try:
+        array = np.asarray(value.toarray() if hasattr(value, "toarray") else value, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{source}: {key} is not a numeric array ({error})") from error
+    if array.ndim != ndim:
+        raise ValueError(f"{source}: {key} must have {ndim} dimensions, got shape {list(array.shape)}")
+    return array
+
+
+def load_flame_masks(path, num_vertices: Optional[int] = None) -> Dict[str, Tensor]:
+    """Read ``FLAME_masks.pkl`` (a latin1 pickle of region name -> vertex indices,
+    e.g. ``face``, ``eye_region``, ``left_eyeball``, ``right_ear``, ``scalp``, ...).
+
+    Args:
+        path: the file.
+        num_vertices: if given, indices are checked against it (5023 for FLAME).
+
+    Returns:
+        ``{region: int64 tensor [N]}`` of 0-based vertex indices.
+    """
+    source = os.fspath(path)
+    data = _pickle.load(source)
+    if not isinstance(data, dict):
+        raise ValueError(f"{source}: expected a pickled dict of region -> vertex indices, got {type(data).__name__}")
+    masks = {}
+    for name, value in data.items():
+        indices = _as_index(f"region {name!r}", np.asarray(_to_numpy(value)).reshape(-1), source)
+        if indices.size and (indices.min() < 0 or (num_vertices is not None and indices.max() >= num_vertices)):
+            raise IndexError(f"{source}: region {name!r} has vertex indices outside [0, {num_vertices})")
+        masks[str(name)] = torch.as_tensor(indices, dtype=torch.int64)
+    return masks
 
 
 class FLAME(nn.Module):
@@ -306,6 +352,123 @@ class FLAME(nn.Module):
         else:
             self.full_lmk_faces_idx = None
             self.full_lmk_bary_coords = None
+
+    # ------------------------------------------------------------------ #
+    # Files                                                              #
+    # ------------------------------------------------------------------ #
+    @classmethod
+    def from_file(cls, path, n_shape: int = 300, n_exp: int = 100, landmark_embedding=None,
+                  dtype: torch.dtype = torch.float32) -> "FLAME":
+        """Read the official ``generic_model.pkl`` (FLAME 2020 / 2023), without chumpy.
+
+        Args:
+            path: ``generic_model.pkl``. Keys used: ``v_template`` [V, 3],
+                ``shapedirs`` [V, 3, 300 + E] (chumpy ``Ch`` or numpy), ``posedirs``
+                [V, 3, 36], ``J_regressor`` (scipy sparse) [5, V], ``weights`` [V, 5],
+                ``kintree_table`` [2, 5], ``f`` [F, 3].
+            n_shape: shape components to keep (<= 300, the file's count).
+            n_exp: expression components to keep (<= the file's, 100 for FLAME 2020/2023).
+            landmark_embedding: optional embedding to attach: DECA/MICA's
+                ``landmark_embedding.npy`` path, or RingNet's pair
+                ``(flame_static_embedding.pkl, flame_dynamic_embedding.npy)``.
+            dtype: float32 or float64.
+
+        Raises:
+            FileNotFoundError: the file does not exist.
+            ValueError: a key is missing or has the wrong shape (message names
+                the file and the key).
+            pickle.UnpicklingError: the file is corrupt or names a class outside
+                the allow-list of :mod:`facegeom.models._pickle`.
+
+        Example:
+            >>> flame = FLAME.from_file("generic_model.pkl", n_shape=100, n_exp=50,
+            ...                         landmark_embedding="landmark_embedding.npy")  # doctest: +SKIP
+            >>> flame(torch.zeros(1, 100), torch.zeros(1, 50)).landmarks2d.shape  # doctest: +SKIP
+            torch.Size([1, 68, 3])
+        """
+        source = os.fspath(path)
+        data = _pickle.load(source)
+        what = "a FLAME generic_model.pkl"
+        for key in _REQUIRED_KEYS:
+            _require(data, key, source, what)
+        v_template = _float_array(data["v_template"], "v_template", source, 2)
+        num_vertices = v_template.shape[0]
+        if v_template.shape[1] != 3:
+            raise ValueError(f"{source}: v_template must have shape [V, 3], got {list(v_template.shape)}")
+        shapedirs = _float_array(data["shapedirs"], "shapedirs", source, 3)
+        if shapedirs.shape[:2] != (num_vertices, 3):
+            raise ValueError(f"{source}: shapedirs must have shape [V={num_vertices}, 3, K], got "
+                             f"{list(shapedirs.shape)}")
+        file_shape = min(FILE_SHAPE_COMPONENTS, shapedirs.shape[2])
+        file_exp = shapedirs.shape[2] - file_shape
+        if not 0 <= n_shape <= file_shape:
+            raise ValueError(f"n_shape must be in [0, {file_shape}] for {source}, got {n_shape}")
+        if not 0 <= n_exp <= file_exp:
+            raise ValueError(f"n_exp must be in [0, {file_exp}] for {source}, got {n_exp}")
+        shapedirs = np.concatenate([shapedirs[:, :, :n_shape], shapedirs[:, :, file_shape:file_shape + n_exp]], 2)
+        posedirs = _float_array(data["posedirs"], "posedirs", source, 3)
+        if posedirs.shape[:2] != (num_vertices, 3):
+            raise ValueError(f"{source}: posedirs must have shape [V={num_vertices}, 3, P], got {list(posedirs.shape)}")
+        posedirs = posedirs.reshape(-1, posedirs.shape[2]).T  # smplx: [P, V*3]
+        regressor = _float_array(data["J_regressor"], "J_regressor", source, 2)
+        weights = _float_array(data["weights"], "weights", source, 2)
+        kintree = np.asarray(data["kintree_table"])
+        if kintree.ndim != 2 or kintree.shape[0] != 2:
+            raise ValueError(f"{source}: kintree_table must have shape [2, J], got {list(kintree.shape)}")
+        parents = kintree[0].astype(np.int64)
+        parents[0] = -1  # the root's parent is stored as the largest uint32
+        faces = _as_index("f", data["f"], source)
+        try:
+            model = cls(v_template, shapedirs, posedirs, regressor, weights, faces, n_shape=n_shape,
+                        n_exp=n_exp, parents=parents.tolist(), dtype=dtype)
+        except (ValueError, IndexError) as error:
+            raise type(error)(f"{source}: {error}") from error
+        if landmark_embedding is not None:
+            if isinstance(landmark_embedding, (tuple, list)):
+                model.load_landmark_embedding(*landmark_embedding)
+            else:
+                model.load_landmark_embedding(landmark_embedding)
+        return model
+
+    def load_landmark_embedding(self, path, dynamic_path=None) -> None:
+        """Attach the official landmark embedding.
+
+        - DECA / MICA: ``load_landmark_embedding("landmark_embedding.npy")``, a pickled
+          dict with ``static_lmk_faces_idx`` [51], ``static_lmk_bary_coords`` [51, 3],
+          ``dynamic_lmk_faces_idx`` [79, 17], ``dynamic_lmk_bary_coords`` [79, 17, 3]
+          (torch tensors in the files DECA ships), ``full_lmk_faces_idx`` [(1,) 68],
+          ``full_lmk_bary_coords`` [(1,) 68, 3].
+        - RingNet / smplx: ``load_landmark_embedding("flame_static_embedding.pkl",
+          "flame_dynamic_embedding.npy")``: ``lmk_face_idx`` / ``lmk_b_coords`` in each
+          (no fixed 3D set, so ``landmarks3d`` is None).
+
+        The files are read with the restricted unpickler (no code execution).
+        """
+        source = os.fspath(path)
+        data = _pickle.load_npy(source) if source.endswith(".npy") else _pickle.load(source)
+        if dynamic_path is None:
+            what = "a DECA/MICA landmark_embedding.npy"
+            keys = ("static_lmk_faces_idx", "static_lmk_bary_coords", "dynamic_lmk_faces_idx",
+                    "dynamic_lmk_bary_coords")
+            static_faces, static_bary, dynamic_faces, dynamic_bary = (_require(data, k, source, what) for k in keys)
+            full_faces = data.get("full_lmk_faces_idx")
+            full_bary = data.get("full_lmk_bary_coords")
+            if (full_faces is None) != (full_bary is None):
+                raise ValueError(f"{source}: full_lmk_faces_idx and full_lmk_bary_coords must come together")
+            self.set_landmark_embedding(
+                static_faces, np.reshape(_to_numpy(static_bary), (-1, 3)), dynamic_faces, dynamic_bary,
+                full_faces, None if full_bary is None else np.reshape(_to_numpy(full_bary), (-1, 3)), source)
+            return
+        dynamic_source = os.fspath(dynamic_path)
+        what = "a RingNet flame_static_embedding.pkl"
+        static_faces = _require(data, "lmk_face_idx", source, what)
+        static_bary = _require(data, "lmk_b_coords", source, what)
+        dynamic = _pickle.load_npy(dynamic_source)
+        what = "a RingNet flame_dynamic_embedding.npy"
+        dynamic_faces = np.asarray(_require(dynamic, "lmk_face_idx", dynamic_source, what))
+        dynamic_bary = np.asarray(_require(dynamic, "lmk_b_coords", dynamic_source, what))
+        self.set_landmark_embedding(static_faces, static_bary, dynamic_faces, dynamic_bary,
+                                    source=f"{source} + {dynamic_source}")
 
     # ------------------------------------------------------------------ #
     # Forward                                                            #
