@@ -199,3 +199,72 @@ def test_bad_input_raises_naming_the_argument():
         camera.project(torch.zeros(2, 5, 2))
     with pytest.raises(TypeError, match="points"):
         camera.project(torch.zeros(2, 5, 3, dtype=torch.float64))
+
+
+# --------------------------------------------------------------------------- #
+# Agreement with the rasterizer                                               #
+# --------------------------------------------------------------------------- #
+
+def _tiny_triangles_at_pixel_centres(camera, points, offsets):
+    """For each point, a triangle of radius 0.35 px around the point moved so that
+    it projects to the nearest pixel centre plus ``offsets`` (px). Returns the
+    triangle vertices [T*3, 3] and the target image pixels [T, 2] (integers)."""
+    vertices, targets = [], []
+    for point, offset in zip(points, offsets):
+        p = point.clone()
+        target = torch.round(camera.project(p[None])[0, 0])
+        for _ in range(3):  # Newton steps in the plane the camera sees
+            jac = torch.autograd.functional.jacobian(lambda q: camera.project(q[None])[0, 0], p)  # [2, 3]
+            step = torch.linalg.pinv(jac)  # [3, 2]: image displacement -> world displacement
+            p = p + step @ (target + offset - camera.project(p[None])[0, 0])
+        angles = torch.tensor([90.0, 210.0, 330.0], dtype=p.dtype) * math.pi / 180
+        corners = 0.35 * torch.stack([torch.cos(angles), torch.sin(angles)], 1)  # [3, 2] px
+        vertices.append(p + corners @ step.T)
+        targets.append(target)
+    return torch.cat(vertices), torch.stack(targets).long()
+
+
+@pytest.mark.parametrize("name", ["weak", "ortho", "pinhole"])
+def test_projected_point_lands_on_the_pixel_the_rasterizer_draws(name):
+    from facegeom.ops import rasterize
+
+    camera = cameras()[name]
+    camera_batch = {"weak": lambda: WeakPerspective(camera.cam[:1]), "ortho": lambda: ScaledOrthographic(camera.P[:1]),
+                    "pinhole": lambda: Pinhole.deep3d(dtype=torch.float64)}[name]()
+    g = torch.Generator().manual_seed(7)
+    points = head_points(1, 40, seed=3)[0] * {"weak": 0.8, "ortho": 5e5, "pinhole": 5.0}[name]
+    offsets = (torch.rand(40, 2, generator=g, dtype=torch.float64) - 0.5) * 0.2  # within 0.1 px of a centre
+    vertices, targets = _tiny_triangles_at_pixel_centres(camera_batch, points, offsets)
+    height, width = camera_batch.image_size
+    # Keep triangles on distinct pixels inside the image, so none hides another.
+    keep, seen = [], set()
+    for k, (column, row) in enumerate(targets.tolist()):
+        if 0 <= column < width and 0 <= row < height and (column, row) not in seen:
+            keep.append(k)
+            seen.add((column, row))
+    assert len(keep) >= 30
+    targets = targets[keep]
+    vertices = vertices.view(-1, 3, 3)[keep].reshape(-1, 3)
+    pos = camera_batch.to_clip(vertices)
+    tri = torch.arange(len(vertices), dtype=torch.int32).view(-1, 3)
+    rast, _ = rasterize(pos.float().contiguous(), tri, (height, width))
+    ids = rast[0, ..., 3].round().long()  # [H, W], triangle id + 1, raster row 0 at the bottom
+    for k, (column, image_row) in enumerate(targets.tolist()):
+        drawn = (ids == k + 1).nonzero().tolist()
+        assert drawn == [[height - 1 - image_row, column]], (k, drawn)
+
+
+def test_landmarks_of_the_synthetic_head_fall_on_the_rendered_head():
+    from facegeom.models import synthetic_head
+    from facegeom.ops import rasterize
+
+    head = synthetic_head()
+    out = head(pose=torch.tensor([[0.1, 0.3, 0.0]]))
+    camera = WeakPerspective(torch.tensor([[4.5, 0.0, 0.03]]), image_size=(96, 128))
+    rast, _ = rasterize(camera.to_clip(out.vertices), head.faces.int(), camera.image_size)
+    image_coverage = torch.flip(rast[0, ..., 3] > 0, dims=[0])  # top row first, like the pixels
+    # The inner-face landmarks (the contour ones sit on the silhouette, where a
+    # rounding can fall either side).
+    pixels = torch.round(camera.project(out.landmarks2d)[0, 17:]).long()
+    assert image_coverage[pixels[:, 1], pixels[:, 0]].all()
+    assert 0.1 < image_coverage.float().mean() < 0.9
