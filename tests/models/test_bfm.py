@@ -8,6 +8,7 @@ import scipy.io
 import torch
 
 from facegeom.models import BFM
+from tests.conftest import cuda
 from tests.models.model_files import icosphere_1
 
 V = 42  # vertices of the test mesh
@@ -324,3 +325,15 @@ def test_basel2017_errors(tmp_path):
         BFM.from_basel2017(not_h5)
     with pytest.raises(ValueError, match="expression"):
         BFM.from_basel2017(broken, n_exp=3)
+
+
+@pytest.mark.cuda
+@cuda
+def test_cuda_matches_cpu(deep3d_file):
+    bfm = BFM.from_deep3d(deep3d_file[0], dtype=torch.float64)
+    g = torch.Generator().manual_seed(9)
+    coeffs = [torch.randn(2, k, generator=g, dtype=torch.float64) for k in (80, 64, 80)]
+    cpu = bfm(*coeffs)
+    gpu = bfm.cuda()(*[c.cuda() for c in coeffs])
+    for name in ("vertices", "texture", "landmarks"):
+        torch.testing.assert_close(getattr(gpu, name).cpu(), getattr(cpu, name), atol=1e-10, rtol=0)
