@@ -198,12 +198,20 @@ def _embed(unit_vertices: np.ndarray, faces: np.ndarray, directions: np.ndarray)
 def _orthonormal_fields(fields: np.ndarray) -> np.ndarray:
     """Columns of ``fields`` [N, K] (full column rank) orthonormalised, in order."""
     # Cholesky QR, twice for accuracy: a K x K factorisation instead of a
-    # Householder QR of the tall matrix. In torch, whose thread pool stays
-    # fast when the machine is busy (multi-threaded OpenBLAS does not).
+    # Householder QR of the tall matrix. In torch rather than numpy, whose
+    # multi-threaded OpenBLAS was 10x slower on a busy machine.
+    # One thread: these products are small, and on a busy machine the
+    # intra-op threads cost more in synchronisation than they save (0.6 s vs
+    # 1.3-1.9 s for the whole build on a loaded 2-core VM).
     tall = torch.from_numpy(np.ascontiguousarray(fields))
-    for _ in range(2):
-        lower = torch.linalg.cholesky(tall.T @ tall)
-        tall = torch.linalg.solve_triangular(lower, tall.T, upper=False).T
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for _ in range(2):
+            lower = torch.linalg.cholesky(tall.T @ tall)
+            tall = torch.linalg.solve_triangular(lower, tall.T, upper=False).T
+    finally:
+        torch.set_num_threads(threads)
     return tall.numpy()
 
 
