@@ -184,9 +184,17 @@ class BFM(nn.Module):
             if keypoints.numel() and (keypoints.min() < 0 or keypoints.max() >= num_vertices):
                 raise IndexError(f"keypoints must index vertices in [0, {num_vertices})")
         self.register_buffer("keypoints", keypoints)
-        self.masks: Dict[str, Tensor] = {}
+        self._mask_names = []
         for name, value in (masks or {}).items():
-            self.masks[name] = torch.as_tensor(np.asarray(value))
+            array = np.asarray(value)
+            tensor = torch.as_tensor(array, dtype=torch.int64 if array.dtype.kind in "iub" else dtype)
+            self.register_buffer(f"mask_{name}", tensor)  # buffers: they follow .to(device)
+            self._mask_names.append(name)
+
+    @property
+    def masks(self) -> Dict[str, Tensor]:
+        """Named index sets / per-vertex weights from the file (see the constructors)."""
+        return {name: getattr(self, f"mask_{name}") for name in self._mask_names}
 
     @property
     def num_vertices(self) -> int:

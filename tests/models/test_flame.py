@@ -221,6 +221,11 @@ def test_missing_key_and_bad_shapes_name_file_and_key(tmp_path, arrays):
     model_files.write_generic_model(path, bad)
     with pytest.raises(ValueError, match=r"bad_posedirs\.pkl: posedirs"):
         FLAME.from_file(path, n_exp=20)
+    for key, value in (("weights", arrays["weights"][:, :4]), ("J_regressor", arrays["J_regressor"][:, :-1])):
+        path = tmp_path / f"bad_{key}.pkl"
+        model_files.write_generic_model(path, dict(arrays, **{key: value}))
+        with pytest.raises(ValueError, match=rf"bad_{key}\.pkl: {key} must have shape"):
+            FLAME.from_file(path, n_exp=20)
     path = tmp_path / "generic_model.pkl"
     model_files.write_generic_model(path, arrays)
     with pytest.raises(ValueError, match="n_shape"):

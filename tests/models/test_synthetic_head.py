@@ -266,3 +266,15 @@ def test_cuda_matches_cpu(dtype):
     tol = dict(atol=1e-5, rtol=0) if dtype == torch.float32 else dict(atol=1e-10, rtol=0)
     for name in ("vertices", "joints", "landmarks2d", "landmarks3d", "albedo"):
         torch.testing.assert_close(getattr(gpu, name).cpu(), getattr(cpu, name), **tol)
+
+
+def test_deca_pose_params_and_parents_checks(head):
+    g = torch.Generator().manual_seed(5)
+    pose_params = torch.randn(2, 6, generator=g, dtype=torch.float64) * 0.2  # DECA: global then jaw
+    split = head(pose=pose_params[:, :3], jaw=pose_params[:, 3:])
+    torch.testing.assert_close(head(pose=pose_params).vertices, split.vertices)
+    with pytest.raises(ValueError, match="pose"):
+        head(pose=pose_params, jaw=pose_params[:, 3:])  # both given: pose must be [B, 3]
+    with pytest.raises(ValueError, match="parents"):
+        FLAME(head.v_template, head.shapedirs, head.posedirs, head.J_regressor, head.lbs_weights, head.faces,
+              head.n_shape, head.n_exp, parents=(-1, 0, 3, 1, 1))
