@@ -203,11 +203,12 @@ class FLAME(nn.Module):
         dtype: float dtype of the buffers.
 
     Example:
-        >>> head = facegeom.models.synthetic_head()
+        >>> from facegeom.models import synthetic_head
+        >>> head = synthetic_head()
         >>> out = head(torch.zeros(2, head.n_shape), torch.zeros(2, head.n_exp),
         ...            jaw=torch.tensor([[0.2, 0.0, 0.0]]).expand(2, 3))
         >>> out.vertices.shape, out.landmarks2d.shape
-        (torch.Size([2, V, 3]), torch.Size([2, 68, 3]))
+        (torch.Size([2, 2886, 3]), torch.Size([2, 68, 3]))
     """
 
     def __init__(

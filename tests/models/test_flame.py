@@ -285,3 +285,23 @@ def test_safe_unpickler_round_trips_the_allowed_types(tmp_path):
     assert torch.equal(loaded["t"], value["t"]) and loaded["n"] == np.float32(2.5)
     np.save(tmp_path / "plain.npy", np.arange(5))
     np.testing.assert_array_equal(_pickle.load_npy(tmp_path / "plain.npy"), np.arange(5))
+
+
+def test_gradcheck_through_landmarks(files):
+    folder, _ = files
+    flame = FLAME.from_file(folder / "generic_model.pkl", n_shape=4, n_exp=3,
+                            landmark_embedding=folder / "landmark_embedding.npy", dtype=torch.float64)
+    g = torch.Generator().manual_seed(8)
+    shape = torch.randn(2, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    expression = torch.randn(2, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    # Yaws of 10.2 and -20.3 degrees: far from a contour-row boundary (x.5 degrees),
+    # so finite differences do not switch rows.
+    pose = torch.tensor([[0.0, 0.178, 0.0], [0.05, -0.354, 0.0]], dtype=torch.float64, requires_grad=True)
+    jaw = torch.randn(2, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    translation = torch.randn(2, 3, generator=g, dtype=torch.float64, requires_grad=True)
+
+    def landmarks(*args):
+        out = flame(*args[:3], jaw=args[3], translation=args[4])
+        return out.landmarks2d, out.landmarks3d, out.joints
+
+    assert torch.autograd.gradcheck(landmarks, (shape, expression, pose, jaw, translation))
