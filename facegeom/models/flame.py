@@ -597,7 +597,7 @@ class FLAME(nn.Module):
         ``R_global @ R_neck`` (:func:`yaw_degrees`) through :func:`contour_row`."""
         batch = full_pose.shape[0]
         chain = self._neck_chain  # [neck, global]
-        rotations = ops.rodrigues(full_pose.view(batch, -1, 3)[:, chain].detach())  # [B, len, 3, 3]
+        rotations = ops.rodrigues(full_pose.reshape(batch, self.num_joints, 3)[:, chain].detach())  # [B, len, 3, 3]
         relative = rotations[:, 0]
         for k in range(1, len(chain)):
             relative = rotations[:, k] @ relative

@@ -278,3 +278,15 @@ def test_deca_pose_params_and_parents_checks(head):
     with pytest.raises(ValueError, match="parents"):
         FLAME(head.v_template, head.shapedirs, head.posedirs, head.J_regressor, head.lbs_weights, head.faces,
               head.n_shape, head.n_exp, parents=(-1, 0, 3, 1, 1))
+
+
+def test_empty_batch_and_non_contiguous_inputs():
+    head = synthetic_head(seed=0, n_shape=5, n_exp=5, n_tex=5)
+    empty = head(torch.zeros(0, 5), pose=torch.zeros(0, 3), texture=torch.zeros(0, 5))
+    assert empty.vertices.shape == (0, head.num_vertices, 3) and empty.landmarks2d.shape == (0, 68, 3)
+    assert empty.albedo.shape == (0, head.num_vertices, 3)
+    g = torch.Generator().manual_seed(6)
+    shape = torch.randn(5, 3, generator=g).t()  # [3, 5], not contiguous
+    pose = (torch.randn(3, 3, generator=g) * 0.2).t()
+    torch.testing.assert_close(head(shape, pose=pose).landmarks2d,
+                               head(shape.contiguous(), pose=pose.contiguous()).landmarks2d)
