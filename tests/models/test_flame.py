@@ -303,3 +303,21 @@ def test_gradcheck_through_landmarks(files):
         return out.landmarks2d, out.landmarks3d, out.joints
 
     assert torch.autograd.gradcheck(landmarks, (shape, expression, pose, jaw, translation))
+
+
+@pytest.mark.parametrize("protocol", [0, 2, 4])
+def test_numpy_only_generic_model(tmp_path, arrays, protocol):
+    """The chumpy-free conversions users often hold (plain numpy + a current scipy
+    csc_matrix), in the text protocol 0 and the binary protocols, load the same."""
+    import scipy.sparse
+
+    content = dict(arrays, J_regressor=scipy.sparse.csc_matrix(arrays["J_regressor"]))
+    path = tmp_path / f"generic_model_p{protocol}.pkl"
+    with open(path, "wb") as f:
+        pickle.dump(content, f, protocol=protocol)
+    plain = FLAME.from_file(path, n_shape=8, n_exp=4, dtype=torch.float64)
+    reference_path = tmp_path / "chumpy.pkl"
+    model_files.write_generic_model(reference_path, arrays)
+    chumpy = FLAME.from_file(reference_path, n_shape=8, n_exp=4, dtype=torch.float64)
+    for (name, a), (_, b) in zip(plain.named_buffers(), chumpy.named_buffers()):
+        assert torch.equal(a, b), name
