@@ -336,6 +336,16 @@ def refine_alignment(
     p = _as_points("points", points)
     v = _as_points("vertices", vertices)
     f = _as_faces("faces", faces, v.shape[0])
+    return _fit_similarity(p, v, f, initial, with_scale, max_iterations, tolerance, point_to_plane=False)
+
+
+def _fit_similarity(p, v, f, initial, with_scale, max_iterations, tolerance, point_to_plane):
+    """Levenberg-Marquardt over (log-scale, axis-angle, translation) of the mesh, applied
+    about the points' centroid m, minimising sum_i r_i^2 with the closest point c_i of
+    p_i on the transformed mesh and
+      r_i = ||p_i - c_i||              Jacobian -[n.(c-m), (c-m) x n, n], n = (p-c)/r
+      r_i = n_f . (p_i - c_i)          Jacobian [-n_f.(c-m), n_f x (p-m), -n_f]  (point_to_plane)
+    where n_f is the unit normal of c_i's face (the plane moves with the mesh)."""
     if initial is None:
         initial = Similarity(1.0, torch.eye(3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64))
     if max_iterations < 0:
@@ -349,24 +359,31 @@ def refine_alignment(
     def evaluate(log_s, rot, trans):
         current = centroid + np.exp(log_s) * start_centred @ rot.T + trans
         dist2, closest, face_index = _closest(p, current, f)
-        return current, dist2, closest, face_index, float(dist2.sum())
+        corners = current[f[face_index]]
+        normal = torch.linalg.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+        normal = normal / torch.linalg.norm(normal, dim=1, keepdim=True).clamp_min(1e-300)
+        if point_to_plane:
+            residual = ((p - closest) * normal).sum(1)
+        else:
+            residual = dist2.clamp_min(0).sqrt()
+        return closest, normal, residual, float((residual * residual).sum())
 
-    current, dist2, closest, face_index, cost = evaluate(log_s, rot, trans)
+    closest, face_normal, residual, cost = evaluate(log_s, rot, trans)
     info = RefinementInfo(0, 1, cost, cost, [cost], False)
     scale_hint = float(torch.linalg.norm(p - centroid, dim=1).max()) or 1.0
-    # below an RMS distance of 1e-9 of the scan's size the fit is exact up to rounding
+    # below an RMS residual of 1e-9 of the scan's size the fit is exact up to rounding
     exact_cost = p.shape[0] * (1e-9 * scale_hint) ** 2
     damping = 1e-4
     while info.iterations < max_iterations and cost > exact_cost:
-        residual = dist2.clamp_min(0).sqrt()
-        direction = p - closest
-        corners = current[f[face_index]]
-        face_normal = torch.linalg.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
-        face_normal = face_normal / torch.linalg.norm(face_normal, dim=1, keepdim=True).clamp_min(1e-300)
-        on_surface = residual <= 1e-12 * scale_hint
-        normal = torch.where(on_surface[:, None], face_normal, direction / residual.clamp_min(1e-300)[:, None])
         arm = closest - centroid
-        columns = [torch.linalg.cross(arm, normal), normal]
+        if point_to_plane:
+            normal = face_normal
+            columns = [-torch.linalg.cross(normal, p - centroid), normal]
+        else:
+            on_surface = residual <= 1e-12 * scale_hint
+            direction = (p - closest) / residual.clamp_min(1e-300)[:, None]
+            normal = torch.where(on_surface[:, None], face_normal, direction)
+            columns = [torch.linalg.cross(arm, normal), normal]
         if with_scale:
             columns.insert(0, (normal * arm).sum(1, keepdim=True))
         jac = -torch.cat(columns, 1)  # [N, 7] or [N, 6]
@@ -395,7 +412,7 @@ def refine_alignment(
             if trial[-1] < cost:
                 relative_decrease = (cost - trial[-1]) / cost
                 log_s, rot, trans = new_log_s, new_rot, new_trans
-                current, dist2, closest, face_index, cost = trial
+                closest, face_normal, residual, cost = trial
                 damping = max(damping / 10, 1e-9)
                 improved = True
                 break
