@@ -6,5 +6,12 @@ signature.
 """
 from facegeom.ops import reference
 from facegeom.ops.lbs import blendshapes, lbs, rigid_transform, rodrigues, skin
+from facegeom.ops.point_to_surface import (
+    closest_points,
+    mesh_to_mesh_distance,
+    point_to_plane_distance,
+    point_to_surface,
+)
 
 __all__ = ["blendshapes", "lbs", "reference", "rigid_transform", "rodrigues", "skin"]
+__all__ += ["closest_points", "mesh_to_mesh_distance", "point_to_plane_distance", "point_to_surface"]
