@@ -510,6 +510,8 @@ def now_distances(
     """
     timings = {}
     tic = time.perf_counter()
+    scan_vertices = _as_points("scan_vertices", scan_vertices)
+    scan_landmarks = _as_points("scan_landmarks", scan_landmarks, count=7)
     crop = crop_scan(scan_vertices, scan_landmarks, radius_factor=crop_radius_factor)
     if crop.vertices.shape[0] == 0:
         raise ValueError(
