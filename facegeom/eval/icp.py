@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+import numpy as np
 import torch
 
 from facegeom.eval.now import (
@@ -22,7 +23,6 @@ from facegeom.eval.now import (
     Similarity,
     _as_faces,
     _as_points,
-    _closest,
     _fit_similarity,
 )
 
@@ -79,14 +79,9 @@ def icp_rmse(
         raise ValueError(
             f"gt_vertices: only {indices.numel()} vertices lie within {crop_radius} mm of gt_nose_tip; need at least 3"
         )
-    points = gt[indices].contiguous()
-    alignment, info = _fit_similarity(
-        points, pred, faces, initial, with_scale, max_iterations, tolerance, point_to_plane=True
+    points = gt[indices].numpy()
+    alignment, info, residual = _fit_similarity(
+        points, pred.numpy(), faces.numpy(), initial, with_scale, max_iterations, tolerance, point_to_plane=True
     )
-    aligned = alignment.apply(pred)
-    _, closest, face_index = _closest(points, aligned, faces)
-    corners = aligned[faces[face_index]]
-    normal = torch.linalg.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
-    normal = normal / torch.linalg.norm(normal, dim=1, keepdim=True).clamp_min(1e-300)
-    distances = ((points - closest) * normal).sum(1).abs()
+    distances = torch.from_numpy(np.abs(residual))  # signed point-to-plane residuals at the final alignment
     return IcpResult(float(distances.square().mean().sqrt()), distances, indices, alignment, info)

@@ -68,10 +68,12 @@ def _as_points(name: str, value, count: Optional[int] = None, min_count: int = 1
         raise ValueError(f"{name} must hold exactly {count} points (shape [{count}, 3]), got {t.shape[0]}")
     if t.shape[0] < min_count:
         raise ValueError(f"{name} must hold at least {min_count} points, got {t.shape[0]}")
-    if not torch.isfinite(t).all():
-        bad = int((~torch.isfinite(t)).any(1).sum())
+    t = t.contiguous()
+    finite = np.isfinite(t.numpy())
+    if not finite.all():
+        bad = int((~finite).any(1).sum())
         raise ValueError(f"{name}: {bad} of {t.shape[0]} points have NaN or infinite coordinates")
-    return t.contiguous()
+    return t
 
 
 def _as_faces(name: str, value, num_vertices: int) -> torch.Tensor:
@@ -158,8 +160,8 @@ def crop_scan(
     """
     v = _as_points("vertices", vertices)
     centre, radius = face_crop_sphere(landmarks, radius_factor)
-    keep = torch.linalg.norm(v - centre, dim=1) <= radius
-    indices = torch.nonzero(keep).flatten()
+    keep = np.linalg.norm(v.numpy() - centre.numpy(), axis=1) <= radius
+    indices = torch.from_numpy(np.flatnonzero(keep))
     kept_faces = None
     if faces is not None:
         f = _as_faces("faces", faces, v.shape[0]) if len(faces) else torch.zeros(0, 3, dtype=torch.int64)
@@ -241,31 +243,37 @@ def procrustes(
     return Similarity(s, rotation, mu_x - s * rotation @ mu_y)
 
 
-def _rotation_from_axis_angle(omega: torch.Tensor) -> torch.Tensor:
-    angle = torch.linalg.norm(omega)
-    if float(angle) < 1e-12:
-        k = torch.zeros(3, 3, dtype=omega.dtype)
-        k[0, 1], k[0, 2], k[1, 2] = -omega[2], omega[1], -omega[0]
-        return torch.eye(3, dtype=omega.dtype) + k - k.T
-    axis = omega / angle
-    k = torch.zeros(3, 3, dtype=omega.dtype)
-    k[0, 1], k[0, 2], k[1, 2] = -axis[2], axis[1], -axis[0]
-    k = k - k.T
-    return torch.eye(3, dtype=omega.dtype) + torch.sin(angle) * k + (1 - torch.cos(angle)) * (k @ k)
+def _rotation_from_axis_angle(omega: np.ndarray) -> np.ndarray:
+    angle = float(np.linalg.norm(omega))
+    axis = omega / angle if angle > 1e-12 else omega
+    k = np.array([[0.0, -axis[2], axis[1]], [axis[2], 0.0, -axis[0]], [-axis[1], axis[0], 0.0]])
+    if angle <= 1e-12:
+        return np.eye(3) + k  # first order is exact to rounding here
+    return np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * (k @ k)
 
 
-# ---------------------------------------------------------------------- distances
+# The protocol's own arithmetic runs in NumPy on [N, 3] arrays: tiny element-wise
+# steps gain nothing from torch's intra-op threads and lose a lot to their start-up
+# on a busy machine; the closest-point queries (the real work) run in the kernel.
 
 
-def _closest(points: torch.Tensor, vertices: torch.Tensor, faces: torch.Tensor):
-    """Squared distances [N], closest points [N, 3] and closest face ids [N]."""
+def _closest(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray):
+    """Squared distances [N], closest points [N, 3] and closest face ids [N] (NumPy)."""
     from facegeom.ops import point_to_surface
 
-    dist2, face_index, bary = point_to_surface(points[None], vertices[None], faces)
-    dist2, face_index, bary = dist2[0], face_index[0], bary[0]
+    dist2, face_index, bary = point_to_surface(
+        torch.from_numpy(points)[None], torch.from_numpy(vertices)[None], torch.from_numpy(faces)
+    )
+    dist2, face_index, bary = dist2[0].numpy(), face_index[0].numpy(), bary[0].numpy()
     corners = vertices[faces[face_index]]  # [N, 3 corners, 3]
-    closest = (bary.unsqueeze(-1) * corners).sum(1)
+    closest = np.einsum("nc,ncx->nx", bary, corners)
     return dist2, closest, face_index
+
+
+def _unit_face_normals(vertices: np.ndarray, faces: np.ndarray, face_index: np.ndarray) -> np.ndarray:
+    corners = vertices[faces[face_index]]
+    normal = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+    return normal / np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-300)
 
 
 def scan_to_mesh_distances(points: ArrayLike, vertices: ArrayLike, faces: ArrayLike) -> torch.Tensor:
@@ -282,8 +290,8 @@ def scan_to_mesh_distances(points: ArrayLike, vertices: ArrayLike, faces: ArrayL
     p = _as_points("points", points)
     v = _as_points("vertices", vertices)
     f = _as_faces("faces", faces, v.shape[0])
-    dist2, _, _ = _closest(p, v, f)
-    return dist2.clamp_min(0).sqrt()
+    dist2, _, _ = _closest(p.numpy(), v.numpy(), f.numpy())
+    return torch.from_numpy(np.sqrt(np.maximum(dist2, 0)))
 
 
 @dataclass
@@ -336,7 +344,10 @@ def refine_alignment(
     p = _as_points("points", points)
     v = _as_points("vertices", vertices)
     f = _as_faces("faces", faces, v.shape[0])
-    return _fit_similarity(p, v, f, initial, with_scale, max_iterations, tolerance, point_to_plane=False)
+    alignment, info, _ = _fit_similarity(
+        p.numpy(), v.numpy(), f.numpy(), initial, with_scale, max_iterations, tolerance, False
+    )
+    return alignment, info
 
 
 def _fit_similarity(p, v, f, initial, with_scale, max_iterations, tolerance, point_to_plane):
@@ -345,32 +356,32 @@ def _fit_similarity(p, v, f, initial, with_scale, max_iterations, tolerance, poi
     p_i on the transformed mesh and
       r_i = ||p_i - c_i||              Jacobian -[n.(c-m), (c-m) x n, n], n = (p-c)/r
       r_i = n_f . (p_i - c_i)          Jacobian [-n_f.(c-m), n_f x (p-m), -n_f]  (point_to_plane)
-    where n_f is the unit normal of c_i's face (the plane moves with the mesh)."""
+    where n_f is the unit normal of c_i's face (the plane moves with the mesh).
+    p [N, 3], v [V, 3] float64 and f [F, 3] int64 NumPy arrays. Returns the
+    similarity, the RefinementInfo and the residuals r_i at the returned similarity."""
     if initial is None:
         initial = Similarity(1.0, torch.eye(3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64))
     if max_iterations < 0:
         raise ValueError(f"max_iterations must be >= 0, got {max_iterations}")
-    start = initial.apply(v)
+    start = initial.scale * v @ initial.rotation.numpy().T + initial.translation.numpy()
     centroid = p.mean(0)
     start_centred = start - centroid
     # the current increment on top of `initial`, about the centroid: m + S R (x - m) + t
-    log_s, rot, trans = 0.0, torch.eye(3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64)
+    log_s, rot, trans = 0.0, np.eye(3), np.zeros(3)
 
     def evaluate(log_s, rot, trans):
         current = centroid + np.exp(log_s) * start_centred @ rot.T + trans
         dist2, closest, face_index = _closest(p, current, f)
-        corners = current[f[face_index]]
-        normal = torch.linalg.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
-        normal = normal / torch.linalg.norm(normal, dim=1, keepdim=True).clamp_min(1e-300)
+        normal = _unit_face_normals(current, f, face_index)
         if point_to_plane:
-            residual = ((p - closest) * normal).sum(1)
+            residual = np.einsum("nx,nx->n", p - closest, normal)
         else:
-            residual = dist2.clamp_min(0).sqrt()
-        return closest, normal, residual, float((residual * residual).sum())
+            residual = np.sqrt(np.maximum(dist2, 0))
+        return closest, normal, residual, float(residual @ residual)
 
     closest, face_normal, residual, cost = evaluate(log_s, rot, trans)
     info = RefinementInfo(0, 1, cost, cost, [cost], False)
-    scale_hint = float(torch.linalg.norm(p - centroid, dim=1).max()) or 1.0
+    scale_hint = float(np.linalg.norm(p - centroid, axis=1).max()) or 1.0
     # below an RMS residual of 1e-9 of the scan's size the fit is exact up to rounding
     exact_cost = p.shape[0] * (1e-9 * scale_hint) ** 2
     damping = 1e-4
@@ -378,23 +389,23 @@ def _fit_similarity(p, v, f, initial, with_scale, max_iterations, tolerance, poi
         arm = closest - centroid
         if point_to_plane:
             normal = face_normal
-            columns = [-torch.linalg.cross(normal, p - centroid), normal]
+            columns = [-np.cross(normal, p - centroid), normal]
         else:
             on_surface = residual <= 1e-12 * scale_hint
-            direction = (p - closest) / residual.clamp_min(1e-300)[:, None]
-            normal = torch.where(on_surface[:, None], face_normal, direction)
-            columns = [torch.linalg.cross(arm, normal), normal]
+            direction = (p - closest) / np.maximum(residual, 1e-300)[:, None]
+            normal = np.where(on_surface[:, None], face_normal, direction)
+            columns = [np.cross(arm, normal), normal]
         if with_scale:
-            columns.insert(0, (normal * arm).sum(1, keepdim=True))
-        jac = -torch.cat(columns, 1)  # [N, 7] or [N, 6]
+            columns.insert(0, np.einsum("nx,nx->n", normal, arm)[:, None])
+        jac = -np.concatenate(columns, 1)  # [N, 7] or [N, 6]
         gradient = jac.T @ residual
         hessian = jac.T @ jac
-        diagonal = hessian.diagonal().clamp_min(1e-12 * float(hessian.diagonal().max()))
+        diagonal = np.maximum(hessian.diagonal(), 1e-12 * float(hessian.diagonal().max()))
         improved = False
         while damping < 1e12:
             try:
-                step = torch.linalg.solve(hessian + damping * torch.diag(diagonal), -gradient)
-            except RuntimeError:  # singular system (e.g. all points on one plane): more damping
+                step = np.linalg.solve(hessian + damping * np.diag(diagonal), -gradient)
+            except np.linalg.LinAlgError:  # singular system (e.g. all points on one plane): more damping
                 damping *= 10
                 continue
             # decrease the linearised cost ||r + J step||^2 promises; when even that is
@@ -427,8 +438,9 @@ def _fit_similarity(p, v, f, initial, with_scale, max_iterations, tolerance, poi
             break
     info.final_cost = cost
     info.converged = info.converged or cost <= exact_cost
-    increment = Similarity(float(np.exp(log_s)), rot, centroid - np.exp(log_s) * rot @ centroid + trans)
-    return initial.then(increment), info
+    scale = float(np.exp(log_s))
+    increment = Similarity(scale, torch.from_numpy(rot), torch.from_numpy(centroid - scale * rot @ centroid + trans))
+    return initial.then(increment), info, residual
 
 
 # ---------------------------------------------------------------------- one image
@@ -530,13 +542,16 @@ def now_distances(
     info = None
     alignment = initial
     if refine:
-        alignment, info = refine_alignment(
-            crop.vertices, pred_v, pred_f, initial, with_scale=not metrical, max_iterations=max_iterations
+        alignment, info, residual = _fit_similarity(
+            crop.vertices.numpy(), pred_v.numpy(), pred_f.numpy(), initial, not metrical, max_iterations, 1e-9, False
         )
     timings["refinement"] = time.perf_counter() - tic
 
     tic = time.perf_counter()
-    distances = scan_to_mesh_distances(crop.vertices, alignment.apply(pred_v), pred_f)
+    if refine:  # the refinement's last closest-point query was made at the final alignment
+        distances = torch.from_numpy(residual)
+    else:
+        distances = scan_to_mesh_distances(crop.vertices, alignment.apply(pred_v), pred_f)
     timings["distances"] = time.perf_counter() - tic
     return NoWResult(distances, crop.indices, alignment, initial, info, timings)
 
