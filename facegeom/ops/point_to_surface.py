@@ -115,7 +115,7 @@ def _prepare(points: Tensor, vertices: Tensor, faces: Tensor, names=("points", "
     if vertices.shape[0] != 1:
         vertices = vertices.expand(batch, -1, -1)
     num_vertices, num_faces = vertices.shape[1], faces.shape[0]
-    if num_faces == 0 and points.shape[1] > 0:
+    if num_faces == 0 and points.shape[0] * points.shape[1] > 0:
         raise ValueError(
             f"{f_name} is empty (F = 0) but {p_name} has {points.shape[1]} points: "
             "there is no surface to measure them against"
