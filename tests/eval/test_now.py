@@ -232,3 +232,14 @@ def test_refinement_reaches_the_minimum_an_independent_optimiser_finds():
     assert info.converged
     assert info.final_cost <= 2 * scipy_fit.cost * (1 + 1e-6)  # scipy's cost is half the sum of squares
     assert info.final_cost < 0.5 * info.initial_cost
+
+
+def test_float32_tensor_inputs_match_float64_arrays():
+    s = _scene(seed=11, count=100)
+    as32 = {k: torch.as_tensor(s[k], dtype=torch.float32) for k in ("scan", "scan_l", "pred_v", "pred_l")}
+    a = now.now_distances(as32["scan"], as32["scan_l"], as32["pred_v"], torch.as_tensor(s["faces"], dtype=torch.int32),
+                          as32["pred_l"][None])
+    b = now.now_distances(as32["scan"].double().numpy(), as32["scan_l"].double().numpy(),
+                          as32["pred_v"].double().numpy(), s["faces"], as32["pred_l"].double().numpy())
+    assert a.distances.dtype == torch.float64
+    np.testing.assert_array_equal(a.distances.numpy(), b.distances.numpy())
