@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from facegeom.eval.now import (
+    REFINEMENT_TOLERANCE,
     RefinementInfo,
     Similarity,
     _as_faces,
@@ -51,7 +52,7 @@ def icp_rmse(
     crop_radius: float = MICC_CROP_RADIUS_MM,
     with_scale: bool = True,
     max_iterations: int = 100,
-    tolerance: float = 1e-9,
+    tolerance: float = REFINEMENT_TOLERANCE,
 ) -> IcpResult:
     """Point-to-plane RMSE after ICP with isotropic scale (MICC protocol).
 

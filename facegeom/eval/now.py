@@ -47,6 +47,7 @@ import torch
 NOW_LANDMARKS_68 = (36, 39, 42, 45, 33, 48, 54)
 UNIT_TO_MM = {"mm": 1.0, "cm": 10.0, "m": 1000.0}
 NOW_CROP_RADIUS_FACTOR = 1.4
+REFINEMENT_TOLERANCE = 1e-9  # relative decrease of the cost below which the refinement stops
 
 ArrayLike = Union[np.ndarray, torch.Tensor, Sequence]
 
@@ -297,8 +298,10 @@ def scan_to_mesh_distances(points: ArrayLike, vertices: ArrayLike, faces: ArrayL
 @dataclass
 class RefinementInfo:
     """What the refinement did: accepted ``iterations``, closest-point
-    ``evaluations``, the cost (sum of squared distances) before/after, per-
-    iteration ``costs`` and whether it ``converged`` (relative decrease below tolerance)."""
+    ``evaluations`` (the last one is at the returned alignment), the cost (sum of
+    squared residuals: distances, or point-to-plane distances for ICP) before/after,
+    per-iteration ``costs`` and whether it ``converged`` (no step lowers the cost by
+    more than the relative tolerance, or the fit is exact to rounding)."""
 
     iterations: int
     evaluations: int
@@ -315,7 +318,7 @@ def refine_alignment(
     initial: Optional[Similarity] = None,
     with_scale: bool = True,
     max_iterations: int = 50,
-    tolerance: float = 1e-9,
+    tolerance: float = REFINEMENT_TOLERANCE,
 ) -> Tuple[Similarity, RefinementInfo]:
     """Similarity (or rigid, ``with_scale=False``) that minimises the sum of squared
     scan-to-mesh distances ``sum_i d(points_i, T(mesh))^2`` over T, starting from
@@ -345,7 +348,7 @@ def refine_alignment(
     v = _as_points("vertices", vertices)
     f = _as_faces("faces", faces, v.shape[0])
     alignment, info, _ = _fit_similarity(
-        p.numpy(), v.numpy(), f.numpy(), initial, with_scale, max_iterations, tolerance, False
+        p.numpy(), v.numpy(), f.numpy(), initial, with_scale, max_iterations, tolerance, point_to_plane=False
     )
     return alignment, info
 
@@ -543,7 +546,8 @@ def now_distances(
     alignment = initial
     if refine:
         alignment, info, residual = _fit_similarity(
-            crop.vertices.numpy(), pred_v.numpy(), pred_f.numpy(), initial, not metrical, max_iterations, 1e-9, False
+            crop.vertices.numpy(), pred_v.numpy(), pred_f.numpy(), initial, with_scale=not metrical,
+            max_iterations=max_iterations, tolerance=REFINEMENT_TOLERANCE, point_to_plane=False,
         )
     timings["refinement"] = time.perf_counter() - tic
 
