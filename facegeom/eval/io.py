@@ -15,6 +15,8 @@ face indices in range), and errors name the file. Formats:
 from __future__ import annotations
 
 import os
+import re
+import warnings
 import xml.etree.ElementTree as ET
 from typing import Optional, Tuple
 
@@ -34,7 +36,9 @@ def _exists(path) -> str:
     return path
 
 
-def _read_obj(path: str) -> Tuple[np.ndarray, np.ndarray]:
+def _read_obj_by_line(path: str) -> Tuple[np.ndarray, np.ndarray]:
+    """The general OBJ path: polygons, ``v/vt/vn`` corners, negative indices, and
+    errors that name the offending line."""
     vertices, faces = [], []
     with open(path, "r", errors="replace") as f:
         for number, line in enumerate(f, 1):
@@ -44,7 +48,10 @@ def _read_obj(path: str) -> Tuple[np.ndarray, np.ndarray]:
                     raise ValueError(f"{path}:{number}: a vertex line needs 3 coordinates: {line.strip()!r}")
                 vertices.append(parts[1:4])
             elif line.startswith("f "):
-                corners = [int(c.split("/", 1)[0]) for c in line.split()[1:]]
+                try:
+                    corners = [int(c.split("/", 1)[0]) for c in line.split()[1:]]
+                except ValueError:
+                    raise ValueError(f"{path}:{number}: non-integer face index: {line.strip()!r}") from None
                 if len(corners) < 3:
                     raise ValueError(f"{path}:{number}: a face needs at least 3 corners: {line.strip()!r}")
                 # OBJ indices are 1-based; negative ones count back from the vertices read so far
@@ -55,6 +62,28 @@ def _read_obj(path: str) -> Tuple[np.ndarray, np.ndarray]:
     except ValueError as error:
         raise ValueError(f"{path}: unreadable vertex coordinates ({error})") from None
     return v, np.asarray(faces, dtype=np.int64).reshape(-1, 3)
+
+
+def _read_obj(path: str) -> Tuple[np.ndarray, np.ndarray]:
+    """Vectorised fast path for the common case (``v x y z`` lines, triangles with
+    positive indices, with or without ``/vt/vn``); anything else goes line by line."""
+    with open(path, "rb") as f:
+        data = f.read()
+    lines = data.splitlines()
+    v_rows = [line[2:] for line in lines if line[:2] == b"v "]
+    f_rows = [line[2:] for line in lines if line[:2] == b"f "]
+    if f_rows and b"/" in f_rows[0]:
+        f_rows = [re.sub(rb"/\S*", b"", row) for row in f_rows]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # an empty list of rows warns; the shape check below handles it
+            vertices = np.loadtxt(v_rows, dtype=np.float64, ndmin=2).reshape(len(v_rows), -1)
+            faces = np.loadtxt(f_rows, dtype=np.int64, ndmin=2).reshape(len(f_rows), -1)
+        if vertices.shape[1] != 3 or (f_rows and (faces.shape[1] != 3 or faces.min() < 1)):
+            raise ValueError("not the plain layout")
+        return vertices, faces.reshape(-1, 3) - 1
+    except ValueError:
+        return _read_obj_by_line(path)
 
 
 def _read_ply(path: str) -> Tuple[np.ndarray, np.ndarray]:

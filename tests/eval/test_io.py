@@ -145,3 +145,25 @@ def test_landmark_errors(tmp_path):
         io.read_landmarks(tmp_path / "x.json")
     with pytest.raises(FileNotFoundError):
         io.read_landmarks(tmp_path / "missing.npy")
+
+
+def test_obj_fast_path_and_line_path_agree(tmp_path):
+    rng = np.random.default_rng(4)
+    vertices = rng.normal(size=(50, 3))
+    faces = rng.integers(0, 50, (80, 3))
+    plain = "".join(f"v {x!r} {y!r} {z!r}\r\n" for x, y, z in vertices.tolist())  # CRLF, as Windows tools write
+    plain += "vt 0.5 0.5\r\nvn 0 0 1\r\n"
+    plain += "".join(f"f {a + 1}/1/1 {b + 1}/1/1 {c + 1}/1/1\r\n" for a, b, c in faces.tolist())
+    (tmp_path / "fast.obj").write_text(plain)
+    got_v, got_f = io.read_mesh(tmp_path / "fast.obj")
+    np.testing.assert_array_equal(got_v, vertices)
+    np.testing.assert_array_equal(got_f, faces)
+    line_v, line_f = io._read_obj_by_line(str(tmp_path / "fast.obj"))
+    np.testing.assert_array_equal(line_v, got_v)
+    np.testing.assert_array_equal(line_f, got_f)
+    # per-vertex colours (x y z r g b) leave the fast path; the coordinates are still x y z
+    coloured = "".join(f"v {x!r} {y!r} {z!r} 0.5 0.5 0.5\n" for x, y, z in vertices.tolist()) + "f 1 2 3\n"
+    (tmp_path / "coloured.obj").write_text(coloured)
+    col_v, col_f = io.read_mesh(tmp_path / "coloured.obj")
+    np.testing.assert_array_equal(col_v, vertices)
+    np.testing.assert_array_equal(col_f, [[0, 1, 2]])
