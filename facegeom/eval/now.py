@@ -47,7 +47,7 @@ import torch
 NOW_LANDMARKS_68 = (36, 39, 42, 45, 33, 48, 54)
 UNIT_TO_MM = {"mm": 1.0, "cm": 10.0, "m": 1000.0}
 NOW_CROP_RADIUS_FACTOR = 1.4
-REFINEMENT_TOLERANCE = 1e-9  # relative decrease of the cost below which the refinement stops
+REFINEMENT_TOLERANCE = 1e-6  # relative decrease of the cost below which the refinement stops
 
 ArrayLike = Union[np.ndarray, torch.Tensor, Sequence]
 

@@ -230,7 +230,7 @@ def test_refinement_reaches_the_minimum_an_independent_optimiser_finds():
     scipy_fit = least_squares(residuals, np.zeros(7), x_scale=[0.01, 0.01, 0.01, 0.01, 1, 1, 1], xtol=1e-12, ftol=1e-12)
     _, info = now.refine_alignment(scan, s["pred_v"], s["faces"], initial)
     assert info.converged
-    assert info.final_cost <= 2 * scipy_fit.cost * (1 + 1e-6)  # scipy's cost is half the sum of squares
+    assert info.final_cost <= 2 * scipy_fit.cost * (1 + 1e-4)  # scipy's cost is half the sum of squares
     assert info.final_cost < 0.5 * info.initial_cost
 
 
@@ -243,3 +243,20 @@ def test_float32_tensor_inputs_match_float64_arrays():
                           as32["pred_v"].double().numpy(), s["faces"], as32["pred_l"].double().numpy())
     assert a.distances.dtype == torch.float64
     np.testing.assert_array_equal(a.distances.numpy(), b.distances.numpy())
+
+
+def test_scale_step_only_helps_on_a_different_shape():
+    """A prediction whose shape differs from the scan (deeper, narrower): the original
+    protocol optimises over a superset of the metrical one's transforms, so its final
+    cost is lower; both converge in a few iterations."""
+    mesh_v, faces = syn.grid_surface(12)
+    scan, _, _ = syn.sample_surface(mesh_v, faces, 200, seed=12)
+    scan_l = syn.landmarks()
+    stretch = np.array([0.97, 0.97, 1.08])
+    pred_l = scan_l * stretch + np.random.default_rng(13).normal(0, 1.0, scan_l.shape)
+    a = now.now_distances(scan, scan_l, mesh_v * stretch, faces, pred_l)
+    b = now.now_distances(scan, scan_l, mesh_v * stretch, faces, pred_l, metrical=True, unit="mm")
+    assert a.refinement.converged and b.refinement.converged
+    assert a.refinement.iterations <= 20 and b.refinement.iterations <= 20
+    assert a.refinement.final_cost < b.refinement.final_cost
+    assert a.alignment.scale != 1.0 and b.alignment.scale == 1.0
