@@ -83,3 +83,14 @@ def test_icp_bad_input():
         icp_rmse(pred_v, faces, scan, [0.0, np.nan, 0.0])
     with pytest.raises(IndexError, match="predicted_faces"):
         icp_rmse(pred_v, faces + 500, scan, scan_l[4])
+
+
+def test_feng2018_metrical_uses_the_unit_factor():
+    pred_v, faces, pred_l, scan, _, scan_l = _scene(seed=5)  # the prediction is the scan surface / 100 (dm-like)
+    as_cm = stirling.stirling_distances(scan, scan_l, pred_v * 10, faces, pred_l * 10, metrical=True, unit="cm")
+    assert as_cm.alignment.scale == 10.0 and as_cm.distances.max() < 1e-6
+    wrong_unit = stirling.stirling_distances(scan, scan_l, pred_v * 10, faces, pred_l * 10, metrical=True, unit="mm")
+    assert wrong_unit.alignment.scale == 1.0 and wrong_unit.distances.mean() > 1.0
+    aligned = as_cm.aligned_vertices(pred_v * 10)
+    np.testing.assert_allclose(as_cm.alignment.apply(syn.as_tensor(pred_l * 10)).numpy(), scan_l, atol=1e-9)
+    assert aligned.shape == (len(pred_v), 3)
