@@ -1,4 +1,4 @@
-"""Command line: ``facegeom info | bench | demo``."""
+"""Command line: ``facegeom info | bench | demo | now-eval``."""
 from __future__ import annotations
 
 import argparse
@@ -50,6 +50,12 @@ def cmd_demo(args) -> int:
     return 0 if report["converged"] else 1
 
 
+def cmd_now_eval(args) -> int:
+    from facegeom.eval import now_cli
+
+    return now_cli.run(args)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="facegeom", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -61,13 +67,17 @@ def main(argv=None) -> int:
     demo_parser.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     demo_parser.add_argument("--iterations", type=int, default=300)
     demo_parser.add_argument("--seed", type=int, default=0)
+    now_parser = sub.add_parser("now-eval", help="NoW benchmark (original or metrical) over a predictions folder")
+    from facegeom.eval.now_cli import add_arguments as add_now_eval_arguments
+
+    add_now_eval_arguments(now_parser)
     args = parser.parse_args(argv)
     if args.command == "bench" and args.cuda:
         import torch
 
         if not torch.cuda.is_available():
             parser.error("--cuda: no CUDA device is available")
-    handlers = {"info": cmd_info, "bench": cmd_bench, "demo": cmd_demo}
+    handlers = {"info": cmd_info, "bench": cmd_bench, "demo": cmd_demo, "now-eval": cmd_now_eval}
     return handlers[args.command](args)
 
 

@@ -8,12 +8,22 @@ from facegeom.ops import reference
 from facegeom.ops.lbs import blendshapes, lbs, rigid_transform, rodrigues, skin
 from facegeom.ops.rasterize import interpolate, rasterize
 from facegeom.ops.shading import blinn_phong, sh_basis, sh_shading, vertex_normals
+from facegeom.ops.point_to_surface import (
+    closest_points,
+    mesh_to_mesh_distance,
+    point_to_plane_distance,
+    point_to_surface,
+)
 
 __all__ = [
     "blendshapes",
     "blinn_phong",
+    "closest_points",
     "interpolate",
     "lbs",
+    "mesh_to_mesh_distance",
+    "point_to_plane_distance",
+    "point_to_surface",
     "rasterize",
     "reference",
     "rigid_transform",
