@@ -18,7 +18,7 @@ namespace {
 // Boxes and centroids are float: they only steer the split choice, never the
 // answers (refit fits the exact boxes).
 constexpr int kBins = 16;
-constexpr int32_t kMaxLeafSize = 8;
+constexpr int32_t kMaxLeafSize = 4;
 constexpr int32_t kMedianLeafSize = 4;
 constexpr float kTraversalCost = 1.0f;  // relative to one closest-point test
 // Subtrees of at least this many faces are built as parallel tasks.
