@@ -273,6 +273,23 @@ def test_matches_trimesh_on_a_real_scale_mesh():
 
 
 @requires_kernel
+def test_cached_topology_stays_exact_when_the_vertices_change():
+    """Topologies are cached by the faces; a later call with the same faces and
+    very different vertices (the cached tree is then poor, and rebuilt) or
+    slightly moved ones (refit only) still gives the brute-force answer."""
+    vertices, faces = sphere(2)
+    points = random_points(1, 300, seed=60)
+    assert_matches_reference(points, vertices[None], faces, atol=1e-12, rtol=1e-12)
+    g = torch.Generator().manual_seed(61)
+    shuffled = vertices[torch.randperm(len(vertices), generator=g)]  # same faces, scrambled surface
+    assert_matches_reference(points, shuffled[None], faces, atol=1e-12, rtol=1e-12)
+    moved = vertices + 0.01 * torch.randn(vertices.shape, generator=g, dtype=torch.float64)
+    assert_matches_reference(points, moved[None], faces, atol=1e-12, rtol=1e-12)
+    assert_matches_reference(points, torch.zeros_like(vertices)[None], faces, atol=1e-12, rtol=1e-12)
+    assert_matches_reference(points, vertices[None], faces, atol=1e-12, rtol=1e-12)
+
+
+@requires_kernel
 def test_nan_points_give_nan_and_no_face():
     vertices, faces = sphere(1)
     points = torch.tensor([[[0.0, 0, 2], [float("nan"), 0, 0]]], dtype=torch.float64)
