@@ -1,11 +1,21 @@
 // Schemas and device registrations of point-to-surface distance.
 //
-// The BVH topology is always built on the CPU from the first mesh of the batch
-// (for CUDA inputs that copies the faces and one mesh to the host: a
-// synchronisation); the refit and the queries run on the inputs' device.
-// _bvh_build / _bvh_refit expose the two stages for benchmarks and inspection.
+// The BVH topology is built on the CPU from the first mesh of the batch (for
+// CUDA inputs that copies one mesh to the host); the refit and the queries run
+// on the inputs' device. Topologies are cached by the faces' contents: any
+// topology is correct for any vertex positions (refit fits exact boxes), so a
+// cached one only has to be good, and it is rebuilt when the refitted tree's
+// summed box area (its SAH cost) has grown well past the cost it had when it
+// was built. Calls with the same faces (ICP, fitting, batches) then skip the
+// build. _bvh_build / _bvh_refit expose the two stages for benchmarks.
 #include <ATen/ATen.h>
 #include <torch/library.h>
+
+#include <cmath>
+#include <limits>
+#include <list>
+#include <memory>
+#include <mutex>
 
 #include "bindings/checks.h"
 #include "bindings/dispatch.h"
@@ -50,6 +60,66 @@ cpu::BvhTopology build_topology(const at::Tensor& vertices, const at::Tensor& ho
   const auto first_mesh = vertices[0].to(at::kCPU).contiguous();
   return cpu::build_bvh<T>(host_faces.size(0), first_mesh.data_ptr<T>(),
                            host_faces.data_ptr<int64_t>());
+}
+
+// SAH-style cost of the refitted tree of mesh 0: the nodes' summed box areas
+// relative to the root's. NaN when the root box is flat or not finite.
+double tree_cost(const at::Tensor& bounds) {
+  const auto box = bounds[0].to(at::kDouble);
+  const auto extent = box.narrow(1, 3, 3) - box.narrow(1, 0, 3);  // [N, 3]
+  const auto x = extent.select(1, 0), y = extent.select(1, 1), z = extent.select(1, 2);
+  const auto area = x * y + y * z + z * x;  // [N]
+  const double root = area[0].item<double>();
+  if (!(root > 0) || !std::isfinite(root)) return std::numeric_limits<double>::quiet_NaN();
+  return area.sum().item<double>() / root;
+}
+
+// Rebuild once the refitted tree costs this much more than when it was built.
+constexpr double kMaxRefitDegradation = 1.5;
+constexpr size_t kCachedTopologies = 8;
+
+struct CacheEntry {
+  uint64_t key;
+  int64_t num_vertices, num_faces;
+  std::shared_ptr<const cpu::BvhTopology> topology;
+  double built_cost;
+};
+
+std::mutex cache_mutex;
+std::list<CacheEntry> cache;  // most recently used first
+
+uint64_t faces_key(const at::Tensor& host_faces) {
+  // FNV-1a over the indices.
+  uint64_t hash = 1469598103934665603ull;
+  const int64_t* data = host_faces.data_ptr<int64_t>();
+  for (int64_t i = 0; i < host_faces.numel(); ++i) {
+    hash ^= static_cast<uint64_t>(data[i]);
+    hash *= 1099511628211ull;
+  }
+  return hash;
+}
+
+std::shared_ptr<const cpu::BvhTopology> cached_topology(uint64_t key, int64_t num_vertices,
+                                                        int64_t num_faces, double* built_cost) {
+  std::lock_guard<std::mutex> lock(cache_mutex);
+  for (auto it = cache.begin(); it != cache.end(); ++it) {
+    if (it->key == key && it->num_vertices == num_vertices && it->num_faces == num_faces) {
+      cache.splice(cache.begin(), cache, it);
+      *built_cost = it->built_cost;
+      return it->topology;
+    }
+  }
+  return nullptr;
+}
+
+void store_topology(uint64_t key, int64_t num_vertices, int64_t num_faces,
+                    std::shared_ptr<const cpu::BvhTopology> topology, double built_cost) {
+  std::lock_guard<std::mutex> lock(cache_mutex);
+  cache.remove_if([&](const CacheEntry& e) {
+    return e.key == key && e.num_vertices == num_vertices && e.num_faces == num_faces;
+  });
+  cache.push_front({key, num_vertices, num_faces, std::move(topology), built_cost});
+  if (cache.size() > kCachedTopologies) cache.pop_back();
 }
 
 at::Tensor int32_tensor(const std::vector<int32_t>& values, const at::Device& device) {
@@ -101,11 +171,27 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> point_to_surface(const at::Tensor
   const auto v = vertices.contiguous();
   const auto f = faces.is_cpu() ? host_faces : faces.contiguous();
   const int64_t mesh_stride = v.size(0) == 1 ? 0 : 1;
+  const uint64_t key = faces_key(host_faces);
   AT_DISPATCH_FLOATING_TYPES(p.scalar_type(), "point_to_surface", [&] {
-    const cpu::BvhTopology topology = build_topology<scalar_t>(v, host_faces);
-    const auto nodes = int32_tensor(topology.nodes, p.device());
-    const auto order = int32_tensor(topology.order, p.device());
-    const auto [triangles, bounds] = refit<scalar_t>(v, f, topology, nodes, order);
+    double built_cost = 0;
+    auto shared = cached_topology(key, v.size(1), num_faces, &built_cost);
+    const bool was_cached = shared != nullptr;
+    if (!was_cached) shared = std::make_shared<const cpu::BvhTopology>(build_topology<scalar_t>(v, host_faces));
+    auto nodes = int32_tensor(shared->nodes, p.device());
+    auto order = int32_tensor(shared->order, p.device());
+    auto [triangles, bounds] = refit<scalar_t>(v, f, *shared, nodes, order);
+    const double cost = tree_cost(bounds);
+    if (was_cached && !(cost <= kMaxRefitDegradation * built_cost)) {
+      // The vertices moved too far from the ones the tree was built for.
+      shared = std::make_shared<const cpu::BvhTopology>(build_topology<scalar_t>(v, host_faces));
+      nodes = int32_tensor(shared->nodes, p.device());
+      order = int32_tensor(shared->order, p.device());
+      std::tie(triangles, bounds) = refit<scalar_t>(v, f, *shared, nodes, order);
+      store_topology(key, v.size(1), num_faces, shared, tree_cost(bounds));
+    } else if (!was_cached) {
+      store_topology(key, v.size(1), num_faces, shared, cost);
+    }
+    const cpu::BvhTopology& topology = *shared;
     if (p.is_cuda()) {
       FACEGEOM_CUDA_LAUNCH(cuda::point_to_surface_forward<scalar_t>(
           batch, num_points, num_faces, topology.num_nodes(), mesh_stride, p.data_ptr<scalar_t>(),

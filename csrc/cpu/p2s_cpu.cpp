@@ -3,6 +3,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <limits>
 #include <numeric>
@@ -18,7 +19,7 @@ namespace {
 // Boxes and centroids are float: they only steer the split choice, never the
 // answers (refit fits the exact boxes).
 constexpr int kBins = 16;
-constexpr int32_t kMaxLeafSize = 8;
+constexpr int32_t kMaxLeafSize = 4;
 constexpr int32_t kMedianLeafSize = 4;
 constexpr float kTraversalCost = 1.0f;  // relative to one closest-point test
 // Subtrees of at least this many faces are built as parallel tasks.
@@ -348,9 +349,13 @@ void point_to_surface_forward(int64_t batch, int64_t num_points, int64_t num_fac
     // Fixed chunks of the sorted queries: each starts its search from the
     // previous query's triangle, and only within its chunk, so results do not
     // depend on the thread count.
+    // Threads take chunks from a shared counter rather than a fixed half each:
+    // traversal costs vary a lot between regions, and on a busy machine one
+    // thread may be descheduled.
     const int64_t chunks = (num_points + kQueryChunk - 1) / kQueryChunk;
-    at::parallel_for(0, chunks, 1, [&](int64_t chunk_begin, int64_t chunk_end) {
-      for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
+    std::atomic<int64_t> next_chunk{0};
+    at::parallel_for(0, std::min<int64_t>(chunks, at::get_num_threads()), 1, [&](int64_t, int64_t) {
+      for (int64_t chunk = next_chunk++; chunk < chunks; chunk = next_chunk++) {
         int32_t previous = -1;
         const int64_t end = std::min(num_points, (chunk + 1) * kQueryChunk);
         for (int64_t k = chunk * kQueryChunk; k < end; ++k) {

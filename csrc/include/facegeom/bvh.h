@@ -123,6 +123,11 @@ FG_HD NearestHit<T> bvh_nearest(Vec3<T> p, const int32_t* nodes, const T* bounds
     if (count > 0) {
       for (int32_t slot = first; slot < first + count; ++slot) {
         const T* tri = triangles + 9 * static_cast<int64_t>(slot);
+        // The triangle's own box is a cheap lower bound: most leaf triangles
+        // are rejected by it once the best distance is tight.
+        T box[6];
+        triangle_bounds(tri, box);
+        if (!(box_distance2(p, box) < hit.dist2)) continue;
         T bary[3];
         const T d = closest_point_on_triangle(p, load3(tri), load3(tri + 3), load3(tri + 6), bary);
         if (d < hit.dist2) {
