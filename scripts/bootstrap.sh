@@ -14,12 +14,13 @@ if ! "$venv_python" -c "import sys, torch; v = tuple(int(x) for x in torch.__ver
   # Pinned: an unpinned torch would pull several GB of CUDA packages.
   "$venv_python" -m pip install -q "torch==2.13.0"
 fi
-if [ ! -f .venv/.facegeom-deps ]; then
-  "$venv_python" -m pip install -q numpy scipy trimesh tqdm matplotlib pytest pytest-benchmark ninja pybind11 setuptools wheel
+# The stamp carries a number: bump it when this list changes so existing venvs pick up new packages.
+if [ ! -f .venv/.facegeom-deps-2 ]; then
+  "$venv_python" -m pip install -q numpy scipy trimesh tqdm matplotlib pytest pytest-benchmark ninja pybind11 setuptools wheel rtree h5py
   # smplx is only the LBS peer for tests and benchmarks; --no-deps keeps pip away from torch.
   "$venv_python" -m pip install -q --no-deps smplx || echo "bootstrap: smplx unavailable; its comparison tests will skip"
   "$venv_python" -m pip install -q --no-build-isolation --no-deps -e .
-  touch .venv/.facegeom-deps
+  touch .venv/.facegeom-deps-2
 fi
 # Incremental (ninja): recompiles only what changed since the last build.
 "$venv_python" setup.py -q build_ext --inplace >/dev/null
