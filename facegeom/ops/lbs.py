@@ -14,6 +14,7 @@ import torch
 
 from facegeom import _native
 from facegeom.ops import _checks, reference
+from facegeom.ops._autograd import forbid_double_backward
 
 Tensor = torch.Tensor
 
@@ -165,21 +166,8 @@ if _native.AVAILABLE:
         "facegeom::blendshapes", _blendshapes_backward, setup_context=_blendshapes_setup
     )
 
-
-    # The backward ops are first-order only: say so instead of silently
-    # returning wrong second derivatives.
-    def _no_double_backward(op_name):
-        def backward(ctx, *grads):
-            raise NotImplementedError(
-                f"facegeom: double backward through {op_name} is not supported; "
-                "use facegeom.ops.reference for higher-order derivatives"
-            )
-
-        torch.library.register_autograd(f"facegeom::{op_name}", backward)
-
-    for _name in ("rodrigues_backward", "rigid_transform_backward", "skin_backward",
-                  "shape_pose_blend_backward"):
-        _no_double_backward(_name)
+    forbid_double_backward("rodrigues_backward", "rigid_transform_backward", "skin_backward",
+                           "shape_pose_blend_backward")
 
 
 def _not_compiling() -> bool:

@@ -23,6 +23,7 @@ import torch
 
 from facegeom import _native
 from facegeom.ops import _checks, reference
+from facegeom.ops._autograd import forbid_double_backward
 
 Tensor = torch.Tensor
 
@@ -68,13 +69,8 @@ if KERNEL_AVAILABLE:
         "facegeom::point_to_surface", _p2s_backward, setup_context=_p2s_setup
     )
 
-    def _no_double_backward(ctx, *grads):
-        raise NotImplementedError(
-            "facegeom: double backward through point_to_surface_backward is not supported; "
-            "use facegeom.ops.reference for higher-order derivatives"
-        )
+    forbid_double_backward("point_to_surface_backward")
 
-    torch.library.register_autograd("facegeom::point_to_surface_backward", _no_double_backward)
 
 _warned_stale = False
 

@@ -42,6 +42,7 @@ import torch
 
 from facegeom import _native
 from facegeom.ops import _checks, reference
+from facegeom.ops._autograd import forbid_double_backward
 
 Tensor = torch.Tensor
 
@@ -119,19 +120,7 @@ if _native.AVAILABLE:
         "facegeom::interpolate", _interpolate_backward, setup_context=_interpolate_setup
     )
 
-    # The backward ops are first-order only: say so instead of silently
-    # returning wrong second derivatives.
-    def _no_double_backward(op_name):
-        def backward(ctx, *grads):
-            raise NotImplementedError(
-                f"facegeom: double backward through {op_name} is not supported; "
-                "use facegeom.ops.reference for higher-order derivatives"
-            )
-
-        torch.library.register_autograd(f"facegeom::{op_name}", backward)
-
-    for _name in ("rasterize_backward", "interpolate_backward"):
-        _no_double_backward(_name)
+    forbid_double_backward("rasterize_backward", "interpolate_backward")
 
 
 def _check_resolution(resolution) -> Tuple[int, int]:

@@ -16,6 +16,7 @@ import torch
 
 from facegeom import _native
 from facegeom.ops import _checks, reference
+from facegeom.ops._autograd import forbid_double_backward
 
 Tensor = torch.Tensor
 
@@ -115,20 +116,8 @@ if _native.AVAILABLE:
 
     torch.library.register_autograd("facegeom::blinn_phong", _phong_backward, setup_context=_phong_setup)
 
-    # The backward ops are first-order only: say so instead of silently
-    # returning wrong second derivatives.
-    def _no_double_backward(op_name):
-        def backward(ctx, *grads):
-            raise NotImplementedError(
-                f"facegeom: double backward through {op_name} is not supported; "
-                "use facegeom.ops.reference for higher-order derivatives"
-            )
-
-        torch.library.register_autograd(f"facegeom::{op_name}", backward)
-
-    for _name in ("vertex_normals_backward", "sh_basis_backward", "sh_shading_backward",
-                  "blinn_phong_backward"):
-        _no_double_backward(_name)
+    forbid_double_backward("vertex_normals_backward", "sh_basis_backward", "sh_shading_backward",
+                           "blinn_phong_backward")
 
 
 def _not_compiling() -> bool:
