@@ -16,6 +16,7 @@
 #include <string>
 
 #include "cuda/lbs_cuda.h"
+#include "cuda/launch.cuh"
 #include "facegeom/common.h"
 #include "facegeom/kinematics.h"
 #include "facegeom/rodrigues.h"
@@ -24,27 +25,6 @@
 namespace facegeom {
 namespace cuda {
 namespace {
-
-constexpr int kThreadsPerBlock = 256;
-// The largest grid.x a device accepts; bigger ranges are covered by the grid-stride loops.
-constexpr int64_t kMaxBlocks = 2147483647;
-
-__device__ int64_t first_index() {
-  return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-}
-
-__device__ int64_t grid_stride() { return static_cast<int64_t>(gridDim.x) * blockDim.x; }
-
-template <typename T>
-__device__ T quiet_nan();
-template <>
-__device__ float quiet_nan<float>() {
-  return __int_as_float(0x7fffffff);
-}
-template <>
-__device__ double quiet_nan<double>() {
-  return __longlong_as_double(0x7fffffffffffffffLL);
-}
 
 template <typename T>
 __device__ void fill_nan(T* data, int64_t n) {
@@ -177,22 +157,6 @@ __global__ void skin_backward_shared_weights_kernel(int64_t num_vertices, int64_
       }
       grad_weights[num_joints * v + j] = sum;
     }
-  }
-}
-
-// Launches kernel(count, args...) on enough blocks for count threads (none when
-// count is 0, which CUDA rejects) and turns a launch failure into an exception.
-template <typename... KernelArgs, typename... Args>
-void launch(const char* kernel_name, void (*kernel)(int64_t, KernelArgs...), int64_t count,
-            void* stream, Args... args) {
-  if (count <= 0) return;
-  const int64_t blocks = std::min((count + kThreadsPerBlock - 1) / kThreadsPerBlock, kMaxBlocks);
-  kernel<<<static_cast<unsigned int>(blocks), kThreadsPerBlock, 0,
-           static_cast<cudaStream_t>(stream)>>>(count, args...);
-  const cudaError_t error = cudaGetLastError();
-  if (error != cudaSuccess) {
-    throw std::runtime_error(std::string("facegeom: launching ") + kernel_name +
-                             " failed: " + cudaGetErrorString(error));
   }
 }
 

@@ -16,33 +16,15 @@
 #include <string>
 
 #include "cuda/p2s_cuda.h"
+#include "cuda/launch.cuh"
 #include "facegeom/bvh.h"
 
 namespace facegeom {
 namespace cuda {
 namespace {
 
-constexpr int kThreadsPerBlock = 256;
 // Traversal keeps a 64-entry stack per thread: smaller blocks keep occupancy up.
 constexpr int kQueryThreadsPerBlock = 128;
-constexpr int64_t kMaxBlocks = 2147483647;
-
-__device__ int64_t first_index() {
-  return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-}
-
-__device__ int64_t grid_stride() { return static_cast<int64_t>(gridDim.x) * blockDim.x; }
-
-template <typename T>
-__device__ T quiet_nan();
-template <>
-__device__ float quiet_nan<float>() {
-  return __int_as_float(0x7fffffff);
-}
-template <>
-__device__ double quiet_nan<double>() {
-  return __longlong_as_double(0x7fffffffffffffffLL);
-}
 
 template <typename T>
 __global__ void gather_triangles_kernel(int64_t count, int64_t num_vertices, int64_t num_faces,
@@ -123,18 +105,6 @@ __global__ void point_to_surface_backward_kernel(int64_t count, int64_t num_poin
       for (int k = 0; k < 3; ++k) atomicAdd(dst + k, -w[c] * g[k]);
     }
   }
-}
-
-void check_launch(const char* kernel_name) {
-  const cudaError_t error = cudaGetLastError();
-  if (error != cudaSuccess) {
-    throw std::runtime_error(std::string("facegeom: launching ") + kernel_name +
-                             " failed: " + cudaGetErrorString(error));
-  }
-}
-
-unsigned int blocks_for(int64_t count, int threads) {
-  return static_cast<unsigned int>(std::min((count + threads - 1) / threads, kMaxBlocks));
 }
 
 }  // namespace

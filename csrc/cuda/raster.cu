@@ -13,43 +13,12 @@
 #include <string>
 
 #include "cuda/raster_cuda.h"
+#include "cuda/launch.cuh"
 #include "facegeom/raster.h"
 
 namespace facegeom {
 namespace cuda {
 namespace {
-
-constexpr int kThreadsPerBlock = 256;
-constexpr int64_t kMaxBlocks = 1 << 20;  // grid-stride loops cover the rest
-
-int blocks_for(int64_t n) {
-  return static_cast<int>(std::max<int64_t>(1, std::min(kMaxBlocks, (n + kThreadsPerBlock - 1) / kThreadsPerBlock)));
-}
-
-void check_launch(const char* kernel_name) {
-  const cudaError_t error = cudaGetLastError();
-  if (error != cudaSuccess) {
-    throw std::runtime_error(std::string("facegeom: launching ") + kernel_name +
-                             " failed: " + cudaGetErrorString(error));
-  }
-}
-
-__device__ int64_t first_index() {
-  return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-}
-
-__device__ int64_t grid_stride() { return static_cast<int64_t>(gridDim.x) * blockDim.x; }
-
-template <typename T>
-__device__ T quiet_nan();
-template <>
-__device__ float quiet_nan<float>() {
-  return __int_as_float(0x7fffffff);
-}
-template <>
-__device__ double quiet_nan<double>() {
-  return __longlong_as_double(0x7fffffffffffffffLL);
-}
 
 // Clip coordinates of triangle t; false when an index is out of range.
 template <typename T>

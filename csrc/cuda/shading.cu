@@ -15,6 +15,7 @@
 #include <string>
 
 #include "cuda/shading_cuda.h"
+#include "cuda/launch.cuh"
 #include "facegeom/common.h"
 #include "facegeom/shading.h"
 
@@ -22,15 +23,7 @@ namespace facegeom {
 namespace cuda {
 namespace {
 
-constexpr int kThreadsPerBlock = 256;  // a multiple of the warp size: warps stay whole
-constexpr int64_t kMaxBlocks = 2147483647;
 constexpr int kWarp = 32;
-
-__device__ int64_t first_index() {
-  return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-}
-
-__device__ int64_t grid_stride() { return static_cast<int64_t>(gridDim.x) * blockDim.x; }
 
 __device__ void atomic_add(float* address, float value) { atomicAdd(address, value); }
 
@@ -224,22 +217,6 @@ __global__ void blinn_phong_backward_kernel(int64_t count, int64_t num_points, i
         if (threadIdx.x % kWarp == 0) out[k] = sum;
       }
     }
-  }
-}
-
-// Launches kernel(count, args...) on enough blocks for count threads (none when
-// count is 0, which CUDA rejects) and turns a launch failure into an exception.
-template <typename... KernelArgs, typename... Args>
-void launch(const char* kernel_name, void (*kernel)(int64_t, KernelArgs...), int64_t count,
-            void* stream, Args... args) {
-  if (count <= 0) return;
-  const int64_t blocks = std::min((count + kThreadsPerBlock - 1) / kThreadsPerBlock, kMaxBlocks);
-  kernel<<<static_cast<unsigned int>(blocks), kThreadsPerBlock, 0,
-           static_cast<cudaStream_t>(stream)>>>(count, args...);
-  const cudaError_t error = cudaGetLastError();
-  if (error != cudaSuccess) {
-    throw std::runtime_error(std::string("facegeom: launching ") + kernel_name +
-                             " failed: " + cudaGetErrorString(error));
   }
 }
 
