@@ -6,5 +6,7 @@ signature.
 """
 from facegeom.ops import reference
 from facegeom.ops.lbs import blendshapes, lbs, rigid_transform, rodrigues, skin
+from facegeom.ops.rasterize import interpolate, rasterize
 
 __all__ = ["blendshapes", "lbs", "reference", "rigid_transform", "rodrigues", "skin"]
+__all__ += ["interpolate", "rasterize"]

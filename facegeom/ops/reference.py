@@ -124,3 +124,178 @@ def lbs(
     # 5. Skinning
     verts = skin(v_posed, A, lbs_weights)
     return verts, J_transformed
+
+
+# --------------------------------------------------------------------------- #
+# 2. Rasterization (nvdiffrast conventions)                                   #
+# --------------------------------------------------------------------------- #
+# A pixel centre q = (qx, qy, 1) in NDC lies in triangle (p0, p1, p2), p = (x, y, w)
+# in clip space, when its homogeneous edge functions e_i = det(p_j, p_k, q)
+# ((i, j, k) cyclic) all share the sign of det(p0, p1, p2). Then the
+# perspective-correct barycentrics are e_i / sum(e) and the point is in front of
+# the camera (w > 0): triangles crossing w = 0 need no clipping. The kernels do
+# the same float64 arithmetic in the same order, so triangle ids agree exactly.
+
+
+def _lexicographic_less(a: Tensor, b: Tensor) -> Tensor:
+    """a < b comparing (x, y, w) in order; a, b [..., 3]."""
+    return (a[..., 0] < b[..., 0]) | (
+        (a[..., 0] == b[..., 0])
+        & ((a[..., 1] < b[..., 1]) | ((a[..., 1] == b[..., 1]) & (a[..., 2] < b[..., 2])))
+    )
+
+
+def _edge_planes(p: Tensor) -> Tensor:
+    """Edge functions of triangles p [F, 3, 3] ((x, y, w) per vertex) as coefficients
+    [F, 3, 3]: e_i(q) = (A_i qx + B_i qy) + C_i, with (A, B, C)_i = p_j x p_k.
+
+    Each edge is evaluated from its lexicographically smaller end point and negated
+    if needed, so the two triangles sharing an edge get bit-exact opposite values
+    (which the tie rule relies on)."""
+    planes = []
+    for i in range(3):
+        pj, pk = p[:, (i + 1) % 3], p[:, (i + 2) % 3]
+        swap = _lexicographic_less(pk, pj)
+        first = torch.where(swap[:, None], pk, pj)
+        second = torch.where(swap[:, None], pj, pk)
+        n = torch.stack(
+            [
+                first[:, 1] * second[:, 2] - first[:, 2] * second[:, 1],
+                first[:, 2] * second[:, 0] - first[:, 0] * second[:, 2],
+                first[:, 0] * second[:, 1] - first[:, 1] * second[:, 0],
+            ],
+            dim=-1,
+        )
+        planes.append(torch.where(swap[:, None], -n, n))
+    return torch.stack(planes, dim=1)
+
+
+def _pixel_centres(resolution, device) -> Tuple[Tensor, Tensor]:
+    height, width = resolution
+    qx = (torch.arange(width, dtype=torch.float64, device=device) + 0.5) / width * 2 - 1
+    qy = (torch.arange(height, dtype=torch.float64, device=device) + 0.5) / height * 2 - 1
+    return qx, qy
+
+
+def _rasterize_image(pos: Tensor, tri: Tensor, first_id: int, resolution) -> Tensor:
+    """Triangle id (-1 = background) of each pixel [H, W] for vertices pos [V, 4]
+    (float64) and triangles tri [F, 3] whose ids start at first_id."""
+    height, width = resolution
+    qx, qy = _pixel_centres(resolution, pos.device)
+    qx, qy = qx[None, None, :], qy[None, :, None]
+    best_depth = torch.full((height, width), float("inf"), dtype=torch.float32, device=pos.device)
+    best_id = torch.full((height, width), -1, dtype=torch.int64, device=pos.device)
+    chunk = max(1, (1 << 22) // max(1, height * width))
+    for start in range(0, tri.shape[0], chunk):
+        corners = pos[tri[start:start + chunk].long()]  # [F, 3, 4]
+        p = corners[..., [0, 1, 3]]  # [F, 3, (x, y, w)]
+        planes = _edge_planes(p)  # [F, 3, 3]
+        det = (p[:, 0] * planes[:, 0]).sum(-1)  # det(p0, p1, p2)
+        # Orient every edge function to be positive inside (both windings are drawn).
+        planes = planes * torch.sign(det)[:, None, None]
+        a, b, c = (planes[..., k][:, :, None, None] for k in range(3))  # [F, 3, 1, 1]
+        e = (a * qx + b * qy) + c  # [F, 3, H, W]
+        # Tie rule: a pixel centre exactly on an edge belongs to the side that
+        # the sample nudged by (+eps, +eps^2) falls on.
+        tie = (a > 0) | ((a == 0) & (b > 0))
+        inside = ((e > 0) | ((e == 0) & tie)).all(1)
+        e0, e1, e2 = e.unbind(1)
+        z, w = corners[..., 2], corners[..., 3]
+        zs = [z[:, i, None, None] for i in range(3)]
+        ws = [w[:, i, None, None] for i in range(3)]
+        depth = ((e0 * zs[0] + e1 * zs[1]) + e2 * zs[2]) / ((e0 * ws[0] + e1 * ws[1]) + e2 * ws[2])
+        inside &= (((e0 + e1) + e2) > 0) & (det != 0)[:, None, None]
+        inside &= (depth >= -1) & (depth <= 1)
+        # The depth test compares z/w rounded to float32; equal depths go to the lower id.
+        depth32 = torch.where(inside, depth.float(), torch.full_like(depth, float("inf")).float())
+        chunk_depth, chunk_arg = depth32.min(0)  # first (lowest) id among equal minima
+        chunk_id = torch.where(inside.any(0), chunk_arg + start + first_id, -1)
+        better = (chunk_id >= 0) & (chunk_depth < best_depth)
+        best_depth = torch.where(better, chunk_depth, best_depth)
+        best_id = torch.where(better, chunk_id, best_id)
+    return best_id
+
+
+def _barycentrics(p: Tensor, z: Tensor, qx: Tensor, qy: Tensor):
+    """Differentiable (u, v, z/w, du/dqx, du/dqy, dv/dqx, dv/dqy) of pixel centres
+    (qx, qy) [N] in triangles p [N, 3, 3] ((x, y, w)) with clip z [N, 3]."""
+    q = torch.stack([qx, qy, torch.ones_like(qx)], dim=-1)  # [N, 3]
+    n = torch.stack([torch.linalg.cross(p[:, (i + 1) % 3], p[:, (i + 2) % 3]) for i in range(3)], 1)
+    e = (n * q[:, None]).sum(-1)  # [N, 3]
+    s = e.sum(-1)
+    u, v = e[:, 0] / s, e[:, 1] / s
+    depth = (e * z).sum(-1) / (e * p[..., 2]).sum(-1)
+    sa, sb = n[..., 0].sum(-1), n[..., 1].sum(-1)
+    du = ((n[:, 0, 0] - u * sa) / s, (n[:, 0, 1] - u * sb) / s)
+    dv = ((n[:, 1, 0] - v * sa) / s, (n[:, 1, 1] - v * sb) / s)
+    return u, v, depth, du, dv
+
+
+def rasterize(pos: Tensor, tri: Tensor, resolution, ranges: Optional[Tensor] = None,
+              grad_db: bool = False) -> Tuple[Tensor, Optional[Tensor]]:
+    """Brute force (every pixel against every triangle, float64) z-buffer rasterizer.
+
+    pos [B, V, 4] clip space (or [V, 4], with ranges [N, 2] = (first triangle,
+    count) per image), tri [F, 3] -> rast [B, H, W, 4] = (u, v, z/w, id + 1) in
+    pos's dtype (zeros where nothing is drawn), rast_db [B, H, W, 4] =
+    (du/dX, du/dY, dv/dX, dv/dY) per pixel when grad_db else None. Differentiable
+    w.r.t. pos (by autograd) through u, v, z/w and rast_db.
+    """
+    height, width = int(resolution[0]), int(resolution[1])
+    tri = tri.long()
+    if ranges is None:
+        batch_pos = pos if pos.dim() == 3 else pos[None]
+        jobs = [(batch_pos[b], 0, tri.shape[0]) for b in range(batch_pos.shape[0])]
+    else:
+        jobs = [(pos, int(first), int(count)) for first, count in ranges.tolist()]
+    out = pos.new_zeros(len(jobs), height, width, 4)
+    out_db = pos.new_zeros(len(jobs), height, width, 4) if grad_db else None
+    qx_all, qy_all = _pixel_centres((height, width), pos.device)
+    for b, (image_pos, first, count) in enumerate(jobs):
+        pos64 = image_pos.double()
+        with torch.no_grad():
+            ids = _rasterize_image(pos64, tri[first:first + count], first, (height, width))
+        ys, xs = torch.nonzero(ids >= 0, as_tuple=True)
+        if ys.numel() == 0:
+            continue
+        face = ids[ys, xs]
+        corners = pos64[tri[face]]  # [N, 3, 4]
+        u, v, depth, du, dv = _barycentrics(corners[..., [0, 1, 3]], corners[..., 2], qx_all[xs], qy_all[ys])
+        values = torch.stack([u, v, depth, (face + 1).double()], -1).to(pos.dtype)
+        out = out.index_put((torch.full_like(ys, b), ys, xs), values)
+        if grad_db:
+            # d/dX in pixels = d/dqx * dqx/dX, dqx/dX = 2 / W (2 / H for Y).
+            db = torch.stack([du[0] * (2 / width), du[1] * (2 / height), dv[0] * (2 / width),
+                              dv[1] * (2 / height)], -1).to(pos.dtype)
+            out_db = out_db.index_put((torch.full_like(ys, b), ys, xs), db)
+    return out, out_db
+
+
+def interpolate(attr: Tensor, rast: Tensor, tri: Tensor, rast_db: Optional[Tensor] = None,
+                diff_attrs=None) -> Tuple[Tensor, Optional[Tensor]]:
+    """Barycentric interpolation of vertex attributes over a rasterized image.
+
+    attr [V, C] or [B, V, C], rast [B, H, W, 4], tri [F, 3] -> out [B, H, W, C]
+    = u * attr[t0] + v * attr[t1] + (1 - u - v) * attr[t2] (zeros on background),
+    and out_da [B, H, W, 2 * len(diff_attrs)] = (dA/dX, dA/dY) per selected
+    attribute (diff_attrs = "all" or a list of channel indices) from rast_db, or
+    None. Differentiable w.r.t. attr, rast (u, v) and rast_db.
+    """
+    batch = rast.shape[0]
+    ids = rast[..., 3].detach().long() - 1  # [B, H, W]
+    covered = (ids >= 0)[..., None]
+    corner = tri.long()[ids.clamp(min=0)]  # [B, H, W, 3]
+    attr_b = (attr[None] if attr.dim() == 2 else attr).expand(batch, -1, -1)
+    batch_index = torch.arange(batch, device=attr.device)[:, None, None]
+    a0, a1, a2 = (attr_b[batch_index, corner[..., k]] for k in range(3))  # [B, H, W, C]
+    u, v = rast[..., 0:1], rast[..., 1:2]
+    out = torch.where(covered, u * a0 + v * a1 + (1 - u - v) * a2, torch.zeros_like(a0))
+    if diff_attrs is None:
+        return out, None
+    channels = list(range(attr.shape[-1])) if diff_attrs == "all" else list(diff_attrs)
+    d0, d1 = (a0 - a2)[..., channels], (a1 - a2)[..., channels]
+    du_dx, du_dy, dv_dx, dv_dy = (rast_db[..., k:k + 1] for k in range(4))
+    da_dx = du_dx * d0 + dv_dx * d1
+    da_dy = du_dy * d0 + dv_dy * d1
+    out_da = torch.stack([da_dx, da_dy], -1).flatten(-2)  # (dA/dX, dA/dY) per attribute
+    return out, torch.where(covered, out_da, torch.zeros_like(out_da))
