@@ -200,7 +200,8 @@ def test_precomputed_topology_gives_the_same_result():
 
 @requires_native
 def test_results_do_not_depend_on_thread_count():
-    color, rast, pos, tri = rasterized_scene(batch=2, dtype=torch.float32)
+    # large enough that the CPU kernels split rows across threads
+    color, rast, pos, tri = rasterized_scene(batch=2, resolution=(160, 128), dtype=torch.float32)
     threads = torch.get_num_threads()
     results = []
     try:
