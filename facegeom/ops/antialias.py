@@ -175,10 +175,10 @@ def antialias(color: Tensor, rast: Tensor, pos: Tensor, tri: Tensor,
                 )
         if topology is not None and topology.numel():
             low, high = int(topology.min()), int(topology.max())
-            if low < -1 or high >= num_vertices:
+            if low < -1 or high >= num_triangles:
                 raise IndexError(
-                    f"topology holds values in [{low}, {high}]; expected -1 or a vertex index "
-                    f"below V = {num_vertices}: build it with antialias_topology(tri)"
+                    f"topology holds values in [{low}, {high}]; expected -1 or a triangle index "
+                    f"below F = {num_triangles}: build it with antialias_topology(tri)"
                 )
         if rast.numel():
             top = float(rast[..., 3].detach().max())
