@@ -249,6 +249,28 @@ def test_no_change_across_interior_edges_of_a_surface(impl):
 
 
 @requires_native
+@pytest.mark.parametrize("impl", ["kernel", "reference"])
+def test_sub_pixel_triangles_blend_like_one_big_triangle(impl):
+    # The same rotated square as 2 triangles and as 2 * 24^2 triangles of a
+    # third of a pixel: the walk across the small triangles' shared edges must
+    # reach the same silhouette crossings.
+    fn = fo.antialias if impl == "kernel" else reference.antialias
+    results = []
+    for n in (1, 24):
+        pos, tri = plane_grid(n=n, extent=0.55)
+        c, s = math.cos(0.3), math.sin(0.3)
+        pos = pos.clone()
+        pos[:, 0], pos[:, 1] = c * pos[:, 0] - s * pos[:, 1] + 0.013, s * pos[:, 0] + c * pos[:, 1] - 0.021
+        rast, _ = reference.rasterize(pos, tri, (16, 16))
+        mask = (rast[..., 3:] > 0).double()
+        results.append((mask, fn(mask, rast, pos, tri)))
+    (mask_coarse, coarse), (mask_fine, fine) = results
+    assert torch.equal(mask_coarse, mask_fine)
+    assert (coarse != mask_coarse).sum() > 20
+    torch.testing.assert_close(fine, coarse, atol=1e-9, rtol=0)
+
+
+@requires_native
 def test_only_pixels_next_to_discontinuities_change():
     color, rast, pos, tri = rasterized_scene(batch=2)
     out = fo.antialias(color, rast, pos, tri)
