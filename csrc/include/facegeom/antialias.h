@@ -3,9 +3,10 @@
 //
 // The unit of work is a pair of neighbouring pixels (p0, p1), p1 one pixel to
 // the right of p0 (horizontal pair) or one row up (vertical pair). When their
-// triangle ids differ, aa_analyze_pair decides whether a silhouette edge of the
-// front triangle crosses the segment between the two pixel centres and where
-// (t in [0, 1], measured from the front triangle's pixel). The two colours are
+// triangle ids differ, aa_analyze_pair follows the segment between the two
+// pixel centres from the front triangle through its surface to the first
+// silhouette edge, and finds where that edge crosses the segment (t in [0, 1],
+// measured from the front triangle's pixel). The two colours are
 // then blended by the 1D box-filter coverage of that crossing: the triangle
 // covers [-0.5, t] of its own pixel and [0.5, t] of the neighbour's.
 //
