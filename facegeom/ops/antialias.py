@@ -77,9 +77,6 @@ Tensor = torch.Tensor
 # A _C built before this op existed has no antialias kernel.
 _KERNELS = _native.AVAILABLE and hasattr(torch.ops.facegeom, "antialias")
 
-antialias_topology = reference.antialias_topology
-
-
 if _KERNELS:
     ops = torch.ops.facegeom
 
@@ -115,12 +112,46 @@ if _KERNELS:
 
     torch.library.register_autograd("facegeom::antialias_backward", _no_double_backward)
 
+    @torch.library.register_fake("facegeom::antialias_topology")
+    def _(tri):
+        return tri.new_empty(tri.shape[0], 3)
+
 
 def _check_index_tensor(name: str, t, device: torch.device, num_triangles: Optional[int] = None) -> None:
     _checks.integer(name, t, device)
     _checks.shape(name, t, [num_triangles, 3], "[F, 3]")
     if t.dtype not in (torch.int32, torch.int64):
         raise TypeError(f"{name} must be int32 (or int64), got {t.dtype}")
+
+
+def antialias_topology(tri: Tensor) -> Tensor:
+    """The triangle across each edge of ``tri``: what :func:`antialias` needs to
+    tell silhouette edges from edges inside a surface. Build it once per mesh.
+
+    Args:
+        tri: ``[F, 3]`` int32 (int64 accepted) vertex indices, any device.
+
+    Returns:
+        ``[F, 3]`` int32 on ``tri``'s device: entry ``[f, k]`` is the other
+        triangle sharing edge ``k`` of triangle ``f`` (the edge joining
+        ``tri[f, (k + 1) % 3]`` and ``tri[f, (k + 2) % 3]``), or -1 for a mesh
+        boundary, an edge of three or more triangles, or a degenerate triangle
+        (repeated vertex). Winding does not matter.
+
+    Example:
+        >>> antialias_topology(torch.tensor([[0, 1, 2], [2, 1, 3]], dtype=torch.int32))
+        tensor([[ 1, -1, -1],
+                [-1, -1,  0]], dtype=torch.int32)
+    """
+    _check_index_tensor("tri", tri, tri.device if isinstance(tri, torch.Tensor) else None)
+    if _KERNELS and tri.device.type == "cpu":
+        if tri.numel() and not torch.compiler.is_compiling():
+            low, high = int(tri.min()), int(tri.max())
+            if low < torch.iinfo(torch.int32).min or high > torch.iinfo(torch.int32).max:
+                raise IndexError(f"tri holds vertex indices in [{low}, {high}], beyond int32")
+        return torch.ops.facegeom.antialias_topology(tri.to(torch.int32))
+    # CUDA (a sort on the device) and builds without the kernels.
+    return reference.antialias_topology(tri)
 
 
 def antialias(color: Tensor, rast: Tensor, pos: Tensor, tri: Tensor,

@@ -129,6 +129,23 @@ def test_topology_of_a_closed_mesh_is_complete_and_symmetric():
             assert holders == [int(topo[t, k])]
 
 
+@requires_native
+def test_topology_kernel_matches_reference_on_messy_meshes():
+    g = torch.Generator().manual_seed(7)
+    _, sphere = uv_sphere(rings=9, segments=11)
+    messy = torch.cat([
+        sphere,
+        torch.randint(0, 30, (400, 3), generator=g, dtype=torch.int32),  # many non-manifold edges
+        sphere[:5],  # duplicated faces: their edges become non-manifold
+        torch.tensor([[3, 3, 4], [5, 6, 5]], dtype=torch.int32),  # degenerate
+    ])
+    for tri in (sphere, messy, messy.long()):
+        got = fo.antialias_topology(tri)
+        assert got.dtype == torch.int32
+        assert torch.equal(got, reference.antialias_topology(tri))
+    assert (fo.antialias_topology(messy) == -1).any() and (fo.antialias_topology(messy) >= 0).any()
+
+
 # --------------------------------------------------------------------------- #
 # Kernel vs reference                                                         #
 # --------------------------------------------------------------------------- #
@@ -387,6 +404,7 @@ def _opcheck_cases():
          (torch.randn_like(color), color, rast, pos, tri, topo, [True, True])),
         ("antialias_backward_color_only", ops.antialias_backward,
          (torch.randn_like(color), color, rast, pos, tri, topo, [True, False])),
+        ("antialias_topology", ops.antialias_topology, (tri,)),
     ]
 
 
