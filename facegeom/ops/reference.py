@@ -367,12 +367,13 @@ def _pick(stacked: Tensor, index: Tensor) -> Tensor:
     return stacked.gather(-2, index[..., None, None].expand(*index.shape, 1, stacked.shape[-1]))[..., 0, :]
 
 
-def _antialias_pairs(color0, color1, rast0, rast1, c0, c1, horizontal, xyw, tri, topology,
-                     height, width):
-    """Blends of the pairs (pixel 0, pixel 1) of one direction, all [B, h, w, ...].
+def _antialias_pairs(color0, color1, rast0, rast1, c0, c1, batch_index, horizontal, xyw, tri,
+                     topology, height, width):
+    """Blends of N candidate pairs (pixel 0, pixel 1) of one direction.
 
-    c0, c1 [h, w, 2] NDC centres; xyw [B, V, 3] clip-space (x, y, w); returns the
-    additions to pixel 0 and to pixel 1 ([B, h, w, C] each).
+    color0/1 [N, C], rast0/1 [N, 4], c0/c1 [N, 2] NDC centres, batch_index [N];
+    xyw [B, V, 3] clip-space (x, y, w). Returns the additions to pixel 0 and to
+    pixel 1 ([N, C] each).
     """
     num_triangles, num_vertices = tri.shape[0], xyw.shape[1]
     tri, topology = tri.long(), topology.long()
@@ -382,55 +383,56 @@ def _antialias_pairs(color0, color1, rast0, rast1, c0, c1, horizontal, xyw, tri,
     front_first = ~valid1 | (valid0 & (rast0[..., 2] < rast1[..., 2]))
     pending = (id0 != id1) & (valid0 | valid1)
     face = torch.where(front_first, id0, id1).detach().long() - 1
-    face = torch.where(pending, face, torch.zeros_like(face))  # [B, h, w]
+    face = torch.where(pending, face, torch.zeros_like(face))  # [N]
     one = torch.ones_like(c0[..., :1])
-    h0, h1 = torch.cat([c0, one], -1), torch.cat([c1, one], -1)  # [h, w, 3]
+    h0, h1 = torch.cat([c0, one], -1), torch.cat([c1, one], -1)  # [N, 3]
     hf = torch.where(front_first[..., None], h0, h1)  # front pixel's centre
     hs = torch.where(front_first[..., None], h1, h0)
-    batch_index = torch.arange(xyw.shape[0], device=xyw.device).view(-1, 1, 1)
 
     # Walk from the front triangle along the segment, across edges of the same
-    # surface, to the first silhouette edge.
+    # surface, to the first silhouette edge. `live` lists the pairs still walking.
     found = torch.zeros_like(pending)
     t_found = torch.zeros_like(id0)
-    line_found = torch.zeros_like(hf.expand(*id0.shape, 3))
+    line_found = torch.zeros_like(hf)
+    live = torch.nonzero(pending, as_tuple=True)[0]
     for _ in range(AA_MAX_WALK):
-        corners = tri[face]  # [B, h, w, 3]
-        pending = pending & ((corners >= 0) & (corners < num_vertices)).all(-1)
+        f, bi = face[live], batch_index[live]
+        corners = tri[f]  # [n, 3]
+        ok = ((corners >= 0) & (corners < num_vertices)).all(-1)
         corners = corners.clamp(0, num_vertices - 1)
-        a = torch.stack([xyw[batch_index, corners[..., k]] for k in range(3)], -2)  # [B, h, w, 3, 3]
+        a = torch.stack([xyw[bi, corners[..., k]] for k in range(3)], -2)  # [n, 3 corners, 3]
         orientation = _dot(a[..., 0, :], _cross(a[..., 1, :], a[..., 2, :]))  # det(A0, A1, A2)
-        pending = pending & (orientation != 0)
+        ok = ok & (orientation != 0)
         sign = torch.where(orientation > 0, 1.0, -1.0).to(xyw.dtype)[..., None]
         lines = torch.stack([_cross(a[..., (k + 1) % 3, :], a[..., (k + 2) % 3, :]) for k in range(3)], -2)
-        ef = _dot(lines, hf[..., None, :])  # [B, h, w, 3]
-        es = _dot(lines, hs[..., None, :])
+        ef = _dot(lines, hf[live][..., None, :])  # [n, 3]
+        es = _dot(lines, hs[live][..., None, :])
         decreasing = sign * es < sign * ef
         crossing = ef / torch.where(decreasing, ef - es, torch.ones_like(ef))
         inf = torch.full_like(crossing, float("inf"))
-        edge = torch.where(decreasing, crossing, inf).detach().argmin(-1)  # [B, h, w]
+        edge = torch.where(decreasing, crossing, inf).detach().argmin(-1)  # [n]
         t = crossing.gather(-1, edge[..., None])[..., 0]
-        pending = pending & decreasing.any(-1) & (t <= 1 + AA_CROSSING_SLACK)
+        ok = ok & decreasing.any(-1) & (t <= 1 + AA_CROSSING_SLACK)
         # Silhouette: no manifold neighbour, or its far vertex on this triangle's side.
         i, j = (edge + 1) % 3, (edge + 2) % 3
         vi, vj = corners.gather(-1, i[..., None])[..., 0], corners.gather(-1, j[..., None])[..., 0]
-        neighbour = topology[face].gather(-1, edge[..., None])[..., 0]
+        neighbour = topology[f].gather(-1, edge[..., None])[..., 0]
         has_neighbour = (neighbour >= 0) & (neighbour < num_triangles)
-        far = tri[neighbour.clamp(0, num_triangles - 1)]  # [B, h, w, 3]
+        far = tri[neighbour.clamp(0, num_triangles - 1)]  # [n, 3]
         opposite = torch.full_like(vi, -1)
         for m in range(3):
             w = far[..., m]
             usable = has_neighbour & (w != vi) & (w != vj) & (w >= 0) & (w < num_vertices)
             opposite = torch.where(usable, w, opposite)
-        ao = xyw[batch_index, opposite.clamp(0, num_vertices - 1)]
+        ao = xyw[bi, opposite.clamp(0, num_vertices - 1)]
         folds_back = orientation * _dot(_pick(a, i), _cross(_pick(a, j), ao)) >= 0
         silhouette = (opposite < 0) | folds_back
-        stop = pending & silhouette
-        found = found | stop
-        t_found = torch.where(stop, t, t_found)
-        line_found = torch.where(stop[..., None], _pick(lines, edge), line_found)
-        pending = pending & ~silhouette
-        face = torch.where(pending, neighbour, face)
+        stop, walk_on = ok & silhouette, ok & ~silhouette
+        found = found.index_put((live[stop],), torch.ones_like(live[stop], dtype=torch.bool))
+        t_found = t_found.index_put((live[stop],), t[stop])
+        line_found = line_found.index_put((live[stop],), _pick(lines, edge)[stop])
+        face = face.index_put((live[walk_on],), neighbour[walk_on])
+        live = live[walk_on]
 
     # Horizontal pairs take edges at least as steep as 45 degrees in pixels, vertical the rest.
     across_x, across_y = line_found[..., 0].abs() * height, line_found[..., 1].abs() * width
@@ -467,14 +469,18 @@ def antialias(color: Tensor, rast: Tensor, pos: Tensor, tri: Tensor,
     ys = (2 * torch.arange(height, device=color.device, dtype=color.dtype) + 1) / height - 1
     centres = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1)  # [H, W, 2] (x, y)
     out = color.clone()
-    # Horizontal pairs: (x, y) with (x + 1, y).
-    d0, d1 = _antialias_pairs(color[:, :, :-1], color[:, :, 1:], rast[:, :, :-1], rast[:, :, 1:],
-                              centres[:, :-1], centres[:, 1:], True, xyw, tri, topology, height, width)
-    out[:, :, :-1] += d0
-    out[:, :, 1:] += d1
-    # Vertical pairs: (x, y) with (x, y + 1), the row above.
-    d0, d1 = _antialias_pairs(color[:, :-1], color[:, 1:], rast[:, :-1], rast[:, 1:],
-                              centres[:-1], centres[1:], False, xyw, tri, topology, height, width)
-    out[:, :-1] += d0
-    out[:, 1:] += d1
+    # Pairs (x, y)-(x + 1, y), then (x, y)-(x, y + 1) (the row above). Only pairs
+    # whose ids differ can blend: they are gathered into flat lists first.
+    for horizontal in (True, False):
+        step = (0, 1) if horizontal else (1, 0)
+        first = (slice(None), slice(0, height - step[0]), slice(0, width - step[1]))
+        second = (slice(None), slice(step[0], height), slice(step[1], width))
+        r0, r1 = rast[first], rast[second]
+        b, y, x = torch.nonzero(r0[..., 3] != r1[..., 3], as_tuple=True)
+        y1, x1 = y + step[0], x + step[1]
+        d0, d1 = _antialias_pairs(color[b, y, x], color[b, y1, x1], rast[b, y, x], rast[b, y1, x1],
+                                  centres[y, x], centres[y1, x1], b, horizontal, xyw, tri, topology,
+                                  height, width)
+        out = out.index_put((b, y, x), d0, accumulate=True)
+        out = out.index_put((b, y1, x1), d1, accumulate=True)
     return out
