@@ -146,7 +146,7 @@ def antialias_topology(tri: Tensor) -> Tensor:
     _check_index_tensor("tri", tri, tri.device if isinstance(tri, torch.Tensor) else None)
     if _KERNELS and tri.device.type == "cpu":
         if tri.numel() and not torch.compiler.is_compiling():
-            low, high = int(tri.min()), int(tri.max())
+            low, high = (int(v) for v in torch.aminmax(tri))
             if low < torch.iinfo(torch.int32).min or high > torch.iinfo(torch.int32).max:
                 raise IndexError(f"tri holds vertex indices in [{low}, {high}], beyond int32")
         return torch.ops.facegeom.antialias_topology(tri.to(torch.int32))
@@ -207,22 +207,23 @@ def antialias(color: Tensor, rast: Tensor, pos: Tensor, tri: Tensor,
     if topology is not None:
         _check_index_tensor("topology", topology, device, num_triangles)
     if not torch.compiler.is_compiling():
+        # aminmax: one pass, and much faster than min() + max() on int tensors.
         if tri.numel():
-            low, high = int(tri.min()), int(tri.max())
+            low, high = (int(v) for v in torch.aminmax(tri))
             if low < 0 or high >= num_vertices:
                 raise IndexError(
                     f"tri holds vertex indices in [{low}, {high}]; they must lie in "
                     f"[0, {num_vertices}) (pos has V = {num_vertices} vertices)"
                 )
         if topology is not None and topology.numel():
-            low, high = int(topology.min()), int(topology.max())
+            low, high = (int(v) for v in torch.aminmax(topology))
             if low < -1 or high >= num_triangles:
                 raise IndexError(
                     f"topology holds values in [{low}, {high}]; expected -1 or a triangle index "
                     f"below F = {num_triangles}: build it with antialias_topology(tri)"
                 )
         if rast.numel():
-            top = float(rast[..., 3].detach().max())
+            top = float(torch.aminmax(rast[..., 3].detach()).max)
             if top > num_triangles:
                 raise IndexError(
                     f"rast[..., 3] holds triangle id + 1 = {top:g} but tri has only {num_triangles} "
