@@ -521,6 +521,13 @@ def test_empty_and_degenerate_inputs():
     empty_rast = torch.zeros_like(rast)
     assert torch.equal(fo.antialias(color, empty_rast, pos, tri[:0]), color)
     assert torch.equal(reference.antialias(color, empty_rast, pos, tri[:0]), color)
+    # a NaN vertex disables the pairs of its triangles instead of spreading NaN
+    nan_pos = pos.clone()
+    drawn_face = int(rast[0, ..., 3].max()) - 1
+    nan_pos[:, int(tri[drawn_face, 0]), 0] = float("nan")
+    out = fo.antialias(color, rast, nan_pos, tri)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out, reference.antialias(color, rast, nan_pos, tri), **TOL[torch.float64])
     # NaN colours stay local to their pixel's blends
     nan_color = color.clone()
     nan_color[0, 0, 0, 0] = float("nan")
