@@ -5,6 +5,7 @@ Every op is a ``torch.ops.facegeom`` custom op with autograd and a fake kernel;
 signature.
 """
 from facegeom.ops import reference
+from facegeom.ops.antialias import antialias, antialias_topology
 from facegeom.ops.lbs import blendshapes, lbs, rigid_transform, rodrigues, skin
 from facegeom.ops.rasterize import interpolate, rasterize
 from facegeom.ops.shading import blinn_phong, sh_basis, sh_shading, vertex_normals
@@ -16,6 +17,8 @@ from facegeom.ops.point_to_surface import (
 )
 
 __all__ = [
+    "antialias",
+    "antialias_topology",
     "blendshapes",
     "blinn_phong",
     "closest_points",
