@@ -119,7 +119,7 @@ def _prepare(points: Tensor, vertices: Tensor, faces: Tensor, names=("points", "
     if num_faces >= 2**30:
         raise ValueError(f"{f_name} has {num_faces} faces; at most 2**30 are supported")
     if num_faces > 0 and not torch.compiler.is_compiling():
-        low, high = int(faces.min()), int(faces.max())
+        low, high = (int(v) for v in torch.aminmax(faces))  # one pass, far faster than min() + max()
         if low < 0 or high >= num_vertices:
             raise IndexError(
                 f"{f_name} must index {v_name} (0 <= index < V = {num_vertices}), "
@@ -247,7 +247,7 @@ def mesh_to_mesh_distance(
         _checks.integer("a_faces", a_faces, a_vertices.device)
         _checks.shape("a_faces", a_faces, [None, 3], "[F, 3]")
         if a_faces.numel() > 0 and not torch.compiler.is_compiling():
-            low, high = int(a_faces.min()), int(a_faces.max())
+            low, high = (int(v) for v in torch.aminmax(a_faces))
             if low < 0 or high >= a_vertices.shape[-2]:
                 raise IndexError(
                     f"a_faces must index a_vertices (0 <= index < {a_vertices.shape[-2]}), "
