@@ -420,8 +420,9 @@ TORCH_LIBRARY_FRAGMENT(facegeom, m) {
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
 }
 
+namespace {
 // The same wrappers serve both devices: they dispatch on the tensors' device.
-void register_device_kernels(torch::Library& m) {
+void register_lbs_kernels(torch::Library& m) {
   m.impl("rodrigues", &rodrigues);
   m.impl("rodrigues_backward", &rodrigues_backward);
   m.impl("rigid_transform", &rigid_transform);
@@ -431,11 +432,12 @@ void register_device_kernels(torch::Library& m) {
   m.impl("shape_pose_blend", &shape_pose_blend);
   m.impl("shape_pose_blend_backward", &shape_pose_blend_backward);
 }
+}  // namespace
 
-TORCH_LIBRARY_IMPL(facegeom, CPU, m) { register_device_kernels(m); }
+TORCH_LIBRARY_IMPL(facegeom, CPU, m) { register_lbs_kernels(m); }
 
 #ifdef FACEGEOM_WITH_CUDA
-TORCH_LIBRARY_IMPL(facegeom, CUDA, m) { register_device_kernels(m); }
+TORCH_LIBRARY_IMPL(facegeom, CUDA, m) { register_lbs_kernels(m); }
 #endif
 
 }  // namespace facegeom
