@@ -7,9 +7,10 @@
 
 #ifdef FACEGEOM_WITH_CUDA
 #include <c10/cuda/CUDAStream.h>
-#define FACEGEOM_CUDA_LAUNCH(call) call
+// Variadic, so a call with template arguments such as f<T, I>(...) passes through whole.
+#define FACEGEOM_CUDA_LAUNCH(...) __VA_ARGS__
 #else
-#define FACEGEOM_CUDA_LAUNCH(call) \
+#define FACEGEOM_CUDA_LAUNCH(...) \
   TORCH_CHECK(false, "facegeom was built without CUDA support; rebuild with FACEGEOM_CUDA=1")
 #endif
 

@@ -83,10 +83,9 @@ std::tuple<at::Tensor, at::Tensor> vertex_normals(const at::Tensor& vertices,
     if (out.numel() == 0 || num_faces == 0) return {out, inv_len};
     AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "vertex_normals", [&] {
       AT_DISPATCH_INDEX_TYPES(f.scalar_type(), "vertex_normals", [&] {
-        // Parenthesised: the template argument list's comma would split the macro argument.
-        FACEGEOM_CUDA_LAUNCH((cuda::vertex_normals_forward<scalar_t, index_t>(
+        FACEGEOM_CUDA_LAUNCH(cuda::vertex_normals_forward<scalar_t, index_t>(
             batch, num_vertices, num_faces, v.data_ptr<scalar_t>(), f.data_ptr<index_t>(),
-            out.data_ptr<scalar_t>(), inv_len.data_ptr<scalar_t>(), current_stream())));
+            out.data_ptr<scalar_t>(), inv_len.data_ptr<scalar_t>(), current_stream()));
       });
     });
     return {out, inv_len};
@@ -132,10 +131,10 @@ at::Tensor vertex_normals_backward(const at::Tensor& grad_out, const at::Tensor&
     auto grad_sums = at::empty_like(v);
     AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "vertex_normals_backward", [&] {
       AT_DISPATCH_INDEX_TYPES(f.scalar_type(), "vertex_normals_backward", [&] {
-        FACEGEOM_CUDA_LAUNCH((cuda::vertex_normals_backward<scalar_t, index_t>(
+        FACEGEOM_CUDA_LAUNCH(cuda::vertex_normals_backward<scalar_t, index_t>(
             batch, num_vertices, num_faces, v.data_ptr<scalar_t>(), f.data_ptr<index_t>(),
             n.data_ptr<scalar_t>(), il.data_ptr<scalar_t>(), g.data_ptr<scalar_t>(),
-            grad_sums.data_ptr<scalar_t>(), grad.data_ptr<scalar_t>(), current_stream())));
+            grad_sums.data_ptr<scalar_t>(), grad.data_ptr<scalar_t>(), current_stream()));
       });
     });
     return grad;
