@@ -255,7 +255,7 @@ class MeshRenderer(nn.Module):
                 flat = (batch, height * width, -1)
                 lobe = ops.blinn_phong(pixel_normals.reshape(flat), values[..., 6:9].reshape(flat),
                                        light_position, camera_position, values[..., 9:].reshape(flat), shininess)
-                pixels = pixels + lobe.reshape(batch, height, width, 3)
+                pixels = pixels + lobe.reshape(batch, height, width, -1)
 
         background = self._background(self.background if background is None else background, batch, vertices)
         # Composite before antialiasing, so silhouette pixels blend with the background.
