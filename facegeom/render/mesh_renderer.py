@@ -11,8 +11,9 @@ object or ``pos`` given directly) -> :func:`facegeom.ops.rasterize` ->
 Image convention. The rasterizer follows nvdiffrast: its row 0 is the *bottom*
 of the image (NDC y = -1, y up). Everything ``MeshRenderer`` returns is flipped
 to the image convention of the papers and of image files: row 0 is the *top*
-row, so ``image[b, r, c]`` is the pixel a camera's ``project`` puts at
-``(x, y) = (c + 0.5, r + 0.5)`` in pixel units with y down.
+row, so ``image[b, r, c]`` is the pixel that the ``project`` of a
+:mod:`facegeom.cameras` camera puts at ``(x, y) = (c, r)`` (x right, y down,
+pixel centres at integers).
 ``torch.flip(out.image, [1])`` gives nvdiffrast's layout back.
 
 Everything runs on the device of ``vertices`` (CPU kernels or CUDA kernels, as
