@@ -190,7 +190,7 @@ def _rasterize_image(pos: Tensor, tri: Tensor, first_id: int, resolution) -> Ten
         corners = pos[tri[start:start + chunk].long()]  # [F, 3, 4]
         p = corners[..., [0, 1, 3]]  # [F, 3, (x, y, w)]
         planes = _edge_planes(p)  # [F, 3, 3]
-        det = (p[:, 0] * planes[:, 0]).sum(-1)  # det(p0, p1, p2)
+        det = (p[:, 0, 0] * planes[:, 0, 0] + p[:, 0, 1] * planes[:, 0, 1]) + p[:, 0, 2] * planes[:, 0, 2]
         # Orient every edge function to be positive inside (both windings are drawn).
         planes = planes * torch.sign(det)[:, None, None]
         a, b, c = (planes[..., k][:, :, None, None] for k in range(3))  # [F, 3, 1, 1]
