@@ -8,7 +8,9 @@ from facegeom.ops import reference
 from facegeom.ops.lbs import blendshapes, lbs, rigid_transform, rodrigues, skin
 from facegeom.ops.rasterize import interpolate, rasterize
 from facegeom.ops.shading import blinn_phong, sh_basis, sh_shading, vertex_normals
+from facegeom.ops.antialias import antialias, antialias_topology
 
 __all__ = ["blendshapes", "lbs", "reference", "rigid_transform", "rodrigues", "skin"]
 __all__ += ["interpolate", "rasterize"]
 __all__ += ["blinn_phong", "sh_basis", "sh_shading", "vertex_normals"]
+__all__ += ["antialias", "antialias_topology"]

@@ -399,3 +399,163 @@ def blinn_phong(normals: Tensor, points: Tensor, light_pos: Tensor, camera_pos: 
     lit = cos > 0
     lobe = torch.where(lit, torch.where(lit, cos, torch.ones_like(cos)) ** shininess, 0.0)
     return specular_albedo * lobe.expand(*lobe.shape[:-1], 3)  # [B, ..., 3] also for 1-channel albedo
+
+
+# --------------------------------------------------------------------------- #
+# 3. Antialiasing (the nvdiffrast antialias idea)                             #
+# --------------------------------------------------------------------------- #
+# For every pair of neighbouring pixels (right or up) whose triangle ids differ:
+# take the front triangle (the only one, or the smaller z/w; a tie picks the
+# second pixel's), find the edge through which the segment from its pixel
+# centre to the other centre leaves it, and if that edge is a silhouette, blend
+# the two colours by the box-filter coverage of the crossing. Edge functions are
+# homogeneous: L = A_i x A_j over clip-space (x, y, w), e(q) = L . (qx, qy, 1),
+# so no division by w. The kernels evaluate the same formulas in the same order.
+
+AA_CROSSING_SLACK = 1.0 / 16.0  # crossings this far (pixels) outside the segment are clamped in
+
+
+def antialias_topology(tri: Tensor) -> Tensor:
+    """For each triangle edge, the far vertex of the other triangle sharing it.
+
+    tri [F, 3] -> topology [F, 3] int32: topology[f, k] is the vertex, opposite
+    the shared edge, of the one other triangle that shares edge k of triangle f
+    (edge k joins tri[f, (k+1)%3] and tri[f, (k+2)%3]), or -1 when the edge is a
+    mesh boundary, is shared by three or more triangles (non-manifold), or f is
+    degenerate (repeated vertex index). Winding does not matter. Static shapes
+    (one sort), so it traces under torch.compile and runs on any device.
+    """
+    num_edges = 3 * tri.shape[0]
+    if num_edges == 0:
+        return torch.empty(0, 3, dtype=torch.int32, device=tri.device)
+    t = tri.long()
+    first, second = t[:, [1, 2, 0]], t[:, [2, 0, 1]]  # [F, 3] endpoints of edge k
+    key = (torch.minimum(first, second) << 32) | torch.maximum(first, second)
+    degenerate = (t[:, 0] == t[:, 1]) | (t[:, 1] == t[:, 2]) | (t[:, 2] == t[:, 0])
+    # A degenerate triangle's edges get unique negative keys: they pair with nothing.
+    unique = -1 - torch.arange(num_edges, device=tri.device).view(-1, 3)
+    key = torch.where(degenerate[:, None], unique, key).reshape(-1)
+    order = torch.argsort(key, stable=True)
+    sorted_key = key[order]
+    same = sorted_key[1:] == sorted_key[:-1]  # [3F - 1]: i and i + 1 share an edge
+    no = same.new_zeros(1)
+    # A manifold pair starts at i when i, i+1 match and neither neighbour does.
+    starts = same & ~torch.cat([no, same[:-1]]) & ~torch.cat([same[1:], no])  # [3F - 1]
+    starts_here = torch.cat([starts, no])  # [3F]: pair (i, i + 1)
+    ends_here = torch.cat([no, starts])  # [3F]: pair (i - 1, i)
+    position = torch.arange(num_edges, device=tri.device)
+    mate_sorted = torch.where(starts_here, position + 1, torch.where(ends_here, position - 1, -1))
+    opposite_vertex = t.reshape(-1)  # edge k of triangle f is opposite tri[f, k]
+    mate_vertex = torch.where(mate_sorted >= 0, opposite_vertex[order[mate_sorted.clamp(min=0)]], -1)
+    topology = torch.empty_like(mate_vertex).scatter_(0, order, mate_vertex)
+    return topology.view(-1, 3).to(torch.int32)
+
+
+def _cross(a: Tensor, b: Tensor) -> Tensor:
+    """a x b over the last dim (3), written out as the kernels do."""
+    return torch.stack([a[..., 1] * b[..., 2] - a[..., 2] * b[..., 1],
+                        a[..., 2] * b[..., 0] - a[..., 0] * b[..., 2],
+                        a[..., 0] * b[..., 1] - a[..., 1] * b[..., 0]], -1)
+
+
+def _dot(a: Tensor, b: Tensor) -> Tensor:
+    return a[..., 0] * b[..., 0] + a[..., 1] * b[..., 1] + a[..., 2] * b[..., 2]
+
+
+def _antialias_pairs(color0, color1, rast0, rast1, c0, c1, horizontal, xyw, tri, topology,
+                     height, width):
+    """Blends of the pairs (pixel 0, pixel 1) of one direction, all [B, h, w, ...].
+
+    c0, c1 [h, w, 2] NDC centres; xyw [B, V, 3] clip-space (x, y, w); returns the
+    additions to pixel 0 and to pixel 1 ([B, h, w, C] each).
+    """
+    num_triangles, num_vertices = tri.shape[0], xyw.shape[1]
+    id0, id1 = rast0[..., 3], rast1[..., 3]
+    valid0 = (id0 >= 1) & (id0 <= num_triangles)
+    valid1 = (id1 >= 1) & (id1 <= num_triangles)
+    front_first = ~valid1 | (valid0 & (rast0[..., 2] < rast1[..., 2]))
+    active = (id0 != id1) & (valid0 | valid1)
+    face = torch.where(front_first, id0, id1).detach().long() - 1
+    face = torch.where(active, face, torch.zeros_like(face))  # [B, h, w]
+    corners = tri.long()[face]  # [B, h, w, 3]
+    active = active & ((corners >= 0) & (corners < num_vertices)).all(-1)
+    corners = corners.clamp(0, num_vertices - 1)
+    batch_index = torch.arange(xyw.shape[0], device=xyw.device).view(-1, 1, 1)
+    a = [xyw[batch_index, corners[..., k]] for k in range(3)]  # 3 x [B, h, w, 3]
+    orientation = _dot(a[0], _cross(a[1], a[2]))  # det(A0, A1, A2)
+    active = active & (orientation != 0)
+    sign = torch.where(orientation > 0, 1.0, -1.0).to(xyw.dtype)
+    one = torch.ones_like(c0[..., :1])
+    h0, h1 = torch.cat([c0, one], -1), torch.cat([c1, one], -1)  # [h, w, 3]
+    hf = torch.where(front_first[..., None], h0, h1)  # front pixel's centre
+    hs = torch.where(front_first[..., None], h1, h0)
+
+    # Exit edge: the smallest crossing among edges whose edge function decreases.
+    lines = [_cross(a[(k + 1) % 3], a[(k + 2) % 3]) for k in range(3)]
+    ef = torch.stack([_dot(line, hf) for line in lines], -1)  # [B, h, w, 3]
+    es = torch.stack([_dot(line, hs) for line in lines], -1)
+    decreasing = sign[..., None] * es < sign[..., None] * ef
+    crossing = ef / torch.where(decreasing, ef - es, torch.ones_like(ef))
+    inf = torch.full_like(crossing, float("inf"))
+    edge = torch.where(decreasing, crossing, inf).detach().argmin(-1, keepdim=True)  # [B, h, w, 1]
+    active = active & decreasing.any(-1)
+    t = crossing.gather(-1, edge)[..., 0]
+    active = active & (t >= -AA_CROSSING_SLACK) & (t <= 1 + AA_CROSSING_SLACK)
+    line = torch.stack(lines, -2).gather(-2, edge[..., None].expand(*edge.shape, 3))[..., 0, :]
+    # Horizontal pairs take edges at least as steep as 45 degrees in pixels, vertical the rest.
+    across_x, across_y = line[..., 0].abs() * height, line[..., 1].abs() * width
+    active = active & (across_x >= across_y if horizontal else across_y > across_x)
+
+    # Silhouette: no manifold neighbour, or its far vertex on this triangle's side.
+    k = edge[..., 0]
+    i, j = (k + 1) % 3, (k + 2) % 3
+    stacked = torch.stack(a, -2)  # [B, h, w, 3 corners, 3]
+    ai = stacked.gather(-2, i[..., None, None].expand(*i.shape, 1, 3))[..., 0, :]
+    aj = stacked.gather(-2, j[..., None, None].expand(*j.shape, 1, 3))[..., 0, :]
+    opposite = topology.long()[face].gather(-1, edge)[..., 0]
+    has_neighbour = (opposite >= 0) & (opposite < num_vertices)
+    ao = xyw[batch_index, opposite.clamp(0, num_vertices - 1)]
+    folds_back = orientation * _dot(ai, _cross(aj, ao)) >= 0
+    active = active & (~has_neighbour | folds_back)
+
+    # Box-filter coverage of the crossing.
+    t = t.clamp(0, 1)
+    front_modified = t < 0.5
+    weight = torch.where(front_modified, 0.5 - t, t - 0.5)
+    weight = torch.where(active, weight, torch.zeros_like(weight))[..., None]
+    modified_first = (front_modified == front_first)[..., None]
+    delta0 = torch.where(modified_first, weight * (color1 - color0), torch.zeros_like(color0))
+    delta1 = torch.where(modified_first, torch.zeros_like(color1), weight * (color0 - color1))
+    return delta0, delta1
+
+
+def antialias(color: Tensor, rast: Tensor, pos: Tensor, tri: Tensor,
+              topology: Optional[Tensor] = None) -> Tensor:
+    """Analytic silhouette anti-aliasing (as facegeom.ops.antialias).
+
+    color [B, H, W, C], rast [B, H, W, 4], pos [B, V, 4] or [V, 4] clip space,
+    tri [F, 3], topology [F, 3] from antialias_topology(tri) (built when None)
+    -> [B, H, W, C]. Differentiable (by autograd) w.r.t. color and pos.
+    """
+    if topology is None:
+        topology = antialias_topology(tri)
+    batch, height, width, _ = color.shape
+    if tri.shape[0] == 0 or pos.shape[-2] == 0:
+        return color.clone()
+    rast = rast.to(color.dtype)
+    xyw = (pos if pos.dim() == 3 else pos[None]).expand(batch, -1, -1)[..., [0, 1, 3]]  # [B, V, 3]
+    xs = (2 * torch.arange(width, device=color.device, dtype=color.dtype) + 1) / width - 1
+    ys = (2 * torch.arange(height, device=color.device, dtype=color.dtype) + 1) / height - 1
+    centres = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1)  # [H, W, 2] (x, y)
+    out = color.clone()
+    # Horizontal pairs: (x, y) with (x + 1, y).
+    d0, d1 = _antialias_pairs(color[:, :, :-1], color[:, :, 1:], rast[:, :, :-1], rast[:, :, 1:],
+                              centres[:, :-1], centres[:, 1:], True, xyw, tri, topology, height, width)
+    out[:, :, :-1] += d0
+    out[:, :, 1:] += d1
+    # Vertical pairs: (x, y) with (x, y + 1), the row above.
+    d0, d1 = _antialias_pairs(color[:, :-1], color[:, 1:], rast[:, :-1], rast[:, 1:],
+                              centres[:-1], centres[1:], False, xyw, tri, topology, height, width)
+    out[:, :-1] += d0
+    out[:, 1:] += d1
+    return out

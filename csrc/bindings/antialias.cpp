@@ -1,0 +1,125 @@
+// Schemas and device registrations of antialias.
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include <array>
+#include <limits>
+
+#include "bindings/checks.h"
+#include "bindings/dispatch.h"
+#include "cpu/antialias_cpu.h"
+#ifdef FACEGEOM_WITH_CUDA
+#include "cuda/antialias_cuda.h"
+#endif
+
+namespace facegeom {
+namespace {
+
+void check_antialias_inputs(const at::Tensor& color, const at::Tensor& rast, const at::Tensor& pos,
+                            const at::Tensor& tri, const at::Tensor& topology) {
+  check_float(color, "color");
+  TORCH_CHECK_VALUE(color.dim() == 4, "color must have shape [B, H, W, C], got ", color.sizes());
+  check_same(rast, color, "rast");
+  check_shape(rast, {color.size(0), color.size(1), color.size(2), 4}, "rast");
+  check_same(pos, color, "pos");
+  TORCH_CHECK_VALUE((pos.dim() == 3 && pos.size(0) == color.size(0) && pos.size(2) == 4) ||
+                        (pos.dim() == 2 && pos.size(1) == 4),
+                    "pos must have shape [B, V, 4] with B = ", color.size(0), " or [V, 4], got ",
+                    pos.sizes());
+  TORCH_CHECK_TYPE(tri.scalar_type() == at::kInt, "tri must be int32, got ", tri.scalar_type());
+  TORCH_CHECK(tri.device() == color.device(), "tri must be on ", color.device());
+  TORCH_CHECK_VALUE(tri.dim() == 2 && tri.size(1) == 3, "tri must have shape [F, 3], got ",
+                    tri.sizes());
+  TORCH_CHECK_TYPE(topology.scalar_type() == at::kInt, "topology must be int32, got ",
+                   topology.scalar_type());
+  TORCH_CHECK(topology.device() == color.device(), "topology must be on ", color.device());
+  check_shape(topology, tri.sizes(), "topology");
+  // Vertex indices are int32; rast holds triangle ids as floats.
+  TORCH_CHECK_VALUE(pos.size(-2) <= std::numeric_limits<int32_t>::max(),
+                    "pos has more vertices than int32 indices can address");
+}
+
+int64_t pos_batch_stride(const at::Tensor& pos) { return pos.dim() == 3 ? pos.size(1) * 4 : 0; }
+
+at::Tensor antialias(const at::Tensor& color, const at::Tensor& rast, const at::Tensor& pos,
+                     const at::Tensor& tri, const at::Tensor& topology) {
+  check_antialias_inputs(color, rast, pos, tri, topology);
+  c10::DeviceGuard guard(color.device());
+  const auto c = color.contiguous(), r = rast.contiguous(), p = pos.contiguous();
+  const auto t = tri.contiguous(), topo = topology.contiguous();
+  auto out = at::empty_like(c);
+  if (out.numel() == 0) return out;
+  const int64_t batch = c.size(0), height = c.size(1), width = c.size(2), channels = c.size(3);
+  AT_DISPATCH_FLOATING_TYPES(c.scalar_type(), "antialias", [&] {
+    if (c.is_cuda()) {
+      FACEGEOM_CUDA_LAUNCH(cuda::antialias_forward<scalar_t>(
+          batch, height, width, channels, c.data_ptr<scalar_t>(), r.data_ptr<scalar_t>(),
+          p.data_ptr<scalar_t>(), pos_batch_stride(p), p.size(-2), t.data_ptr<int32_t>(),
+          topo.data_ptr<int32_t>(), t.size(0), out.data_ptr<scalar_t>(), current_stream()));
+    } else {
+      cpu::antialias_forward<scalar_t>(batch, height, width, channels, c.data_ptr<scalar_t>(),
+                                       r.data_ptr<scalar_t>(), p.data_ptr<scalar_t>(),
+                                       pos_batch_stride(p), p.size(-2), t.data_ptr<int32_t>(),
+                                       topo.data_ptr<int32_t>(), t.size(0),
+                                       out.data_ptr<scalar_t>());
+    }
+  });
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor> antialias_backward(const at::Tensor& grad_out,
+                                                      const at::Tensor& color,
+                                                      const at::Tensor& rast,
+                                                      const at::Tensor& pos, const at::Tensor& tri,
+                                                      const at::Tensor& topology,
+                                                      std::array<bool, 2> output_mask) {
+  check_antialias_inputs(color, rast, pos, tri, topology);
+  check_same(grad_out, color, "grad_out");
+  check_shape(grad_out, color.sizes(), "grad_out");
+  c10::DeviceGuard guard(color.device());
+  const auto g = grad_out.contiguous(), c = color.contiguous(), r = rast.contiguous();
+  const auto p = pos.contiguous(), t = tri.contiguous(), topo = topology.contiguous();
+  auto grad_color = output_mask[0] ? at::empty_like(c) : empty_grad(c);
+  auto grad_pos = output_mask[1] ? at::zeros_like(p) : empty_grad(p);
+  if (c.numel() == 0) return {grad_color, grad_pos};
+  const int64_t batch = c.size(0), height = c.size(1), width = c.size(2), channels = c.size(3);
+  AT_DISPATCH_FLOATING_TYPES(c.scalar_type(), "antialias_backward", [&] {
+    if (c.is_cuda()) {
+      FACEGEOM_CUDA_LAUNCH(cuda::antialias_backward<scalar_t>(
+          batch, height, width, channels, g.data_ptr<scalar_t>(), c.data_ptr<scalar_t>(),
+          r.data_ptr<scalar_t>(), p.data_ptr<scalar_t>(), pos_batch_stride(p), p.size(-2),
+          t.data_ptr<int32_t>(), topo.data_ptr<int32_t>(), t.size(0),
+          ptr_or_null<scalar_t>(grad_color), ptr_or_null<scalar_t>(grad_pos), current_stream()));
+    } else {
+      cpu::antialias_backward<scalar_t>(
+          batch, height, width, channels, g.data_ptr<scalar_t>(), c.data_ptr<scalar_t>(),
+          r.data_ptr<scalar_t>(), p.data_ptr<scalar_t>(), pos_batch_stride(p), p.size(-2),
+          t.data_ptr<int32_t>(), topo.data_ptr<int32_t>(), t.size(0),
+          ptr_or_null<scalar_t>(grad_color), ptr_or_null<scalar_t>(grad_pos));
+    }
+  });
+  return {grad_color, grad_pos};
+}
+
+void register_antialias_kernels(torch::Library& m) {
+  m.impl("antialias", &antialias);
+  m.impl("antialias_backward", &antialias_backward);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(facegeom, m) {
+  m.def(
+      "antialias(Tensor color, Tensor rast, Tensor pos, Tensor tri, Tensor topology) -> Tensor");
+  m.def(
+      "antialias_backward(Tensor grad_out, Tensor color, Tensor rast, Tensor pos, Tensor tri, "
+      "Tensor topology, bool[2] output_mask) -> (Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(facegeom, CPU, m) { register_antialias_kernels(m); }
+
+#ifdef FACEGEOM_WITH_CUDA
+TORCH_LIBRARY_IMPL(facegeom, CUDA, m) { register_antialias_kernels(m); }
+#endif
+
+}  // namespace facegeom

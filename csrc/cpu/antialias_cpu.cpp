@@ -1,0 +1,121 @@
+#include "cpu/antialias_cpu.h"
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "facegeom/antialias.h"
+
+namespace facegeom {
+namespace cpu {
+namespace {
+
+// Rows per block of the pos-gradient pass: a fixed size, so the order in which
+// contributions are added does not depend on the number of threads.
+constexpr int64_t kRowsPerBlock = 8;
+
+template <typename T>
+AntialiasProblem<T> make_problem(int64_t height, int64_t width, int64_t channels, const T* color,
+                                 const T* rast, const T* pos, int64_t pos_batch_stride,
+                                 int64_t num_vertices, const int32_t* tri,
+                                 const int32_t* topology, int64_t num_triangles) {
+  return AntialiasProblem<T>{height,           width,        channels, color, rast, pos,
+                             pos_batch_stride, num_vertices, tri,      topology, num_triangles};
+}
+
+// One pair's contribution to grad_pos, kept until the ordered reduction.
+template <typename T>
+struct EdgeGradient {
+  int64_t vi, vj;  // rows of grad_pos viewed as [B * V, 4] (or [V, 4])
+  T gi[3], gj[3];  // d/d(x, y, w)
+};
+
+}  // namespace
+
+template <typename T>
+void antialias_forward(int64_t batch, int64_t height, int64_t width, int64_t channels,
+                       const T* color, const T* rast, const T* pos, int64_t pos_batch_stride,
+                       int64_t num_vertices, const int32_t* tri, const int32_t* topology,
+                       int64_t num_triangles, T* out) {
+  const auto problem = make_problem(height, width, channels, color, rast, pos, pos_batch_stride,
+                                    num_vertices, tri, topology, num_triangles);
+  at::parallel_for(0, batch * height, 4, [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t b = row / height, y = row % height;
+      for (int64_t x = 0; x < width; ++x) aa_pixel_forward(problem, b, y, x, out);
+    }
+  });
+}
+
+template <typename T>
+void antialias_backward(int64_t batch, int64_t height, int64_t width, int64_t channels,
+                        const T* grad_out, const T* color, const T* rast, const T* pos,
+                        int64_t pos_batch_stride, int64_t num_vertices, const int32_t* tri,
+                        const int32_t* topology, int64_t num_triangles, T* grad_color,
+                        T* grad_pos) {
+  const auto problem = make_problem(height, width, channels, color, rast, pos, pos_batch_stride,
+                                    num_vertices, tri, topology, num_triangles);
+  const int64_t rows = batch * height;
+  if (grad_color != nullptr) {
+    at::parallel_for(0, rows, 4, [&](int64_t begin, int64_t end) {
+      for (int64_t row = begin; row < end; ++row) {
+        const int64_t b = row / height, y = row % height;
+        for (int64_t x = 0; x < width; ++x) aa_pixel_grad_color(problem, grad_out, b, y, x, grad_color);
+      }
+    });
+  }
+  if (grad_pos == nullptr) return;
+  // Silhouette pairs are few (they lie along edges), so each block keeps a
+  // short list that is added to grad_pos serially, in block order.
+  const int64_t blocks = (rows + kRowsPerBlock - 1) / kRowsPerBlock;
+  std::vector<std::vector<EdgeGradient<T>>> found(blocks);
+  const int64_t vertex_rows_per_image = pos_batch_stride / 4;
+  at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t block = begin; block < end; ++block) {
+      const int64_t row_end = std::min(rows, (block + 1) * kRowsPerBlock);
+      for (int64_t row = block * kRowsPerBlock; row < row_end; ++row) {
+        const int64_t b = row / height, y = row % height;
+        const int64_t base = b * vertex_rows_per_image;
+        for (int64_t x = 0; x < width; ++x) {
+          for (int direction = 0; direction < 2; ++direction) {
+            const bool horizontal = direction == 0;
+            if (horizontal ? x + 1 >= width : y + 1 >= height) continue;
+            EdgeGradient<T> e;
+            if (aa_pair_grad_pos(problem, grad_out, b, y, x, horizontal, &e.vi, &e.vj, e.gi, e.gj)) {
+              e.vi += base;
+              e.vj += base;
+              found[block].push_back(e);
+            }
+          }
+        }
+      }
+    }
+  });
+  for (const auto& list : found) {
+    for (const auto& e : list) {
+      T* gi = grad_pos + 4 * e.vi;
+      T* gj = grad_pos + 4 * e.vj;
+      gi[0] += e.gi[0];
+      gi[1] += e.gi[1];
+      gi[3] += e.gi[2];
+      gj[0] += e.gj[0];
+      gj[1] += e.gj[1];
+      gj[3] += e.gj[2];
+    }
+  }
+}
+
+#define FACEGEOM_INSTANTIATE(T)                                                                   \
+  template void antialias_forward<T>(int64_t, int64_t, int64_t, int64_t, const T*, const T*,     \
+                                     const T*, int64_t, int64_t, const int32_t*, const int32_t*, \
+                                     int64_t, T*);                                               \
+  template void antialias_backward<T>(int64_t, int64_t, int64_t, int64_t, const T*, const T*,    \
+                                      const T*, const T*, int64_t, int64_t, const int32_t*,      \
+                                      const int32_t*, int64_t, T*, T*);
+FACEGEOM_INSTANTIATE(float)
+FACEGEOM_INSTANTIATE(double)
+#undef FACEGEOM_INSTANTIATE
+
+}  // namespace cpu
+}  // namespace facegeom

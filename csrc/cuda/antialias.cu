@@ -1,0 +1,150 @@
+// CUDA launchers of antialias (see antialias_cuda.h). The math is the shared
+// FG_HD code in facegeom/antialias.h, as on the CPU; these kernels only map one
+// thread onto one pixel, walking the pixels grid-stride with int64_t indices.
+// The forward pass and grad_color are gathers (each output written by one
+// thread: deterministic); grad_pos is scattered with atomics.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#include "cuda/antialias_cuda.h"
+#include "facegeom/antialias.h"
+#include "facegeom/common.h"
+
+namespace facegeom {
+namespace cuda {
+namespace {
+
+constexpr int kThreadsPerBlock = 256;
+constexpr int64_t kMaxBlocks = 2147483647;
+
+__device__ int64_t first_index() {
+  return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+}
+
+__device__ int64_t grid_stride() { return static_cast<int64_t>(gridDim.x) * blockDim.x; }
+
+__device__ void atomic_add(float* address, float value) { atomicAdd(address, value); }
+
+__device__ void atomic_add(double* address, double value) {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 600
+  atomicAdd(address, value);
+#else
+  // Devices before sm_60 have no native double atomicAdd.
+  auto* bits = reinterpret_cast<unsigned long long*>(address);
+  unsigned long long old = *bits, assumed;
+  do {
+    assumed = old;
+    old = atomicCAS(bits, assumed,
+                    __double_as_longlong(value + __longlong_as_double(assumed)));
+  } while (assumed != old);
+#endif
+}
+
+template <typename T>
+__global__ void antialias_forward_kernel(int64_t count, AntialiasProblem<T> problem, T* out) {
+  const int64_t pixels_per_image = problem.height * problem.width;
+  for (int64_t i = first_index(); i < count; i += grid_stride()) {
+    const int64_t b = i / pixels_per_image, rest = i % pixels_per_image;
+    aa_pixel_forward(problem, b, rest / problem.width, rest % problem.width, out);
+  }
+}
+
+template <typename T>
+__global__ void antialias_grad_color_kernel(int64_t count, AntialiasProblem<T> problem,
+                                            const T* grad_out, T* grad_color) {
+  const int64_t pixels_per_image = problem.height * problem.width;
+  for (int64_t i = first_index(); i < count; i += grid_stride()) {
+    const int64_t b = i / pixels_per_image, rest = i % pixels_per_image;
+    aa_pixel_grad_color(problem, grad_out, b, rest / problem.width, rest % problem.width,
+                        grad_color);
+  }
+}
+
+// One thread per pixel, for the pairs it is the first pixel of (right, up).
+template <typename T>
+__global__ void antialias_grad_pos_kernel(int64_t count, AntialiasProblem<T> problem,
+                                          const T* grad_out, T* grad_pos) {
+  const int64_t pixels_per_image = problem.height * problem.width;
+  for (int64_t i = first_index(); i < count; i += grid_stride()) {
+    const int64_t b = i / pixels_per_image, rest = i % pixels_per_image;
+    const int64_t y = rest / problem.width, x = rest % problem.width;
+    T* grad_image = grad_pos + problem.pos_batch_stride * b;
+    for (int direction = 0; direction < 2; ++direction) {
+      const bool horizontal = direction == 0;
+      if (horizontal ? x + 1 >= problem.width : y + 1 >= problem.height) continue;
+      int64_t vi, vj;
+      T gi[3], gj[3];
+      if (!aa_pair_grad_pos(problem, grad_out, b, y, x, horizontal, &vi, &vj, gi, gj)) continue;
+      atomic_add(grad_image + 4 * vi, gi[0]);
+      atomic_add(grad_image + 4 * vi + 1, gi[1]);
+      atomic_add(grad_image + 4 * vi + 3, gi[2]);
+      atomic_add(grad_image + 4 * vj, gj[0]);
+      atomic_add(grad_image + 4 * vj + 1, gj[1]);
+      atomic_add(grad_image + 4 * vj + 3, gj[2]);
+    }
+  }
+}
+
+template <typename... KernelArgs, typename... Args>
+void launch(const char* kernel_name, void (*kernel)(int64_t, KernelArgs...), int64_t count,
+            void* stream, Args... args) {
+  if (count <= 0) return;
+  const int64_t blocks = std::min((count + kThreadsPerBlock - 1) / kThreadsPerBlock, kMaxBlocks);
+  kernel<<<static_cast<unsigned int>(blocks), kThreadsPerBlock, 0,
+           static_cast<cudaStream_t>(stream)>>>(count, args...);
+  const cudaError_t error = cudaGetLastError();
+  if (error != cudaSuccess) {
+    throw std::runtime_error(std::string("facegeom: launching ") + kernel_name +
+                             " failed: " + cudaGetErrorString(error));
+  }
+}
+
+}  // namespace
+
+template <typename T>
+void antialias_forward(int64_t batch, int64_t height, int64_t width, int64_t channels,
+                       const T* color, const T* rast, const T* pos, int64_t pos_batch_stride,
+                       int64_t num_vertices, const int32_t* tri, const int32_t* topology,
+                       int64_t num_triangles, T* out, void* stream) {
+  const AntialiasProblem<T> problem{height, width, channels, color, rast, pos,
+                                    pos_batch_stride, num_vertices, tri, topology, num_triangles};
+  launch("antialias_forward_kernel", antialias_forward_kernel<T>, batch * height * width, stream,
+         problem, out);
+}
+
+template <typename T>
+void antialias_backward(int64_t batch, int64_t height, int64_t width, int64_t channels,
+                        const T* grad_out, const T* color, const T* rast, const T* pos,
+                        int64_t pos_batch_stride, int64_t num_vertices, const int32_t* tri,
+                        const int32_t* topology, int64_t num_triangles, T* grad_color,
+                        T* grad_pos, void* stream) {
+  const AntialiasProblem<T> problem{height, width, channels, color, rast, pos,
+                                    pos_batch_stride, num_vertices, tri, topology, num_triangles};
+  const int64_t pixels = batch * height * width;
+  if (grad_color != nullptr) {
+    launch("antialias_grad_color_kernel", antialias_grad_color_kernel<T>, pixels, stream, problem,
+           grad_out, grad_color);
+  }
+  if (grad_pos != nullptr) {
+    launch("antialias_grad_pos_kernel", antialias_grad_pos_kernel<T>, pixels, stream, problem,
+           grad_out, grad_pos);
+  }
+}
+
+#define FACEGEOM_INSTANTIATE_AA_CUDA(T)                                                           \
+  template void antialias_forward<T>(int64_t, int64_t, int64_t, int64_t, const T*, const T*,     \
+                                     const T*, int64_t, int64_t, const int32_t*, const int32_t*, \
+                                     int64_t, T*, void*);                                        \
+  template void antialias_backward<T>(int64_t, int64_t, int64_t, int64_t, const T*, const T*,    \
+                                      const T*, const T*, int64_t, int64_t, const int32_t*,      \
+                                      const int32_t*, int64_t, T*, T*, void*);
+FACEGEOM_INSTANTIATE_AA_CUDA(float)
+FACEGEOM_INSTANTIATE_AA_CUDA(double)
+#undef FACEGEOM_INSTANTIATE_AA_CUDA
+
+}  // namespace cuda
+}  // namespace facegeom

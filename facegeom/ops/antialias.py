@@ -1,0 +1,197 @@
+"""Analytic silhouette anti-aliasing with gradients to vertex positions:
+nvdiffrast's ``antialias`` idea, on CPU (C++) and CUDA.
+
+A rasterized image is piecewise constant in the vertex positions: moving a
+silhouette vertex flips whole pixels, so the loss has no gradient w.r.t. where
+the silhouette lies. :func:`antialias` replaces the hard step at silhouette and
+occlusion edges by the coverage of each edge between two pixel centres, which
+varies smoothly with the edge's projected end points; mask, area and
+photometric losses then pull silhouettes.
+
+What is computed, exactly (same conventions as :func:`facegeom.ops.rasterize`:
+pixel ``(X, Y)`` has its centre at NDC ``((X + 0.5) / W * 2 - 1,
+(Y + 0.5) / H * 2 - 1)``, row 0 at the bottom):
+
+1. Every pair of neighbouring pixels, ``p0`` and ``p1`` one to its right or one
+   row above, whose triangle ids (``rast[..., 3]``) differ is examined. The
+   *front* triangle is the only one (the other pixel is background) or the one
+   with the smaller ``z/w``; equal depths pick ``p1``'s, as nvdiffrast does.
+2. The segment from the front triangle's pixel centre to the other centre
+   leaves the triangle through one edge (the first one reached). Edge functions
+   are homogeneous, ``e(q) = (A_i x A_j) . (q_x, q_y, 1)`` over clip-space
+   ``(x, y, w)``, so vertices near or behind the camera plane are handled
+   without dividing by ``w``. The crossing is ``t = e(c_front) / (e(c_front) -
+   e(c_other))`` in ``[0, 1]`` from the front centre (crossings up to 1/16 of a
+   pixel outside are clamped in, for rounding; farther ones are ignored).
+3. Only *silhouette* edges blend: the edge has no neighbouring triangle (mesh
+   boundary or non-manifold edge), or the neighbour's far vertex lies on the
+   same side of the edge as this triangle's own third vertex, so the neighbour
+   faces the other way (tested in homogeneous space, ``det(A_i, A_j, A_k) *
+   det(A_i, A_j, A_o) >= 0``). Edges between two triangles of one smooth
+   surface change nothing. Occlusion boundaries of a closed mesh are
+   silhouettes of the front surface, so they blend too.
+4. Each edge is handled by one pair direction: horizontal pairs take edges at
+   least as steep as 45 degrees (in pixels), vertical pairs the flatter ones
+   (nvdiffrast lets both directions take exact 45-degree edges).
+5. Box-filter coverage along the pair: the front triangle covers ``[-1/2, t]``
+   of the segment. If ``t < 1/2`` its own pixel is only partly covered:
+   ``out[front] += (1/2 - t) * (color[other] - color[front])``; otherwise it
+   spills into the other pixel: ``out[other] += (t - 1/2) * (color[front] -
+   color[other])``. Contributions of all pairs add up; every other pixel is
+   ``color`` unchanged.
+
+Gradients: w.r.t. ``color`` (linear), and w.r.t. ``pos`` through ``t``, i.e.
+to ``(x, y, w)`` of the two end points of each crossed silhouette edge (never
+``z``; not through the discrete choices: ids, depth order, which edge). A
+clamped crossing passes no gradient to ``pos``. ``rast`` gets no gradient.
+These are exact derivatives of the output above (nvdiffrast approximates
+them with a small epsilon).
+
+``topology`` (``[F, 3]`` int32, from :func:`antialias_topology`) depends only
+on ``tri``; build it once and pass it when ``tri`` does not change.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from facegeom import _native
+from facegeom.ops import _checks, reference
+
+Tensor = torch.Tensor
+
+# float32 holds every integer up to 2**24 exactly: the largest id + 1 in rast.
+_MAX_TRIANGLES_FLOAT32 = (1 << 24) - 1
+
+# A _C built before this op existed has no antialias kernel.
+_KERNELS = _native.AVAILABLE and hasattr(torch.ops.facegeom, "antialias")
+
+antialias_topology = reference.antialias_topology
+
+
+if _KERNELS:
+    ops = torch.ops.facegeom
+
+    @torch.library.register_fake("facegeom::antialias")
+    def _(color, rast, pos, tri, topology):
+        return torch.empty_like(color, memory_format=torch.contiguous_format)
+
+    @torch.library.register_fake("facegeom::antialias_backward")
+    def _(grad_out, color, rast, pos, tri, topology, output_mask):
+        grad_color = torch.empty_like(color, memory_format=torch.contiguous_format)
+        grad_pos = torch.empty_like(pos, memory_format=torch.contiguous_format)
+        return (grad_color if output_mask[0] else color.new_empty(0),
+                grad_pos if output_mask[1] else pos.new_empty(0))
+
+    def _antialias_setup(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+
+    def _antialias_backward(ctx, grad_out):
+        color, rast, pos, tri, topology = ctx.saved_tensors
+        mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[2]]
+        grad_color, grad_pos = ops.antialias_backward(grad_out, color, rast, pos, tri, topology, mask)
+        return (grad_color if mask[0] else None, None, grad_pos if mask[1] else None, None, None)
+
+    torch.library.register_autograd(
+        "facegeom::antialias", _antialias_backward, setup_context=_antialias_setup
+    )
+
+    def _no_double_backward(ctx, *grads):
+        raise NotImplementedError(
+            "facegeom: double backward through antialias_backward is not supported; "
+            "use facegeom.ops.reference.antialias for higher-order derivatives"
+        )
+
+    torch.library.register_autograd("facegeom::antialias_backward", _no_double_backward)
+
+
+def _check_index_tensor(name: str, t, device: torch.device, num_triangles: Optional[int] = None) -> None:
+    _checks.integer(name, t, device)
+    _checks.shape(name, t, [num_triangles, 3], "[F, 3]")
+    if t.dtype not in (torch.int32, torch.int64):
+        raise TypeError(f"{name} must be int32 (or int64), got {t.dtype}")
+
+
+def antialias(color: Tensor, rast: Tensor, pos: Tensor, tri: Tensor,
+              topology: Optional[Tensor] = None) -> Tensor:
+    """Anti-alias silhouette and occlusion edges analytically; differentiable w.r.t.
+    ``color`` and ``pos`` (see the module docstring for exactly what is computed).
+
+    Args:
+        color: ``[B, H, W, C]`` float32/float64 image to anti-alias (differentiable),
+            usually ``interpolate``'s output or a shading of it.
+        rast: ``[B, H, W, 4]`` the ``rasterize`` output ``color`` was computed
+            from (float32 or float64; only ``z/w`` and the ids are read; no gradient).
+        pos: the clip-space vertices given to ``rasterize``: ``[B, V, 4]``
+            (instanced mode) or ``[V, 4]`` shared by every image (range mode);
+            ``color``'s dtype and device (differentiable through ``x, y, w``).
+        tri: ``[F, 3]`` int32 (int64 accepted) vertex indices given to ``rasterize``.
+        topology: optional ``[F, 3]`` int32 from :func:`antialias_topology` for
+            this ``tri``; built on every call when omitted.
+
+    Returns:
+        ``[B, H, W, C]`` in ``color``'s dtype, contiguous. Pixels away from
+        discontinuities equal ``color`` exactly.
+
+    Example:
+        >>> pos = torch.tensor([[[-0.9, -0.9, 0., 1.], [0.8, -0.7, 0., 1.], [-0.6, 0.85, 0., 1.]]])
+        >>> tri = torch.tensor([[0, 1, 2]], dtype=torch.int32)
+        >>> rast, _ = facegeom.ops.rasterize(pos, tri, (16, 16))      # doctest: +SKIP
+        >>> mask = (rast[..., 3:] > 0).float()                          # doctest: +SKIP
+        >>> soft = antialias(mask, rast, pos, tri)  # d soft.sum() / d pos != 0  # doctest: +SKIP
+    """
+    _checks.floating("color", color)
+    device = color.device
+    _checks.shape("color", color, [None, None, None, None], "[B, H, W, C]")
+    batch, height, width = color.shape[:3]
+    if not isinstance(rast, torch.Tensor):
+        raise TypeError(f"rast must be a torch.Tensor, got {type(rast).__name__}")
+    if rast.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"rast must be float32 or float64, got {rast.dtype}")
+    if rast.device != device:
+        raise ValueError(f"rast must be on the device of color ({device}), got {rast.device}")
+    _checks.shape("rast", rast, [batch, height, width, 4], "[B, H, W, 4] (B, H, W of color)")
+    _checks.floating("pos", pos, color, "color")
+    if pos.dim() == 3:
+        if pos.shape[0] == 1 and batch != 1:
+            pos = pos[0]  # one mesh for every image: shared, its gradient summed
+        else:
+            _checks.shape("pos", pos, [batch, None, 4], "[B, V, 4] (B of color) or [V, 4]")
+    if pos.dim() != 3:
+        _checks.shape("pos", pos, [None, 4], "[B, V, 4] or [V, 4]")
+    num_vertices = pos.shape[-2]
+    _check_index_tensor("tri", tri, device)
+    num_triangles = tri.shape[0]
+    if topology is not None:
+        _check_index_tensor("topology", topology, device, num_triangles)
+    if not torch.compiler.is_compiling():
+        if tri.numel():
+            low, high = int(tri.min()), int(tri.max())
+            if low < 0 or high >= num_vertices:
+                raise IndexError(
+                    f"tri holds vertex indices in [{low}, {high}]; they must lie in "
+                    f"[0, {num_vertices}) (pos has V = {num_vertices} vertices)"
+                )
+        if topology is not None and topology.numel():
+            low, high = int(topology.min()), int(topology.max())
+            if low < -1 or high >= num_vertices:
+                raise IndexError(
+                    f"topology holds values in [{low}, {high}]; expected -1 or a vertex index "
+                    f"below V = {num_vertices}: build it with antialias_topology(tri)"
+                )
+        if rast.numel():
+            top = float(rast[..., 3].max())
+            if top > num_triangles:
+                raise IndexError(
+                    f"rast[..., 3] holds triangle id + 1 = {top:g} but tri has only {num_triangles} "
+                    "triangles: pass the tri that rast was rasterized with"
+                )
+    if num_vertices > torch.iinfo(torch.int32).max:
+        raise ValueError(f"pos has {num_vertices} vertices; int32 indices address at most 2**31 - 1")
+    tri = tri.to(torch.int32)
+    topology = antialias_topology(tri) if topology is None else topology.to(torch.int32)
+    rast = rast.to(color.dtype)
+    if _KERNELS and _native.serves("antialias", device):
+        return torch.ops.facegeom.antialias(color, rast, pos, tri, topology)
+    return reference.antialias(color, rast, pos, tri, topology)
