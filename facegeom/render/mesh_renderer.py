@@ -131,6 +131,8 @@ class MeshRenderer(nn.Module):
         if shading not in SHADING_MODES:
             raise ValueError(f"shading must be one of {SHADING_MODES}, got {shading!r}")
         self.register_buffer("faces", faces.to(torch.int32).contiguous())
+        # Which triangles share each edge: depends on faces only, so built once.
+        self.register_buffer("topology", ops.antialias_topology(self.faces))
         # Checked once here, not per call: the largest index decides which meshes fit.
         self._max_index = int(faces.max()) if faces.numel() else -1
         self.image_size = _size_pair(image_size)
@@ -263,7 +265,8 @@ class MeshRenderer(nn.Module):
         image = torch.where(covered, pixels, background.flip(1))
         alpha = covered.to(vertices.dtype)
         if self.antialias:
-            blended = ops.antialias(torch.cat([image, alpha], -1).contiguous(), rast, pos, faces)
+            blended = ops.antialias(torch.cat([image, alpha], -1), rast, pos, faces,
+                                    topology=self.topology.to(vertices.device))
             image, alpha = blended[..., 0:3], blended[..., 3:4]
         depth = rast[..., 2:3]
         triangle_id = rast[..., 3].detach().to(torch.int64) - 1

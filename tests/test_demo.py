@@ -1,0 +1,88 @@
+"""The demo's convergence criterion, and a quick real fit that meets it."""
+import json
+
+import pytest
+import torch
+
+from facegeom import demo
+
+# A smaller, shorter run than `facegeom demo` (224 px, 300 iterations) that
+# still has to meet the same thresholds.
+QUICK = dict(iterations=200, image_size=112, seed=0, progress=False)
+
+
+def passing_metrics():
+    return {"photometric_rmse": 0.5 * demo.CONVERGED_PHOTOMETRIC_RMSE,
+            "landmark_error_px": 0.5 * demo.CONVERGED_LANDMARK_ERROR_PX,
+            "rotation_error_deg": 0.5 * demo.CONVERGED_ROTATION_ERROR_DEG,
+            "vertex_rmse_relative": 0.5 * demo.CONVERGED_VERTEX_RMSE_RELATIVE}
+
+
+def test_thresholds_are_named_and_each_one_decides():
+    thresholds = {"photometric_rmse": demo.CONVERGED_PHOTOMETRIC_RMSE,
+                  "landmark_error_px": demo.CONVERGED_LANDMARK_ERROR_PX,
+                  "rotation_error_deg": demo.CONVERGED_ROTATION_ERROR_DEG,
+                  "vertex_rmse_relative": demo.CONVERGED_VERTEX_RMSE_RELATIVE}
+    assert all(0 < value < float("inf") for value in thresholds.values())
+    assert all(demo.converged(passing_metrics()).values())
+    for name, limit in thresholds.items():
+        for value in (limit, 2 * limit, float("nan")):
+            metrics = passing_metrics()
+            metrics[name] = value
+            checks = demo.converged(metrics)
+            assert checks[name] is False, (name, value)
+            assert all(ok for other, ok in checks.items() if other != name)
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo_out")
+    return out, demo.run(out_dir=str(out), **QUICK)
+
+
+def test_quick_fit_converges(quick_run):
+    out, report = quick_run
+    assert report["photometric_rmse"] < demo.CONVERGED_PHOTOMETRIC_RMSE
+    assert report["landmark_error_px"] < demo.CONVERGED_LANDMARK_ERROR_PX
+    assert report["rotation_error_deg"] < demo.CONVERGED_ROTATION_ERROR_DEG
+    assert report["vertex_rmse_relative"] < demo.CONVERGED_VERTEX_RMSE_RELATIVE
+    assert report["converged"] is True and all(report["checks"].values())
+    # The fit did work: it started far from the target.
+    assert report["initial_photometric_rmse"] > 3 * report["photometric_rmse"]
+    assert report["final_loss"] < 0.1 * report["initial_loss"]
+    assert json.loads((out / "report.json").read_text()) == json.loads(json.dumps(report))
+
+
+def test_outputs_and_report_keys(quick_run):
+    out, report = quick_run
+    for name in ("target", "initial", "final", "overlay", "loss"):
+        assert (out / f"{name}.png").stat().st_size > 1000, name
+    for key in ("model", "iterations", "ms_per_iteration", "parameter_errors", "backend", "thresholds", "stages"):
+        assert key in report, key
+    assert report["iterations"] == QUICK["iterations"]
+    assert set(report["parameter_errors"]) >= {"shape_coefficient_rmse", "expression_coefficient_rmse",
+                                               "rotation_deg", "jaw_deg", "sh_coefficient_rmse"}
+    assert [s.name for s in demo.STAGES] == list(report["stages"])
+
+
+def test_target_landmarks_lie_on_the_rendered_face():
+    """Camera pixels and rendered rows agree: every landmark of a frontal head
+    projects onto a pixel the renderer covered (alpha > 0)."""
+    subject = demo.synthetic_subject()
+    params = demo.initial_guess(subject, torch.float32)
+    from facegeom.render import MeshRenderer
+
+    renderer = MeshRenderer(subject.faces, 64, antialias=False)
+    with torch.no_grad():
+        rendering, pixels, _ = demo.forward(subject, renderer, params, 64)
+    columns, rows = pixels[0].round().long().unbind(-1)
+    assert bool((rendering.alpha[0, rows, columns, 0] > 0).all())
+    # ...and a pixel above the head (row 0 is the top of the image) is background.
+    assert float(rendering.alpha[0, 0, 32, 0]) == 0.0
+
+
+def test_missing_model_files_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="landmark_embedding.npy"):
+        demo.run(out_dir=str(tmp_path), flame=str(tmp_path / "generic_model.pkl"), progress=False)
+    with pytest.raises(ValueError, match="at most one"):
+        demo.run(out_dir=str(tmp_path), flame="a.pkl", bfm="b.mat", progress=False)
