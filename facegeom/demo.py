@@ -72,9 +72,12 @@ STAGES = (
 )
 DEFAULT_ITERATIONS = 300
 LANDMARK_WEIGHT = 1.0  # on the squared landmark error in units of the image width
-SHAPE_PRIOR_WEIGHT = 1e-4  # on squared coefficients (the bases have unit variance)
-EXPRESSION_PRIOR_WEIGHT = 1e-4
-LIGHT_PRIOR_WEIGHT = 1e-4  # on the non-ambient SH coefficients
+# Priors: weak, since the target is noise-free; they only hold directions the
+# image does not constrain. A 1 px landmark error costs (1 / 224)^2 = 2e-5.
+SHAPE_PRIOR_WEIGHT = 1e-7  # on squared coefficients (the bases have unit variance)
+EXPRESSION_PRIOR_WEIGHT = 1e-7
+LIGHT_PRIOR_WEIGHT = 1e-7  # on the non-ambient SH coefficients
+FINAL_LEARNING_RATE_FACTOR = 0.02
 
 
 # --------------------------------------------------------------------------- #
@@ -174,7 +177,8 @@ def ground_truth(subject: Subject, generator: torch.Generator, dtype) -> Dict[st
     jaw = torch.zeros(1, 3, dtype=dtype)
     if subject.has_jaw:
         jaw[0, 0] = 0.05 + 0.1 * rand(1)
-    sh = 0.15 * randn(1, 9, 3)
+    # A white directional light with a slight tint, as in a photograph.
+    sh = 0.15 * randn(1, 9, 1) + 0.02 * randn(1, 9, 3)
     sh[:, 0] = AMBIENT_LIGHT + 0.05 * randn(1, 3)
     return {
         "shape": randn(1, subject.num_shape),
@@ -296,19 +300,26 @@ def run(out_dir: str = "demo_out", iterations: int = DEFAULT_ITERATIONS, seed: i
 
     params = {k: v.clone().requires_grad_(True) for k, v in initial_guess(subject, dtype).items()}
     with torch.no_grad():
-        initial, _, _ = forward(subject, full_renderer, params, image_size)
+        initial, initial_landmarks, initial_vertices = forward(subject, full_renderer, params, image_size)
 
     losses: List[float] = []
     stage_starts: List[Tuple[str, int]] = []
     stage_seconds: Dict[str, Dict[str, float]] = {}
     budget = [max(1, round(iterations * s.fraction)) for s in STAGES]
     bar = tqdm(total=sum(budget), desc="facegeom demo", unit="it", disable=not progress)
+    # One optimiser for the whole schedule (a fresh Adam per stage would restart
+    # with full-size steps and undo part of the previous stage); the light gets
+    # no gradient until the first rendering stage, so Adam leaves it alone.
+    optimizer = torch.optim.Adam([{"params": [params[k]], "lr": LEARNING_RATES[k] *
+                                   (subject.height if k == "translation" else 1.0)} for k in params])
+    # Step sizes decay geometrically to FINAL_LEARNING_RATE_FACTOR of their start:
+    # large steps while the landmarks pull the pose, small ones for the
+    # photometric refinement, whose Adam noise would otherwise set the floor.
+    decay = FINAL_LEARNING_RATE_FACTOR ** (1.0 / max(1, sum(budget) - 1))
+    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, decay)
     start = time.perf_counter()
     for stage, count in zip(STAGES, budget):
         stage_starts.append((stage.name, len(losses)))
-        trainable = [k for k in params if stage.downsample or k != "sh"]  # no light without an image
-        optimizer = torch.optim.Adam([{"params": [params[k]], "lr": LEARNING_RATES[k] *
-                                       (subject.height if k == "translation" else 1.0)} for k in trainable])
         renderer = renderers.get(stage.downsample)
         stage_start = time.perf_counter()
         for _ in range(count):
@@ -323,6 +334,7 @@ def run(out_dir: str = "demo_out", iterations: int = DEFAULT_ITERATIONS, seed: i
                 + LIGHT_PRIOR_WEIGHT * params["sh"][:, 1:].square().sum()
             loss.backward()
             optimizer.step()
+            scheduler.step()
             losses.append(loss.item())
             bar.set_postfix(stage=stage.name, loss=f"{losses[-1]:.3e}")
             bar.update()
@@ -349,6 +361,9 @@ def run(out_dir: str = "demo_out", iterations: int = DEFAULT_ITERATIONS, seed: i
         **metrics,
         "parameter_errors": _parameter_errors(params, truth, subject),
         "initial_photometric_rmse": float((initial.image - target_image).square().mean().sqrt()),
+        "initial_landmark_error_px": float((initial_landmarks - target_landmarks).norm(dim=-1).mean()),
+        "initial_vertex_rmse_relative": float((initial_vertices - target_vertices).square().sum(-1).mean().sqrt())
+        / subject.height,
         "initial_loss": losses[0],
         "final_loss": losses[-1],
         "ms_per_iteration": fit_seconds / len(losses) * 1e3,
