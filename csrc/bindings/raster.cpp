@@ -104,14 +104,15 @@ std::tuple<at::Tensor, at::Tensor> rasterize(const at::Tensor& pos, const at::Te
           const int64_t num_pairs = pair_end[-1].item<int64_t>();
           if (num_pairs > 0) {
             cuda::rasterize_pairs<scalar_t>(
-                batch, max_count, p.data_ptr<scalar_t>(), pos_batch_stride, t.data_ptr<int32_t>(),
-                ranges_ptr, height, width, boxes.data_ptr<int32_t>(),
+                batch, max_count, num_vertices, p.data_ptr<scalar_t>(), pos_batch_stride,
+                t.data_ptr<int32_t>(), num_triangles, ranges_ptr, height, width,
+                boxes.data_ptr<int32_t>(),
                 pair_end.data_ptr<int64_t>(), num_pairs,
                 reinterpret_cast<unsigned long long*>(keys.data_ptr<int64_t>()), current_stream());
           }
         }
         cuda::rasterize_resolve<scalar_t>(
-            batch, p.data_ptr<scalar_t>(), pos_batch_stride, t.data_ptr<int32_t>(), height, width,
+            batch, num_vertices, p.data_ptr<scalar_t>(), pos_batch_stride, t.data_ptr<int32_t>(), height, width,
             reinterpret_cast<const unsigned long long*>(keys.data_ptr<int64_t>()),
             rast.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(rast_db), current_stream());
       });

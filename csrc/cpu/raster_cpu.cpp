@@ -37,14 +37,9 @@ std::vector<double> pixel_centres(int64_t n) {
   return centres;
 }
 
-// Triangle id stored in rast's last channel (id + 1, 0 = background), or -1
-// for background and for values that name no triangle of tri.
 template <typename T>
 int64_t pixel_triangle(const T* rast_pixel, int64_t num_triangles) {
-  const double stored = static_cast<double>(rast_pixel[3]);
-  if (!(stored >= 1 && stored <= static_cast<double>(num_triangles))) return -1;
-  const int64_t id = static_cast<int64_t>(stored);
-  return static_cast<double>(id) == stored ? id - 1 : -1;
+  return raster::stored_triangle(static_cast<double>(rast_pixel[3]), num_triangles);
 }
 
 template <typename T>

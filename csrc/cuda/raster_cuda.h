@@ -27,16 +27,17 @@ void rasterize_bin(int64_t batch, int64_t max_count, int64_t num_vertices, const
 // tile_counts): depth-tests the pixels of its tile with a 64-bit atomicMin on
 // the (depth, id) key, so the winner is the CPU's, bit for bit.
 template <typename T>
-void rasterize_pairs(int64_t batch, int64_t max_count, const T* pos, int64_t pos_batch_stride,
-                     const int32_t* tri, const int32_t* ranges, int64_t height, int64_t width,
-                     const int32_t* boxes, const int64_t* pair_end, int64_t num_pairs,
-                     unsigned long long* keys, void* stream);
+void rasterize_pairs(int64_t batch, int64_t max_count, int64_t num_vertices, const T* pos,
+                     int64_t pos_batch_stride, const int32_t* tri, int64_t num_triangles,
+                     const int32_t* ranges, int64_t height, int64_t width, const int32_t* boxes,
+                     const int64_t* pair_end, int64_t num_pairs, unsigned long long* keys,
+                     void* stream);
 
 // One thread per pixel: rast (and rast_db when non-null) from the winning key.
 template <typename T>
-void rasterize_resolve(int64_t batch, const T* pos, int64_t pos_batch_stride, const int32_t* tri,
-                       int64_t height, int64_t width, const unsigned long long* keys, T* rast,
-                       T* rast_db, void* stream);
+void rasterize_resolve(int64_t batch, int64_t num_vertices, const T* pos, int64_t pos_batch_stride,
+                       const int32_t* tri, int64_t height, int64_t width,
+                       const unsigned long long* keys, T* rast, T* rast_db, void* stream);
 
 // One thread per pixel, atomically adding into grad_pos (zeroed by the caller).
 template <typename T>

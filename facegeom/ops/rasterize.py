@@ -48,15 +48,12 @@ MAX_TRIANGLES_FLOAT32 = (1 << 24) - 1
 # Per-side limit (as nvdiffrast's); keeps every pixel index comfortably in int64.
 MAX_RESOLUTION = 16384
 
-# A _C built before these ops existed has no rasterize kernels.
-_KERNELS = _native.AVAILABLE and hasattr(torch.ops.facegeom, "rasterize")
-
 
 def _empty_to_none(t: Tensor) -> Optional[Tensor]:
     return None if t.numel() == 0 else t
 
 
-if _KERNELS:
+if _native.AVAILABLE:
     ops = torch.ops.facegeom
 
     # -- rasterize ---------------------------------------------------------- #
@@ -227,7 +224,7 @@ def rasterize(
                     f"ranges must hold (first, count) with first, count >= 0 and first + count <= F "
                     f"= {num_triangles}, got {ranges.tolist()}"
                 )
-    if _KERNELS and _native.serves("rasterize", pos.device):
+    if _native.serves("rasterize", pos.device):
         rast, rast_db = torch.ops.facegeom.rasterize(pos, tri, height, width, ranges, grad_db)
         return rast, (rast_db if grad_db else None)
     return reference.rasterize(pos, tri, (height, width), ranges, grad_db)
@@ -300,7 +297,7 @@ def interpolate(
         max_id = int(rast[..., 3].max())
         if max_id > tri.shape[0]:
             raise IndexError(f"rast names triangle id {max_id - 1}, but tri has only F = {tri.shape[0]}")
-    if _KERNELS and _native.serves("interpolate", rast.device):
+    if _native.serves("interpolate", rast.device):
         out, out_da = torch.ops.facegeom.interpolate(attr, rast, tri, rast_db, channels)
         return out, (out_da if channels else None)
     return reference.interpolate(attr, rast, tri, rast_db, channels if channels else None)

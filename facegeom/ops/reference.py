@@ -134,8 +134,11 @@ def lbs(
 # in clip space, when its homogeneous edge functions e_i = det(p_j, p_k, q)
 # ((i, j, k) cyclic) all share the sign of det(p0, p1, p2). Then the
 # perspective-correct barycentrics are e_i / sum(e) and the point is in front of
-# the camera (w > 0): triangles crossing w = 0 need no clipping. The kernels do
-# the same float64 arithmetic in the same order, so triangle ids agree exactly.
+# the camera (w > 0): triangles crossing w = 0 need no clipping. When all three
+# w > 0 the same test runs on the projected vertices (2D edge functions, exactly
+# zero at a vertex, so ties at shared vertices resolve exactly). The kernels
+# (csrc/include/facegeom/raster.h) do the same float64 arithmetic in the same
+# order, so triangle ids agree exactly.
 
 
 def _lexicographic_less(a: Tensor, b: Tensor) -> Tensor:
@@ -146,29 +149,60 @@ def _lexicographic_less(a: Tensor, b: Tensor) -> Tensor:
     )
 
 
-def _edge_planes(p: Tensor) -> Tensor:
-    """Edge functions of triangles p [F, 3, 3] ((x, y, w) per vertex) as coefficients
-    [F, 3, 3]: e_i(q) = (A_i qx + B_i qy) + C_i, with (A, B, C)_i = p_j x p_k.
+def _edge_functions(corners: Tensor, qx: Tensor, qy: Tensor):
+    """Oriented edge values e [F, 3, H, W] (>= 0 inside), whether each edge owns
+    pixel centres exactly on it [F, 3, 1, 1], and z/w [F, H, W] for triangles
+    corners [F, 3, 4] at pixel centres qx [1, 1, W], qy [1, H, 1].
 
     Each edge is evaluated from its lexicographically smaller end point and negated
-    if needed, so the two triangles sharing an edge get bit-exact opposite values
-    (which the tie rule relies on)."""
-    planes = []
+    if needed, so two triangles sharing an edge get exactly opposite values."""
+    x, y, z, w = corners.unbind(-1)  # [F, 3]
+    screen = (w > 0).all(1)  # [F]: all vertices in front: use the projected form
+    px = torch.where(screen[:, None], x / w, x)
+    py = torch.where(screen[:, None], y / w, y)
+    p = torch.stack([px, py, w], -1)  # [F, 3, 3]
+    flips, screen_e, coef_a, coef_b, coef_c = [], [], [], [], []
     for i in range(3):
         pj, pk = p[:, (i + 1) % 3], p[:, (i + 2) % 3]
         swap = _lexicographic_less(pk, pj)
-        first = torch.where(swap[:, None], pk, pj)
-        second = torch.where(swap[:, None], pj, pk)
-        n = torch.stack(
-            [
-                first[:, 1] * second[:, 2] - first[:, 2] * second[:, 1],
-                first[:, 2] * second[:, 0] - first[:, 0] * second[:, 2],
-                first[:, 0] * second[:, 1] - first[:, 1] * second[:, 0],
-            ],
-            dim=-1,
-        )
-        planes.append(torch.where(swap[:, None], -n, n))
-    return torch.stack(planes, dim=1)
+        f = torch.where(swap[:, None], pk, pj)
+        s = torch.where(swap[:, None], pj, pk)
+        flip = 1.0 - 2.0 * swap.double()
+        # Screen form E = dx (qy - fy) - dy (qx - fx); homogeneous form (a, b, c) = f x s.
+        dx, dy = s[:, 0] - f[:, 0], s[:, 1] - f[:, 1]
+        fx, fy = f[:, 0, None, None], f[:, 1, None, None]
+        screen_e.append(dx[:, None, None] * (qy - fy) - dy[:, None, None] * (qx - fx))
+        n = [flip * (f[:, 1] * s[:, 2] - f[:, 2] * s[:, 1]),
+             flip * (f[:, 2] * s[:, 0] - f[:, 0] * s[:, 2]),
+             flip * (f[:, 0] * s[:, 1] - f[:, 1] * s[:, 0])]
+        flips.append(flip)
+        coef_a.append(torch.where(screen, -flip * dy, n[0]))
+        coef_b.append(torch.where(screen, flip * dx, n[1]))
+        coef_c.append(n[2])
+    det_screen = (p[:, 2, 0] - p[:, 1, 0]) * (p[:, 0, 1] - p[:, 1, 1]) - (p[:, 2, 1] - p[:, 1, 1]) * (
+        p[:, 0, 0] - p[:, 1, 0])
+    det_homogeneous = (p[:, 0, 0] * coef_a[0] + p[:, 0, 1] * coef_b[0]) + p[:, 0, 2] * coef_c[0]
+    det = torch.where(screen, det_screen, det_homogeneous)
+    orientation = torch.sign(det)  # both windings are drawn; 0 (or NaN): never drawn
+    e, owns = [], []
+    for i in range(3):
+        a = (orientation * coef_a[i])[:, None, None]
+        b = (orientation * coef_b[i])[:, None, None]
+        c = (orientation * coef_c[i])[:, None, None]
+        homogeneous_e = (a * qx + b * qy) + c
+        e.append(torch.where(screen[:, None, None], (orientation * flips[i])[:, None, None] * screen_e[i],
+                             homogeneous_e))
+        # Tie rule: a centre on the edge goes to the side that q + (eps, eps^2) lies on.
+        owns.append((a > 0) | ((a == 0) & (b > 0)))
+    e0, e1, e2 = e
+    total = (e0 + e1) + e2
+    zn = z / w
+    depth_screen = ((e0 * zn[:, 0, None, None] + e1 * zn[:, 1, None, None]) + e2 * zn[:, 2, None, None]) / total
+    depth_homogeneous = ((e0 * z[:, 0, None, None] + e1 * z[:, 1, None, None]) + e2 * z[:, 2, None, None]) / (
+        (e0 * w[:, 0, None, None] + e1 * w[:, 1, None, None]) + e2 * w[:, 2, None, None])
+    depth = torch.where(screen[:, None, None], depth_screen, depth_homogeneous)
+    valid = (det != 0) & ~torch.isnan(det)
+    return torch.stack(e, 1), torch.stack(owns, 1), depth, total, valid
 
 
 def _pixel_centres(resolution, device) -> Tuple[Tensor, Tensor]:
@@ -189,24 +223,10 @@ def _rasterize_image(pos: Tensor, tri: Tensor, first_id: int, resolution) -> Ten
     chunk = max(1, (1 << 22) // max(1, height * width))
     for start in range(0, tri.shape[0], chunk):
         corners = pos[tri[start:start + chunk].long()]  # [F, 3, 4]
-        p = corners[..., [0, 1, 3]]  # [F, 3, (x, y, w)]
-        planes = _edge_planes(p)  # [F, 3, 3]
-        det = (p[:, 0, 0] * planes[:, 0, 0] + p[:, 0, 1] * planes[:, 0, 1]) + p[:, 0, 2] * planes[:, 0, 2]
-        # Orient every edge function to be positive inside (both windings are drawn).
-        planes = planes * torch.sign(det)[:, None, None]
-        a, b, c = (planes[..., k][:, :, None, None] for k in range(3))  # [F, 3, 1, 1]
-        e = (a * qx + b * qy) + c  # [F, 3, H, W]
-        # Tie rule: a pixel centre exactly on an edge belongs to the side that
-        # the sample nudged by (+eps, +eps^2) falls on.
-        tie = (a > 0) | ((a == 0) & (b > 0))
-        inside = ((e > 0) | ((e == 0) & tie)).all(1)
-        e0, e1, e2 = e.unbind(1)
-        z, w = corners[..., 2], corners[..., 3]
-        zs = [z[:, i, None, None] for i in range(3)]
-        ws = [w[:, i, None, None] for i in range(3)]
-        depth = ((e0 * zs[0] + e1 * zs[1]) + e2 * zs[2]) / ((e0 * ws[0] + e1 * ws[1]) + e2 * ws[2])
-        inside &= (((e0 + e1) + e2) > 0) & (det != 0)[:, None, None]
-        inside &= (depth >= -1) & (depth <= 1)
+        e, owns, depth, total, valid = _edge_functions(corners, qx, qy)
+        inside = ((e > 0) | ((e == 0) & owns)).all(1)  # [F, H, W]
+        inside &= (total > 0) & valid[:, None, None]  # in front of the camera
+        inside &= (depth >= -1) & (depth <= 1)  # OpenGL near and far planes
         # The depth test compares z/w rounded to float32; equal depths go to the lower id.
         depth32 = torch.where(inside, depth.float(), torch.full_like(depth, float("inf")).float())
         chunk_depth, chunk_arg = depth32.min(0)  # first (lowest) id among equal minima

@@ -6,9 +6,12 @@
 // e_i(q) = det(p_j, p_k, q) ((i, j, k) cyclic) all have the sign of
 // det(p0, p1, p2). Then e_i / sum(e) are the perspective-correct barycentrics
 // and the surface point seen through q has w > 0, so triangles crossing w = 0
-// are handled without clipping. Coverage, barycentrics and depth are computed in
-// float64 with exactly rounded operations (no FMA contraction), so the CPU, the
-// GPU and the float64 reference pick the same triangle at every pixel.
+// are handled without clipping. Triangles entirely in front of the camera (the
+// usual case) run the same test on their projected vertices instead, whose 2D
+// edge functions are exactly zero at a vertex (see TriangleSetup). Coverage and
+// depth are computed in float64 with exactly rounded operations (no FMA
+// contraction), so the CPU, the GPU and the float64 reference pick the same
+// triangle at every pixel.
 #pragma once
 
 #include <cmath>
@@ -50,53 +53,98 @@ FG_HD bool lexicographic_less(const double* a, const double* b) {
   return a[2] < b[2];
 }
 
-// Coefficients (A, B, C) of e(q) = det(pj, pk, q) = (A qx + B qy) + C, i.e. pj x pk.
-// The cross product is taken from the lexicographically smaller end point and
-// negated if needed, so both triangles sharing an edge get exactly opposite values.
-FG_HD void edge_plane(const double* pj, const double* pk, double* n) {
-  const bool swap = lexicographic_less(pk, pj);
-  const double* f = swap ? pk : pj;
-  const double* s = swap ? pj : pk;
-  n[0] = sub(mul(f[1], s[2]), mul(f[2], s[1]));
-  n[1] = sub(mul(f[2], s[0]), mul(f[0], s[2]));
-  n[2] = sub(mul(f[0], s[1]), mul(f[1], s[0]));
-  if (swap) {
-    n[0] = -n[0];
-    n[1] = -n[1];
-    n[2] = -n[2];
-  }
-}
-
-// Per-triangle constants of the coverage test.
+// Per-triangle constants of the coverage test and of the barycentrics.
+//
+// Two forms of the edge functions, both evaluated from the edge's
+// lexicographically smaller end point and negated if needed, so that the two
+// triangles sharing an edge get exactly opposite values (no pixel centre on a
+// shared edge is drawn twice or missed):
+// * screen form (all w > 0, the usual case): E(q) = dx (qy - fy) - dy (qx - fx)
+//   on the projected vertices. It is exactly zero at a vertex, so the tie rule
+//   also resolves pixel centres on shared vertices exactly once;
+// * homogeneous form (a vertex at or behind w = 0): e(q) = (a qx + b qy) + c with
+//   (a, b, c) = pj x pk in (x, y, w), positive only where the surface is in
+//   front of the camera, so no clipping is needed.
 struct TriangleSetup {
-  double a[3], b[3], c[3];  // edge functions oriented positive inside
-  double z[3], w[3];
-  int owns_ties;  // bit i: pixel centres exactly on edge i belong to this triangle
+  bool screen;
+  double sign[3];            // canonical-order flip times orientation
+  double fx[3], fy[3], dx[3], dy[3];  // screen form
+  double a[3], b[3], c[3];   // homogeneous form (oriented)
+  double zn[3];              // z / w per vertex (screen form depth)
+  double z[3], w[3];         // clip z, w (homogeneous form depth)
+  double inv_w[3];           // perspective weight of each vertex (1 in homogeneous form)
+  double ga[3], gb[3];       // d(weight_i)/d(qx, qy) of the perspective weights
+  int owns_ties;             // bit i: pixel centres exactly on edge i belong to this triangle
 };
 
 // clip[v] = (x, y, z, w) of vertex v. Returns false for triangles that are never
 // drawn: zero projected area (degenerate or exactly edge-on) or non-finite input.
 FG_HD bool setup_triangle(const double clip[3][4], TriangleSetup& t) {
-  double p[3][3];
+  t.screen = clip[0][3] > 0 && clip[1][3] > 0 && clip[2][3] > 0;
+  double p[3][3];  // (x, y, w): projected (x/w, y/w, w) in screen form
   for (int v = 0; v < 3; ++v) {
-    p[v][0] = clip[v][0];
-    p[v][1] = clip[v][1];
-    p[v][2] = clip[v][3];
     t.z[v] = clip[v][2];
     t.w[v] = clip[v][3];
+    if (t.screen) {
+      p[v][0] = div(clip[v][0], clip[v][3]);
+      p[v][1] = div(clip[v][1], clip[v][3]);
+      t.zn[v] = div(clip[v][2], clip[v][3]);
+    } else {
+      p[v][0] = clip[v][0];
+      p[v][1] = clip[v][1];
+    }
+    p[v][2] = clip[v][3];
   }
-  double n[3][3];
-  for (int i = 0; i < 3; ++i) edge_plane(p[(i + 1) % 3], p[(i + 2) % 3], n[i]);
-  const double det = add(add(mul(p[0][0], n[0][0]), mul(p[0][1], n[0][1])), mul(p[0][2], n[0][2]));
-  if (!(det > 0 || det < 0)) return false;  // zero or NaN
-  const double sign = det > 0 ? 1.0 : -1.0;
+  double det, coef_a[3], coef_b[3], flip[3];
+  if (t.screen) {
+    for (int i = 0; i < 3; ++i) {
+      const double* pj = p[(i + 1) % 3];
+      const double* pk = p[(i + 2) % 3];
+      const bool swap = lexicographic_less(pk, pj);
+      const double* f = swap ? pk : pj;
+      const double* s = swap ? pj : pk;
+      t.fx[i] = f[0];
+      t.fy[i] = f[1];
+      t.dx[i] = sub(s[0], f[0]);
+      t.dy[i] = sub(s[1], f[1]);
+      flip[i] = swap ? -1.0 : 1.0;
+      coef_a[i] = -flip[i] * t.dy[i];
+      coef_b[i] = flip[i] * t.dx[i];
+    }
+    // Twice the signed area: vertex 0 against edge (1, 2).
+    det = sub(mul(sub(p[2][0], p[1][0]), sub(p[0][1], p[1][1])),
+              mul(sub(p[2][1], p[1][1]), sub(p[0][0], p[1][0])));
+  } else {
+    double n[3][3];
+    for (int i = 0; i < 3; ++i) {
+      const double* pj = p[(i + 1) % 3];
+      const double* pk = p[(i + 2) % 3];
+      const bool swap = lexicographic_less(pk, pj);
+      const double* f = swap ? pk : pj;
+      const double* s = swap ? pj : pk;
+      flip[i] = swap ? -1.0 : 1.0;
+      n[i][0] = flip[i] * sub(mul(f[1], s[2]), mul(f[2], s[1]));
+      n[i][1] = flip[i] * sub(mul(f[2], s[0]), mul(f[0], s[2]));
+      n[i][2] = flip[i] * sub(mul(f[0], s[1]), mul(f[1], s[0]));
+      coef_a[i] = n[i][0];
+      coef_b[i] = n[i][1];
+      t.c[i] = n[i][2];
+    }
+    det = add(add(mul(p[0][0], n[0][0]), mul(p[0][1], n[0][1])), mul(p[0][2], n[0][2]));
+  }
+  if (!(det > 0 || det < 0)) return false;  // zero area, or NaN
+  const double orientation = det > 0 ? 1.0 : -1.0;
   t.owns_ties = 0;
   for (int i = 0; i < 3; ++i) {
-    t.a[i] = sign * n[i][0];
-    t.b[i] = sign * n[i][1];
-    t.c[i] = sign * n[i][2];
+    t.sign[i] = orientation * flip[i];
+    t.a[i] = orientation * coef_a[i];
+    t.b[i] = orientation * coef_b[i];
+    if (!t.screen) t.c[i] = orientation * t.c[i];
     // Tie rule: a centre on the edge goes to the side that q + (eps, eps^2) lies on.
     if (t.a[i] > 0 || (t.a[i] == 0 && t.b[i] > 0)) t.owns_ties |= 1 << i;
+    t.inv_w[i] = t.screen ? 1.0 / t.w[i] : 1.0;
+    t.ga[i] = t.a[i] * t.inv_w[i];
+    t.gb[i] = t.b[i] * t.inv_w[i];
   }
   return true;
 }
@@ -105,29 +153,23 @@ FG_HD bool setup_triangle(const double clip[3][4], TriangleSetup& t) {
 // drawn there; e receives the oriented edge values, depth z/w.
 FG_HD bool covers(const TriangleSetup& t, double qx, double qy, double* e, double& depth) {
   for (int i = 0; i < 3; ++i) {
-    e[i] = add(add(mul(t.a[i], qx), mul(t.b[i], qy)), t.c[i]);
+    if (t.screen) {
+      e[i] = t.sign[i] * sub(mul(t.dx[i], sub(qy, t.fy[i])), mul(t.dy[i], sub(qx, t.fx[i])));
+    } else {
+      e[i] = add(add(mul(t.a[i], qx), mul(t.b[i], qy)), t.c[i]);
+    }
     if (!(e[i] > 0 || (e[i] == 0 && ((t.owns_ties >> i) & 1)))) return false;
   }
-  if (!(add(add(e[0], e[1]), e[2]) > 0)) return false;  // behind the camera
-  const double z = add(add(mul(e[0], t.z[0]), mul(e[1], t.z[1])), mul(e[2], t.z[2]));
-  const double w = add(add(mul(e[0], t.w[0]), mul(e[1], t.w[1])), mul(e[2], t.w[2]));
-  depth = div(z, w);
+  const double total = add(add(e[0], e[1]), e[2]);
+  if (!(total > 0)) return false;  // homogeneous form: behind the camera
+  if (t.screen) {
+    depth = div(add(add(mul(e[0], t.zn[0]), mul(e[1], t.zn[1])), mul(e[2], t.zn[2])), total);
+  } else {
+    const double z = add(add(mul(e[0], t.z[0]), mul(e[1], t.z[1])), mul(e[2], t.z[2]));
+    const double w = add(add(mul(e[0], t.w[0]), mul(e[1], t.w[1])), mul(e[2], t.w[2]));
+    depth = div(z, w);
+  }
   return depth >= -1.0 && depth <= 1.0;  // OpenGL near and far planes
-}
-
-// Depth-test key: z/w rounded to float32 (order-preserving bits) in the high
-// word, the triangle id in the low word, so min(key) keeps the nearest surface
-// and the lower id on equal depth, independent of processing order.
-FG_HD uint64_t depth_key(double depth, int64_t id) {
-  float d = to_float(depth);
-  if (d == 0.0f) d = 0.0f;  // -0 and +0 compare equal
-  union {
-    float f;
-    uint32_t u;
-  } bits;
-  bits.f = d;
-  const uint32_t ordered = (bits.u & 0x80000000u) ? ~bits.u : (bits.u | 0x80000000u);
-  return (static_cast<uint64_t>(ordered) << 32) | static_cast<uint32_t>(id);
 }
 
 // Inclusive pixel bounds [x0, x1] x [y0, y1] of the part of the triangle that
@@ -202,22 +244,48 @@ FG_HD bool pixel_bounds(const double clip[3][4], int64_t width, int64_t height, 
   return true;
 }
 
+// Depth-test key: z/w rounded to float32 (order-preserving bits) in the high
+// word, the triangle id in the low word, so min(key) keeps the nearest surface
+// and the lower id on equal depth, independent of processing order.
+FG_HD uint64_t depth_key(double depth, int64_t id) {
+  float d = to_float(depth);
+  if (d == 0.0f) d = 0.0f;  // -0 and +0 compare equal
+  union {
+    float f;
+    uint32_t u;
+  } bits;
+  bits.f = d;
+  const uint32_t ordered = (bits.u & 0x80000000u) ? ~bits.u : (bits.u | 0x80000000u);
+  return (static_cast<uint64_t>(ordered) << 32) | static_cast<uint32_t>(id);
+}
+
 constexpr uint64_t kEmptyKey = ~static_cast<uint64_t>(0);
 
-// rast (u, v, z/w) and rast_db (du/dX, du/dY, dv/dX, dv/dY) of a drawn pixel
-// from its oriented edge values; dX = 2 / W in NDC, dY = 2 / H.
+// rast (u, v) and rast_db (du/dX, du/dY, dv/dX, dv/dY) of a drawn pixel from
+// its oriented edge values: the perspective weights g_i = e_i / w_i (screen
+// form) or e_i (homogeneous form) normalised; dX = 2 / W in NDC, dY = 2 / H.
 FG_HD void barycentrics(const TriangleSetup& t, const double* e, double* uv, double* db,
                         double ndc_per_pixel_x, double ndc_per_pixel_y) {
-  const double s = e[0] + e[1] + e[2];
-  uv[0] = e[0] / s;
-  uv[1] = e[1] / s;
+  const double g[3] = {e[0] * t.inv_w[0], e[1] * t.inv_w[1], e[2] * t.inv_w[2]};
+  const double s = g[0] + g[1] + g[2];
+  uv[0] = g[0] / s;
+  uv[1] = g[1] / s;
   if (db != nullptr) {
-    const double sa = t.a[0] + t.a[1] + t.a[2], sb = t.b[0] + t.b[1] + t.b[2];
-    db[0] = (t.a[0] - uv[0] * sa) / s * ndc_per_pixel_x;
-    db[1] = (t.b[0] - uv[0] * sb) / s * ndc_per_pixel_y;
-    db[2] = (t.a[1] - uv[1] * sa) / s * ndc_per_pixel_x;
-    db[3] = (t.b[1] - uv[1] * sb) / s * ndc_per_pixel_y;
+    const double sa = t.ga[0] + t.ga[1] + t.ga[2], sb = t.gb[0] + t.gb[1] + t.gb[2];
+    db[0] = (t.ga[0] - uv[0] * sa) / s * ndc_per_pixel_x;
+    db[1] = (t.gb[0] - uv[0] * sb) / s * ndc_per_pixel_y;
+    db[2] = (t.ga[1] - uv[1] * sa) / s * ndc_per_pixel_x;
+    db[3] = (t.gb[1] - uv[1] * sb) / s * ndc_per_pixel_y;
   }
+}
+
+// Triangle id named by rast's last channel (which stores id + 1; 0 is the
+// background), or -1 for background and for values that name no triangle of
+// a mesh with num_triangles triangles.
+FG_HD int64_t stored_triangle(double stored, int64_t num_triangles) {
+  if (!(stored >= 1 && stored <= static_cast<double>(num_triangles))) return -1;
+  const int64_t id = static_cast<int64_t>(stored);
+  return static_cast<double>(id) == stored ? id - 1 : -1;
 }
 
 FG_HD void cross3(const double* a, const double* b, double* out) {
