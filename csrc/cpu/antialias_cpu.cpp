@@ -14,6 +14,11 @@ namespace {
 // Rows per block of the pos-gradient pass: a fixed size, so the order in which
 // contributions are added does not depend on the number of threads.
 constexpr int64_t kRowsPerBlock = 8;
+// Below this many pixels per task, waking worker threads costs more than the
+// work (most pixels only compare two ids).
+constexpr int64_t kPixelsPerTask = 16384;
+
+int64_t row_grain(int64_t width) { return std::max<int64_t>(1, kPixelsPerTask / std::max<int64_t>(width, 1)); }
 
 template <typename T>
 AntialiasProblem<T> make_problem(int64_t height, int64_t width, int64_t channels, const T* color,
@@ -40,7 +45,7 @@ void antialias_forward(int64_t batch, int64_t height, int64_t width, int64_t cha
                        int64_t num_triangles, T* out) {
   const auto problem = make_problem(height, width, channels, color, rast, pos, pos_batch_stride,
                                     num_vertices, tri, topology, num_triangles);
-  at::parallel_for(0, batch * height, 4, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, batch * height, row_grain(width), [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) {
       const int64_t b = row / height, y = row % height;
       for (int64_t x = 0; x < width; ++x) aa_pixel_forward(problem, b, y, x, out);
@@ -58,7 +63,7 @@ void antialias_backward(int64_t batch, int64_t height, int64_t width, int64_t ch
                                     num_vertices, tri, topology, num_triangles);
   const int64_t rows = batch * height;
   if (grad_color != nullptr) {
-    at::parallel_for(0, rows, 4, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, rows, row_grain(width), [&](int64_t begin, int64_t end) {
       for (int64_t row = begin; row < end; ++row) {
         const int64_t b = row / height, y = row % height;
         for (int64_t x = 0; x < width; ++x) aa_pixel_grad_color(problem, grad_out, b, y, x, grad_color);
@@ -71,7 +76,7 @@ void antialias_backward(int64_t batch, int64_t height, int64_t width, int64_t ch
   const int64_t blocks = (rows + kRowsPerBlock - 1) / kRowsPerBlock;
   std::vector<std::vector<EdgeGradient<T>>> found(blocks);
   const int64_t vertex_rows_per_image = pos_batch_stride / 4;
-  at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, blocks, std::max<int64_t>(1, row_grain(width) / kRowsPerBlock), [&](int64_t begin, int64_t end) {
     for (int64_t block = begin; block < end; ++block) {
       const int64_t row_end = std::min(rows, (block + 1) * kRowsPerBlock);
       for (int64_t row = block * kRowsPerBlock; row < row_end; ++row) {

@@ -181,7 +181,7 @@ def antialias(color: Tensor, rast: Tensor, pos: Tensor, tri: Tensor,
                     f"below V = {num_vertices}: build it with antialias_topology(tri)"
                 )
         if rast.numel():
-            top = float(rast[..., 3].max())
+            top = float(rast[..., 3].detach().max())
             if top > num_triangles:
                 raise IndexError(
                     f"rast[..., 3] holds triangle id + 1 = {top:g} but tri has only {num_triangles} "
