@@ -68,7 +68,9 @@ void check_face_range_cuda(const at::Tensor& faces, int64_t num_vertices) {
                     min_index, " to ", max_index);
 }
 
-at::Tensor vertex_normals(const at::Tensor& vertices, const at::Tensor& faces) {
+// Returns the unit normals and, for the backward pass, 1 / |sum| per vertex.
+std::tuple<at::Tensor, at::Tensor> vertex_normals(const at::Tensor& vertices,
+                                                  const at::Tensor& faces) {
   check_mesh(vertices, faces);
   c10::DeviceGuard guard(vertices.device());
   const auto v = vertices.contiguous();
@@ -77,55 +79,63 @@ at::Tensor vertex_normals(const at::Tensor& vertices, const at::Tensor& faces) {
   if (v.is_cuda()) {
     check_face_range_cuda(f, num_vertices);
     auto out = at::zeros_like(v);
-    if (out.numel() == 0 || num_faces == 0) return out;
+    auto inv_len = at::zeros({batch, num_vertices}, v.options());
+    if (out.numel() == 0 || num_faces == 0) return {out, inv_len};
     AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "vertex_normals", [&] {
       AT_DISPATCH_INDEX_TYPES(f.scalar_type(), "vertex_normals", [&] {
         // Parenthesised: the template argument list's comma would split the macro argument.
         FACEGEOM_CUDA_LAUNCH((cuda::vertex_normals_forward<scalar_t, index_t>(
             batch, num_vertices, num_faces, v.data_ptr<scalar_t>(), f.data_ptr<index_t>(),
-            out.data_ptr<scalar_t>(), current_stream())));
+            out.data_ptr<scalar_t>(), inv_len.data_ptr<scalar_t>(), current_stream())));
       });
     });
-    return out;
+    return {out, inv_len};
   }
   const auto csr = vertex_corners_cpu(f, num_vertices);
   auto out = at::empty_like(v);
-  if (out.numel() == 0) return out;
-  auto face_normals = at::empty({batch, num_faces, 3}, v.options());
+  auto inv_len = at::empty({batch, num_vertices}, v.options());
+  if (out.numel() == 0) return {out, inv_len};
+  auto face_normals = at::empty({num_faces, 3}, v.options());
   AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "vertex_normals", [&] {
     using T = scalar_t;
     AT_DISPATCH_INDEX_TYPES(f.scalar_type(), "vertex_normals", [&] {
       cpu::vertex_normals_forward<T, index_t>(
           batch, num_vertices, num_faces, v.data_ptr<T>(), f.data_ptr<index_t>(),
           csr.offsets.data_ptr<int64_t>(), csr.entries.data_ptr<int64_t>(),
-          face_normals.data_ptr<T>(), out.data_ptr<T>());
+          face_normals.data_ptr<T>(), out.data_ptr<T>(), inv_len.data_ptr<T>());
     });
   });
-  return out;
+  return {out, inv_len};
 }
 
 at::Tensor vertex_normals_backward(const at::Tensor& grad_out, const at::Tensor& vertices,
-                                   const at::Tensor& faces) {
+                                   const at::Tensor& faces, const at::Tensor& normals,
+                                   const at::Tensor& inv_len) {
   check_mesh(vertices, faces);
   check_same(grad_out, vertices, "grad_out");
+  check_same(normals, vertices, "normals");
+  check_same(inv_len, vertices, "inv_len");
   check_shape(grad_out, vertices.sizes(), "grad_out");
+  check_shape(normals, vertices.sizes(), "normals");
+  check_shape(inv_len, {vertices.size(0), vertices.size(1)}, "inv_len");
   c10::DeviceGuard guard(vertices.device());
   const auto v = vertices.contiguous();
   const auto f = faces.contiguous();
   const auto g = grad_out.contiguous();
+  const auto n = normals.contiguous();
+  const auto il = inv_len.contiguous();
   const int64_t batch = v.size(0), num_vertices = v.size(1), num_faces = f.size(0);
   if (v.is_cuda()) {
     check_face_range_cuda(f, num_vertices);
     auto grad = at::zeros_like(v);
     if (grad.numel() == 0 || num_faces == 0) return grad;
-    auto sums = at::zeros_like(v);
     auto grad_sums = at::empty_like(v);
     AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "vertex_normals_backward", [&] {
       AT_DISPATCH_INDEX_TYPES(f.scalar_type(), "vertex_normals_backward", [&] {
         FACEGEOM_CUDA_LAUNCH((cuda::vertex_normals_backward<scalar_t, index_t>(
             batch, num_vertices, num_faces, v.data_ptr<scalar_t>(), f.data_ptr<index_t>(),
-            g.data_ptr<scalar_t>(), sums.data_ptr<scalar_t>(), grad_sums.data_ptr<scalar_t>(),
-            grad.data_ptr<scalar_t>(), current_stream())));
+            n.data_ptr<scalar_t>(), il.data_ptr<scalar_t>(), g.data_ptr<scalar_t>(),
+            grad_sums.data_ptr<scalar_t>(), grad.data_ptr<scalar_t>(), current_stream())));
       });
     });
     return grad;
@@ -133,15 +143,16 @@ at::Tensor vertex_normals_backward(const at::Tensor& grad_out, const at::Tensor&
   const auto csr = vertex_corners_cpu(f, num_vertices);
   auto grad = at::empty_like(v);
   if (grad.numel() == 0) return grad;
-  auto face_scratch = at::empty({batch, num_faces, 9}, v.options());
-  auto vertex_scratch = at::empty_like(v);
+  auto face_scratch = at::empty({num_faces, 9}, v.options());
+  auto vertex_scratch = at::empty({num_vertices, 3}, v.options());
   AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "vertex_normals_backward", [&] {
     using T = scalar_t;
     AT_DISPATCH_INDEX_TYPES(f.scalar_type(), "vertex_normals_backward", [&] {
       cpu::vertex_normals_backward<T, index_t>(
           batch, num_vertices, num_faces, v.data_ptr<T>(), f.data_ptr<index_t>(),
-          csr.offsets.data_ptr<int64_t>(), csr.entries.data_ptr<int64_t>(), g.data_ptr<T>(),
-          face_scratch.data_ptr<T>(), vertex_scratch.data_ptr<T>(), grad.data_ptr<T>());
+          csr.offsets.data_ptr<int64_t>(), csr.entries.data_ptr<int64_t>(), n.data_ptr<T>(),
+          il.data_ptr<T>(), g.data_ptr<T>(), face_scratch.data_ptr<T>(),
+          vertex_scratch.data_ptr<T>(), grad.data_ptr<T>());
     });
   });
   return grad;
@@ -396,8 +407,10 @@ void register_shading_kernels(torch::Library& m) {
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(facegeom, m) {
-  m.def("vertex_normals(Tensor vertices, Tensor faces) -> Tensor");
-  m.def("vertex_normals_backward(Tensor grad_out, Tensor vertices, Tensor faces) -> Tensor");
+  m.def("vertex_normals(Tensor vertices, Tensor faces) -> (Tensor, Tensor)");
+  m.def(
+      "vertex_normals_backward(Tensor grad_out, Tensor vertices, Tensor faces, Tensor normals, "
+      "Tensor inv_len) -> Tensor");
   m.def("sh_basis(Tensor normals, str convention) -> Tensor");
   m.def("sh_basis_backward(Tensor grad_basis, Tensor normals, str convention) -> Tensor");
   m.def("sh_shading(Tensor normals, Tensor albedo, Tensor sh_coeffs, str convention) -> Tensor");

@@ -13,21 +13,6 @@ constexpr int64_t kPointGrain = 2048;
 
 int64_t num_chunks(int64_t n, int64_t chunk) { return (n + chunk - 1) / chunk; }
 
-// face_normals [B, F, 3] = (p1 - p0) x (p2 - p0) of every face of every batch element.
-template <typename T, typename I>
-void all_face_normals(int64_t batch, int64_t num_vertices, int64_t num_faces, const T* vertices,
-                      const I* faces, T* face_normals) {
-  at::parallel_for(0, batch * num_faces, kPointGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const int64_t b = i / num_faces;
-      const I* f = faces + 3 * (i - b * num_faces);
-      const T* v = vertices + 3 * num_vertices * b;
-      facegeom::face_normal(v + 3 * int64_t(f[0]), v + 3 * int64_t(f[1]), v + 3 * int64_t(f[2]),
-                            face_normals + 3 * i);
-    }
-  });
-}
-
 // Sum over the corners of vertex `vertex` of values [3 * entry .. 3 * entry + 3)
 // of `per_corner` ([F, 3, 3]) or, with per_face, of values [3 * face ..) ([F, 3]).
 template <typename T, bool per_face>
@@ -60,66 +45,71 @@ int64_t build_vertex_corners(int64_t num_vertices, int64_t num_faces, const I* f
   return -1;
 }
 
+// Both passes run one batch element at a time so that the per-face scratch
+// ([F, 3] or [F, 9]) stays in cache between the face pass and the vertex pass.
 template <typename T, typename I>
 void vertex_normals_forward(int64_t batch, int64_t num_vertices, int64_t num_faces,
                             const T* vertices, const I* faces, const int64_t* offsets,
-                            const int64_t* entries, T* face_normals, T* out) {
-  all_face_normals(batch, num_vertices, num_faces, vertices, faces, face_normals);
-  at::parallel_for(0, batch * num_vertices, kPointGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const int64_t b = i / num_vertices;
-      T sum[3];
-      gather_corners<T, true>(i - b * num_vertices, offsets, entries,
-                              face_normals + 3 * num_faces * b, sum);
-      facegeom::normalize3(sum, out + 3 * i);
-    }
-  });
+                            const int64_t* entries, T* face_normals, T* out, T* inv_len) {
+  for (int64_t b = 0; b < batch; ++b) {
+    const T* v = vertices + 3 * num_vertices * b;
+    at::parallel_for(0, num_faces, kPointGrain, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const I* f = faces + 3 * i;
+        facegeom::face_normal(v + 3 * int64_t(f[0]), v + 3 * int64_t(f[1]),
+                              v + 3 * int64_t(f[2]), face_normals + 3 * i);
+      }
+    });
+    at::parallel_for(0, num_vertices, kPointGrain, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        T sum[3];
+        gather_corners<T, true>(i, offsets, entries, face_normals, sum);
+        const int64_t row = num_vertices * b + i;
+        inv_len[row] = facegeom::normalize3(sum, out + 3 * row);
+      }
+    });
+  }
 }
 
 template <typename T, typename I>
 void vertex_normals_backward(int64_t batch, int64_t num_vertices, int64_t num_faces,
                              const T* vertices, const I* faces, const int64_t* offsets,
-                             const int64_t* entries, const T* grad_out, T* face_scratch,
-                             T* vertex_scratch, T* grad_vertices) {
-  // 1. Face normals again (cheaper than saving them from the forward pass).
-  all_face_normals(batch, num_vertices, num_faces, vertices, faces, face_scratch);
-  // 2. Gradient of each vertex's unnormalised sum (vertex_scratch).
-  at::parallel_for(0, batch * num_vertices, kPointGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const int64_t b = i / num_vertices;
-      T sum[3], unit[3];
-      gather_corners<T, true>(i - b * num_vertices, offsets, entries,
-                              face_scratch + 3 * num_faces * b, sum);
-      const T inv_len = facegeom::normalize3(sum, unit);
-      facegeom::normalize3_backward(unit, inv_len, grad_out + 3 * i, vertex_scratch + 3 * i);
-    }
-  });
-  // 3. Per face: its normal's gradient is the sum over its three vertices;
-  //    face_scratch becomes the three corners' position gradients [B, F, 3, 3]
-  //    (step 2, the last reader of the face normals, is complete).
-  at::parallel_for(0, batch * num_faces, kPointGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const int64_t b = i / num_faces;
-      const I* f = faces + 3 * (i - b * num_faces);
-      const int64_t i0 = f[0], i1 = f[1], i2 = f[2];
-      const T* v = vertices + 3 * num_vertices * b;
-      const T* g = vertex_scratch + 3 * num_vertices * b;
-      const T grad_n[3] = {g[3 * i0] + g[3 * i1] + g[3 * i2],
-                           g[3 * i0 + 1] + g[3 * i1 + 1] + g[3 * i2 + 1],
-                           g[3 * i0 + 2] + g[3 * i1 + 2] + g[3 * i2 + 2]};
-      T* corner = face_scratch + 9 * i;
-      facegeom::face_normal_backward(v + 3 * i0, v + 3 * i1, v + 3 * i2, grad_n, corner,
-                                     corner + 3, corner + 6);
-    }
-  });
-  // 4. Per vertex: gather its corners' gradients (no scatter, fixed order).
-  at::parallel_for(0, batch * num_vertices, kPointGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const int64_t b = i / num_vertices;
-      gather_corners<T, false>(i - b * num_vertices, offsets, entries,
-                               face_scratch + 9 * num_faces * b, grad_vertices + 3 * i);
-    }
-  });
+                             const int64_t* entries, const T* normals, const T* inv_len,
+                             const T* grad_out, T* face_scratch, T* vertex_scratch,
+                             T* grad_vertices) {
+  for (int64_t b = 0; b < batch; ++b) {
+    const int64_t row0 = num_vertices * b;
+    const T* v = vertices + 3 * row0;
+    // 1. Gradient of each vertex's unnormalised sum (vertex_scratch, [V, 3]).
+    at::parallel_for(0, num_vertices, kPointGrain, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const int64_t row = row0 + i;
+        facegeom::normalize3_backward(normals + 3 * row, inv_len[row], grad_out + 3 * row,
+                                      vertex_scratch + 3 * i);
+      }
+    });
+    // 2. Per face: its normal's gradient is the sum over its three vertices;
+    //    face_scratch receives the three corners' position gradients [F, 3, 3].
+    at::parallel_for(0, num_faces, kPointGrain, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const I* f = faces + 3 * i;
+        const int64_t i0 = f[0], i1 = f[1], i2 = f[2];
+        const T* g = vertex_scratch;
+        const T grad_n[3] = {g[3 * i0] + g[3 * i1] + g[3 * i2],
+                             g[3 * i0 + 1] + g[3 * i1 + 1] + g[3 * i2 + 1],
+                             g[3 * i0 + 2] + g[3 * i1 + 2] + g[3 * i2 + 2]};
+        T* corner = face_scratch + 9 * i;
+        facegeom::face_normal_backward(v + 3 * i0, v + 3 * i1, v + 3 * i2, grad_n, corner,
+                                       corner + 3, corner + 6);
+      }
+    });
+    // 3. Per vertex: gather its corners' gradients (no scatter, fixed order).
+    at::parallel_for(0, num_vertices, kPointGrain, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        gather_corners<T, false>(i, offsets, entries, face_scratch, grad_vertices + 3 * (row0 + i));
+      }
+    });
+  }
 }
 
 template <typename T>
@@ -258,15 +248,17 @@ void blinn_phong_backward(int64_t batch, int64_t num_points, const T* normals, c
   template int64_t build_vertex_corners<I>(int64_t, int64_t, const I*, int64_t*, int64_t*);  \
   template void vertex_normals_forward<float, I>(int64_t, int64_t, int64_t, const float*,      \
                                                  const I*, const int64_t*, const int64_t*,     \
-                                                 float*, float*);                              \
+                                                 float*, float*, float*);                      \
   template void vertex_normals_forward<double, I>(int64_t, int64_t, int64_t, const double*,    \
                                                   const I*, const int64_t*, const int64_t*,    \
-                                                  double*, double*);                           \
+                                                  double*, double*, double*);                  \
   template void vertex_normals_backward<float, I>(int64_t, int64_t, int64_t, const float*,     \
                                                   const I*, const int64_t*, const int64_t*,    \
-                                                  const float*, float*, float*, float*);       \
+                                                  const float*, const float*, const float*,    \
+                                                  float*, float*, float*);                     \
   template void vertex_normals_backward<double, I>(int64_t, int64_t, int64_t, const double*,   \
                                                    const I*, const int64_t*, const int64_t*,   \
+                                                   const double*, const double*,               \
                                                    const double*, double*, double*, double*);
 FACEGEOM_SHADING_INDEX(int32_t)
 FACEGEOM_SHADING_INDEX(int64_t)

@@ -24,19 +24,22 @@ template <typename I>
 int64_t build_vertex_corners(int64_t num_vertices, int64_t num_faces, const I* faces,
                              int64_t* offsets, int64_t* entries);
 
-// out [B, V, 3]: unit area-weighted normals (zero where the sum is zero).
-// face_normals is a [B, F, 3] scratch buffer.
+// out [B, V, 3]: unit area-weighted normals (zero where the sum is zero);
+// inv_len [B, V]: 1 / |sum| (0 where the sum is zero), kept for the reverse
+// pass. face_normals is an [F, 3] scratch buffer.
 template <typename T, typename I>
 void vertex_normals_forward(int64_t batch, int64_t num_vertices, int64_t num_faces,
                             const T* vertices, const I* faces, const int64_t* offsets,
-                            const int64_t* entries, T* face_normals, T* out);
-// Scatter-free reverse: gathers per vertex through the CSR lists, so the
-// result is deterministic. face_scratch is [B, F, 9], vertex_scratch [B, V, 3].
+                            const int64_t* entries, T* face_normals, T* out, T* inv_len);
+// Scatter-free reverse from the forward's normals and inv_len: gathers per
+// vertex through the CSR lists, so the result is deterministic. face_scratch
+// is [F, 9], vertex_scratch [V, 3].
 template <typename T, typename I>
 void vertex_normals_backward(int64_t batch, int64_t num_vertices, int64_t num_faces,
                              const T* vertices, const I* faces, const int64_t* offsets,
-                             const int64_t* entries, const T* grad_out, T* face_scratch,
-                             T* vertex_scratch, T* grad_vertices);
+                             const int64_t* entries, const T* normals, const T* inv_len,
+                             const T* grad_out, T* face_scratch, T* vertex_scratch,
+                             T* grad_vertices);
 
 template <typename T>
 void sh_basis_forward(int64_t n, const ShTable<T>& table, const T* normals, T* basis);

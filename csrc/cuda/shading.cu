@@ -76,20 +76,18 @@ __global__ void scatter_face_normals_kernel(int64_t count, int64_t num_vertices,
 }
 
 template <typename T>
-__global__ void normalize_in_place_kernel(int64_t count, T* vectors) {
+__global__ void normalize_in_place_kernel(int64_t count, T* vectors, T* inv_len) {
   for (int64_t i = first_index(); i < count; i += grid_stride()) {
     const T x[3] = {vectors[3 * i], vectors[3 * i + 1], vectors[3 * i + 2]};
-    facegeom::normalize3(x, vectors + 3 * i);
+    inv_len[i] = facegeom::normalize3(x, vectors + 3 * i);
   }
 }
 
 template <typename T>
-__global__ void normalize_backward_kernel(int64_t count, const T* sums, const T* grad_out,
-                                          T* grad_sums) {
+__global__ void normalize_backward_kernel(int64_t count, const T* normals, const T* inv_len,
+                                          const T* grad_out, T* grad_sums) {
   for (int64_t i = first_index(); i < count; i += grid_stride()) {
-    T unit[3];
-    const T inv_len = facegeom::normalize3(sums + 3 * i, unit);
-    facegeom::normalize3_backward(unit, inv_len, grad_out + 3 * i, grad_sums + 3 * i);
+    facegeom::normalize3_backward(normals + 3 * i, inv_len[i], grad_out + 3 * i, grad_sums + 3 * i);
   }
 }
 
@@ -249,20 +247,20 @@ void launch(const char* kernel_name, void (*kernel)(int64_t, KernelArgs...), int
 
 template <typename T, typename I>
 void vertex_normals_forward(int64_t batch, int64_t num_vertices, int64_t num_faces,
-                            const T* vertices, const I* faces, T* out, void* stream) {
+                            const T* vertices, const I* faces, T* out, T* inv_len, void* stream) {
   launch("scatter_face_normals", scatter_face_normals_kernel<T, I>, batch * num_faces, stream,
          num_vertices, num_faces, vertices, faces, out);
-  launch("normalize_in_place", normalize_in_place_kernel<T>, batch * num_vertices, stream, out);
+  launch("normalize_in_place", normalize_in_place_kernel<T>, batch * num_vertices, stream, out,
+         inv_len);
 }
 
 template <typename T, typename I>
 void vertex_normals_backward(int64_t batch, int64_t num_vertices, int64_t num_faces,
-                             const T* vertices, const I* faces, const T* grad_out, T* sums,
-                             T* grad_sums, T* grad_vertices, void* stream) {
-  launch("scatter_face_normals", scatter_face_normals_kernel<T, I>, batch * num_faces, stream,
-         num_vertices, num_faces, vertices, faces, sums);
+                             const T* vertices, const I* faces, const T* normals,
+                             const T* inv_len, const T* grad_out, T* grad_sums,
+                             T* grad_vertices, void* stream) {
   launch("normalize_backward", normalize_backward_kernel<T>, batch * num_vertices, stream,
-         static_cast<const T*>(sums), grad_out, grad_sums);
+         normals, inv_len, grad_out, grad_sums);
   launch("scatter_face_normal_grads", scatter_face_normal_grads_kernel<T, I>, batch * num_faces,
          stream, num_vertices, num_faces, vertices, faces, static_cast<const T*>(grad_sums),
          grad_vertices);
@@ -320,9 +318,9 @@ void blinn_phong_backward(int64_t batch, int64_t num_points, const T* normals, c
 
 #define FACEGEOM_INSTANTIATE_SHADING_MESH_CUDA(T, I)                                             \
   template void vertex_normals_forward<T, I>(int64_t, int64_t, int64_t, const T*, const I*, T*,  \
-                                             void*);                                             \
+                                             T*, void*);                                         \
   template void vertex_normals_backward<T, I>(int64_t, int64_t, int64_t, const T*, const I*,     \
-                                              const T*, T*, T*, T*, void*);
+                                              const T*, const T*, const T*, T*, T*, void*);
 FACEGEOM_INSTANTIATE_SHADING_MESH_CUDA(float, int32_t)
 FACEGEOM_INSTANTIATE_SHADING_MESH_CUDA(float, int64_t)
 FACEGEOM_INSTANTIATE_SHADING_MESH_CUDA(double, int32_t)

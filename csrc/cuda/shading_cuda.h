@@ -15,15 +15,18 @@ namespace cuda {
 inline int64_t num_warps(int64_t num_points) { return (num_points + 31) / 32; }
 
 // out [B, V, 3] must be zero on entry. Face normals are added with atomics
-// (order-dependent rounding), then normalised in place.
+// (order-dependent rounding), then normalised in place; inv_len [B, V]
+// receives 1 / |sum| (0 where the sum is zero).
 template <typename T, typename I>
 void vertex_normals_forward(int64_t batch, int64_t num_vertices, int64_t num_faces,
-                            const T* vertices, const I* faces, T* out, void* stream);
-// sums and grad_vertices [B, V, 3] must be zero on entry; grad_sums is scratch.
+                            const T* vertices, const I* faces, T* out, T* inv_len, void* stream);
+// From the forward's normals and inv_len. grad_vertices [B, V, 3] must be
+// zero on entry; grad_sums [B, V, 3] is scratch.
 template <typename T, typename I>
 void vertex_normals_backward(int64_t batch, int64_t num_vertices, int64_t num_faces,
-                             const T* vertices, const I* faces, const T* grad_out, T* sums,
-                             T* grad_sums, T* grad_vertices, void* stream);
+                             const T* vertices, const I* faces, const T* normals,
+                             const T* inv_len, const T* grad_out, T* grad_sums,
+                             T* grad_vertices, void* stream);
 
 template <typename T>
 void sh_basis_forward(int64_t n, const ShTable<T>& table, const T* normals, T* basis,

@@ -34,20 +34,22 @@ if _native.AVAILABLE:
     ops = torch.ops.facegeom
 
     # -- vertex_normals ----------------------------------------------------- #
+    # The op also returns 1 / |sum| per vertex ([B, V]) for its backward.
     @torch.library.register_fake("facegeom::vertex_normals")
     def _(vertices, faces):
-        return vertices.new_empty(vertices.shape)
+        return vertices.new_empty(vertices.shape), vertices.new_empty(vertices.shape[:2])
 
     @torch.library.register_fake("facegeom::vertex_normals_backward")
-    def _(grad_out, vertices, faces):
+    def _(grad_out, vertices, faces, normals, inv_len):
         return vertices.new_empty(vertices.shape)
 
     def _normals_setup(ctx, inputs, output):
-        ctx.save_for_backward(*inputs)
+        ctx.mark_non_differentiable(output[1])
+        ctx.save_for_backward(*inputs, *output)
 
-    def _normals_backward(ctx, grad):
-        vertices, faces = ctx.saved_tensors
-        return ops.vertex_normals_backward(grad, vertices, faces), None
+    def _normals_backward(ctx, grad, _grad_inv_len):
+        vertices, faces, normals, inv_len = ctx.saved_tensors
+        return ops.vertex_normals_backward(grad, vertices, faces, normals, inv_len), None
 
     torch.library.register_autograd(
         "facegeom::vertex_normals", _normals_backward, setup_context=_normals_setup
@@ -196,7 +198,7 @@ def vertex_normals(vertices: Tensor, faces: Tensor) -> Tensor:
                 f"faces must index vertices in [0, {num_vertices}); found indices from {lo} to {hi}"
             )
     if _native.serves("vertex_normals", vertices.device):
-        out = torch.ops.facegeom.vertex_normals(vertices, faces)
+        out = torch.ops.facegeom.vertex_normals(vertices, faces)[0]
     else:
         out = reference.vertex_normals(vertices, faces)
     return out[0] if unbatched else out

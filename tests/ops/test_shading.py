@@ -417,7 +417,8 @@ def _opcheck_cases():
     cases = [
         ("vertex_normals", ops.vertex_normals, (rg(2, 4, 3), faces)),
         ("vertex_normals_int32", ops.vertex_normals, (rg(2, 4, 3), faces.int())),
-        ("vertex_normals_backward", ops.vertex_normals_backward, (rn(2, 4, 3), rn(2, 4, 3), faces)),
+        ("vertex_normals_backward", ops.vertex_normals_backward,
+         (rn(2, 4, 3), rn(2, 4, 3), faces) + ops.vertex_normals(rn(2, 4, 3), faces)),
         ("blinn_phong", ops.blinn_phong, tuple(t.clone().requires_grad_(True) for t in scene)),
         ("blinn_phong_1ch", ops.blinn_phong, tuple(t.clone().requires_grad_(True) for t in scene1)),
         ("blinn_phong_backward", ops.blinn_phong_backward, (rn(2, 7, 3),) + scene + ([True] * 6,)),
@@ -524,6 +525,8 @@ def test_direct_op_calls_are_checked_in_cpp():
     v = torch.randn(1, 4, 3)
     with pytest.raises(IndexError, match="faces"):
         ops.vertex_normals(v, torch.tensor([[0, 1, 9]]))
+    with pytest.raises(IndexError, match="faces"):
+        ops.vertex_normals_backward(v, v, torch.tensor([[0, 1, 9]]), v, v[..., 0])
     with pytest.raises(TypeError, match="faces"):
         ops.vertex_normals(v, torch.tensor([[0, 1, 2]], dtype=torch.int16))
     with pytest.raises(ValueError, match="convention"):

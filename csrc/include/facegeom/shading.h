@@ -237,8 +237,8 @@ FG_HD T blinn_phong_lobe_backward(const T* n, const T* p, const T* light, const 
   const T log_d = log(d);
   const T lobe = exp(shininess * log_d);
   *grad_shininess = grad_lobe * lobe * log_d;
-  // d lobe / d d = shininess d^(shininess - 1), written so that it stays exact at d = 1.
-  const T grad_d = grad_lobe * shininess * exp((shininess - T(1)) * log_d);
+  // d lobe / d d = shininess d^(shininess - 1) = shininess lobe / d (d > 0 here).
+  const T grad_d = grad_lobe * shininess * lobe / d;
   T grad_h[3], grad_half[3];
   for (int c = 0; c < 3; ++c) {
     grad_n[c] = grad_d * h[c];
