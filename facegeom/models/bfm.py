@@ -1,0 +1,510 @@
+"""Basel Face Model variants, read from the files the papers' code uses.
+
+:class:`BFM` is a ``torch.nn.Module``: a linear shape model (mean + identity and
+expression bases) with an optional diffuse texture / albedo model and an
+optional specular albedo model (AlbedoMM), decoded with
+:func:`facegeom.ops.blendshapes`. Constructors:
+
+- :meth:`BFM.from_deep3d`: Deep3DFaceRecon's ``BFM_model_front.mat`` (35,709
+  vertices, 80 identity, 64 expression, 80 texture components).
+- :meth:`BFM.from_3ddfa`: 3DDFA / 2DASL's ``bfm_noneck_v3.pkl`` + ``tri.pkl``.
+- :meth:`BFM.from_basel2009`: ``01_MorphableModel.mat`` with expression bases
+  supplied separately (e.g. ``Exp_Pca.bin``).
+- :meth:`BFM.from_basel2017`: the 2017 h5 model, optionally with AlbedoMM's h5
+  (diffuse and specular albedo), as the specular-albedo method uses.
+
+Conventions: vertices ``[N, 3]`` (files that interleave x, y, z per vertex are
+de-interleaved), bases coefficient-major ``[K, N, 3]``, faces ``[F, 3]`` int64
+0-based (1-based MATLAB indices are converted), units as stored in the file
+unless a ``scale`` is given.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Dict, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from facegeom import ops
+from facegeom.models import _pickle
+from facegeom.ops import _checks
+
+Tensor = torch.Tensor
+
+
+@dataclass
+class BFMOutput:
+    """What :meth:`BFM.forward` returns.
+
+    Attributes:
+        vertices: ``[B, N, 3]`` shape (mean + identity + expression).
+        texture: ``[B, N, 3]`` per-vertex colour / diffuse albedo (in [0, 1] for
+            the supported files) or ``None`` for a model without texture.
+        specular: ``[B, N, 3]`` specular albedo (AlbedoMM) or ``None``.
+        landmarks: ``[B, 68, 3]`` the 68 landmark vertices, or ``None``.
+    """
+
+    vertices: Tensor
+    texture: Optional[Tensor] = None
+    specular: Optional[Tensor] = None
+    landmarks: Optional[Tensor] = None
+
+
+def _missing(source: str, key: str, keys) -> ValueError:
+    return ValueError(f"{source}: missing key {key!r} (the file has {', '.join(sorted(map(str, keys)))})")
+
+
+def _get(data, key: str, source: str):
+    if key not in data:
+        raise _missing(source, key, [k for k in data if not str(k).startswith("__")])
+    return data[key]
+
+
+def _vector(flat, source: str, key: str, num_vertices: Optional[int] = None) -> np.ndarray:
+    """``[3N]``, ``[3N, 1]`` or ``[1, 3N]`` with x, y, z interleaved per vertex -> ``[N, 3]``."""
+    array = np.asarray(flat, dtype=np.float64)
+    if array.ndim > 2 or (array.ndim == 2 and 1 not in array.shape):
+        raise ValueError(f"{source}: {key} must be a vector of 3N values, got shape {list(array.shape)}")
+    array = array.reshape(-1)
+    if array.size % 3 or (num_vertices is not None and array.size != 3 * num_vertices):
+        wanted = "3N" if num_vertices is None else f"3N = {3 * num_vertices}"
+        raise ValueError(f"{source}: {key} must hold {wanted} values, got {array.size}")
+    return array.reshape(-1, 3)
+
+
+def _basis(flat, source: str, key: str, num_vertices: int) -> np.ndarray:
+    """``[3N, K]`` with x, y, z interleaved per vertex -> coefficient-major ``[K, N, 3]``."""
+    array = np.asarray(flat, dtype=np.float64)
+    if array.ndim != 2 or array.shape[0] != 3 * num_vertices:
+        raise ValueError(f"{source}: {key} must have shape [3N = {3 * num_vertices}, K], got {list(array.shape)}")
+    return np.ascontiguousarray(array.T.reshape(array.shape[1], num_vertices, 3))
+
+
+def _indices(value, source: str, key: str, upper: int, one_based: bool) -> np.ndarray:
+    array = np.asarray(value)
+    if array.dtype.kind == "f":
+        if not np.all(array == np.round(array)):
+            raise ValueError(f"{source}: {key} must hold integer indices")
+    array = array.astype(np.int64) - (1 if one_based else 0)
+    if array.size and (array.min() < 0 or array.max() >= upper):
+        base = 1 if one_based else 0
+        raise IndexError(f"{source}: {key} must hold {base}-based indices in [{base}, {upper + base}), got range "
+                         f"[{array.min() + base}, {array.max() + base}]")
+    return array
+
+
+def _faces(value, source: str, key: str, num_vertices: int, one_based: bool) -> np.ndarray:
+    array = np.asarray(value)
+    if array.ndim == 2 and array.shape[0] == 3 and array.shape[1] != 3:
+        array = array.T  # stored as [3, F]
+    if array.ndim != 2 or array.shape[1] != 3:
+        raise ValueError(f"{source}: {key} must have shape [F, 3] or [3, F], got {list(array.shape)}")
+    return _indices(array, source, key, num_vertices, one_based)
+
+
+def _loadmat(path, what: str):
+    import scipy.io
+
+    source = os.fspath(path)
+    if not os.path.exists(source):
+        raise FileNotFoundError(f"{source}: no such file ({what})")
+    try:
+        return scipy.io.loadmat(source), source
+    except Exception as error:  # scipy raises several types for a corrupt file
+        raise ValueError(f"{source}: not a readable .mat file ({what}): {error}") from error
+
+
+def _h5py():
+    try:
+        import h5py
+    except ImportError as error:
+        raise ImportError("reading the Basel Face Model 2017 / AlbedoMM .h5 files needs h5py: "
+                          "pip install h5py (or pip install facegeom[models])") from error
+    return h5py
+
+
+class BFM(nn.Module):
+    """A Basel Face Model variant (see the module docstring for the constructors).
+
+    Buffers: ``mean_shape`` ``[N, 3]``; ``shape_basis`` ``[n_id + n_exp, N, 3]``
+    (identity components, then expression components); ``faces`` ``[F, 3]``
+    int64; optional ``mean_texture`` / ``texture_basis`` ``[n_tex, N, 3]``,
+    ``mean_specular`` / ``specular_basis`` ``[n_spec, N, 3]``, ``keypoints`` ``[68]``
+    (vertex indices of the 68 landmarks), and named vertex / face index sets in
+    :attr:`masks` (e.g. Deep3DFaceRecon's ``front_mask``, ``skin_mask``,
+    ``point_buf``).
+
+    Example:
+        >>> bfm = BFM.from_deep3d("BFM/BFM_model_front.mat")             # doctest: +SKIP
+        >>> out = bfm(torch.zeros(1, 80), torch.zeros(1, 64), torch.zeros(1, 80))  # doctest: +SKIP
+        >>> out.vertices.shape, out.texture.shape, out.landmarks.shape  # doctest: +SKIP
+        (torch.Size([1, 35709, 3]), torch.Size([1, 35709, 3]), torch.Size([1, 68, 3]))
+    """
+
+    def __init__(self, mean_shape, id_basis, exp_basis, faces, mean_texture=None, texture_basis=None,
+                 mean_specular=None, specular_basis=None, keypoints=None,
+                 masks: Optional[Dict[str, np.ndarray]] = None, dtype: torch.dtype = torch.float32):
+        super().__init__()
+        if dtype not in (torch.float32, torch.float64):
+            raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+
+        def floats(value):
+            return torch.as_tensor(np.asarray(value, dtype=np.float64), dtype=dtype).contiguous()
+
+        mean_shape = floats(mean_shape)
+        _checks.shape("mean_shape", mean_shape, [None, 3], "[N, 3]")
+        num_vertices = mean_shape.shape[0]
+        id_basis = floats(id_basis)
+        _checks.shape("id_basis", id_basis, [None, num_vertices, 3], "[K, N, 3]")
+        exp_basis = floats(exp_basis) if exp_basis is not None else id_basis.new_zeros(0, num_vertices, 3)
+        _checks.shape("exp_basis", exp_basis, [None, num_vertices, 3], "[K, N, 3]")
+        self.n_id, self.n_exp = id_basis.shape[0], exp_basis.shape[0]
+        self.register_buffer("mean_shape", mean_shape)
+        self.register_buffer("shape_basis", torch.cat([id_basis, exp_basis]).contiguous())
+        faces = torch.as_tensor(np.asarray(faces), dtype=torch.int64).contiguous()
+        _checks.shape("faces", faces, [None, 3], "[F, 3]")
+        if faces.numel() and (faces.min() < 0 or faces.max() >= num_vertices):
+            raise IndexError(f"faces must index vertices in [0, {num_vertices})")
+        self.register_buffer("faces", faces)
+        for prefix, mean, basis in (("texture", mean_texture, texture_basis),
+                                    ("specular", mean_specular, specular_basis)):
+            if (mean is None) != (basis is None):
+                raise ValueError(f"mean_{prefix} and {prefix}_basis must be given together")
+            if mean is not None:
+                mean, basis = floats(mean), floats(basis)
+                _checks.shape(f"mean_{prefix}", mean, [num_vertices, 3], "[N, 3]")
+                _checks.shape(f"{prefix}_basis", basis, [None, num_vertices, 3], "[K, N, 3]")
+            self.register_buffer(f"mean_{prefix}", mean)
+            self.register_buffer(f"{prefix}_basis", basis)
+        if keypoints is not None:
+            keypoints = torch.as_tensor(np.asarray(keypoints).reshape(-1), dtype=torch.int64)
+            if keypoints.numel() and (keypoints.min() < 0 or keypoints.max() >= num_vertices):
+                raise IndexError(f"keypoints must index vertices in [0, {num_vertices})")
+        self.register_buffer("keypoints", keypoints)
+        self.masks: Dict[str, Tensor] = {}
+        for name, value in (masks or {}).items():
+            self.masks[name] = torch.as_tensor(np.asarray(value))
+
+    @property
+    def num_vertices(self) -> int:
+        return self.mean_shape.shape[0]
+
+    @property
+    def n_tex(self) -> int:
+        return 0 if self.texture_basis is None else self.texture_basis.shape[0]
+
+    @property
+    def n_spec(self) -> int:
+        return 0 if self.specular_basis is None else self.specular_basis.shape[0]
+
+    # ------------------------------------------------------------------ #
+    # Forward                                                            #
+    # ------------------------------------------------------------------ #
+    def _coefficients(self, name, value, size, batch):
+        if value is None:
+            return self.mean_shape.new_zeros(batch, size)
+        _checks.floating(name, value, self.mean_shape, "the model's buffers")
+        _checks.shape(name, value, [None, None], f"[B, K<={size}]")
+        if value.shape[1] > size:
+            raise ValueError(f"{name} has {value.shape[1]} components, the model has {size}")
+        if value.shape[1] < size:
+            value = torch.cat([value, value.new_zeros(value.shape[0], size - value.shape[1])], 1)
+        return value.expand(batch, -1)
+
+    def forward(self, id: Optional[Tensor] = None, exp: Optional[Tensor] = None, tex: Optional[Tensor] = None,
+                spec: Optional[Tensor] = None) -> BFMOutput:
+        """Decode coefficients (all differentiable; ``None`` = zeros, i.e. the mean).
+
+        Args:
+            id: ``[B, <= n_id]`` identity coefficients (missing trailing ones are zero).
+            exp: ``[B, <= n_exp]`` expression coefficients.
+            tex: ``[B, <= n_tex]`` texture / diffuse albedo coefficients; the
+                texture is returned whenever the model has one (the mean for None).
+            spec: ``[B, <= n_spec]`` specular albedo coefficients (AlbedoMM).
+
+        Returns:
+            :class:`BFMOutput` (``texture`` / ``specular`` not clamped).
+        """
+        given = {"id": id, "exp": exp, "tex": tex, "spec": spec}
+        for name, value in given.items():
+            if value is not None and (not isinstance(value, torch.Tensor) or value.dim() != 2):
+                raise ValueError(f"{name} must be a [B, K] tensor, got "
+                                 f"{list(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__}")
+        present = {k: v.shape[0] for k, v in given.items() if v is not None}
+        batch = _checks.batch_size(present) if present else 1
+        coeffs = torch.cat([self._coefficients("id", id, self.n_id, batch),
+                            self._coefficients("exp", exp, self.n_exp, batch)], 1)
+        vertices = ops.blendshapes(coeffs, self.shape_basis, self.mean_shape)
+        texture = specular = None
+        if self.texture_basis is not None:
+            texture = ops.blendshapes(self._coefficients("tex", tex, self.n_tex, batch), self.texture_basis,
+                                      self.mean_texture)
+        elif tex is not None:
+            raise ValueError("tex was given but this model has no texture basis")
+        if self.specular_basis is not None:
+            specular = ops.blendshapes(self._coefficients("spec", spec, self.n_spec, batch), self.specular_basis,
+                                       self.mean_specular)
+        elif spec is not None:
+            raise ValueError("spec was given but this model has no specular albedo basis")
+        landmarks = None if self.keypoints is None else vertices[:, self.keypoints]
+        return BFMOutput(vertices, texture, specular, landmarks)
+
+    # ------------------------------------------------------------------ #
+    # Files                                                              #
+    # ------------------------------------------------------------------ #
+    @classmethod
+    def from_deep3d(cls, path, recenter: bool = True, dtype: torch.dtype = torch.float32) -> "BFM":
+        """Deep3DFaceRecon's ``BFM_model_front.mat``.
+
+        Keys: ``meanshape`` [1, 3N], ``idBase`` [3N, 80], ``exBase`` [3N, 64],
+        ``meantex`` [1, 3N] (0-255), ``texBase`` [3N, 80], ``tri`` [F, 3],
+        ``keypoints`` [1, 68], and optionally ``point_buf`` [N, 8], ``frontmask2_idx``,
+        ``tri_mask2``, ``skinmask`` (all indices 1-based in the file).
+
+        As ``ParametricFaceModel``: the mean shape is re-centred (``recenter``),
+        the texture is divided by 255, indices become 0-based. ``masks`` gets
+        ``point_buf`` (faces around each vertex, -1 where the file has 0),
+        ``front_mask``, ``front_faces`` and ``skin_mask`` when present.
+        """
+        data, source = _loadmat(path, "Deep3DFaceRecon BFM_model_front.mat")
+        mean = _vector(_get(data, "meanshape", source), source, "meanshape")
+        num_vertices = mean.shape[0]
+        if recenter:
+            mean = mean - mean.mean(0, keepdims=True)
+        id_basis = _basis(_get(data, "idBase", source), source, "idBase", num_vertices)
+        exp_basis = _basis(_get(data, "exBase", source), source, "exBase", num_vertices)
+        mean_tex = _vector(_get(data, "meantex", source), source, "meantex", num_vertices) / 255.0
+        tex_basis = _basis(_get(data, "texBase", source), source, "texBase", num_vertices) / 255.0
+        faces = _faces(_get(data, "tri", source), source, "tri", num_vertices, one_based=True)
+        keypoints = _indices(np.asarray(_get(data, "keypoints", source)).reshape(-1), source, "keypoints",
+                             num_vertices, one_based=True)
+        masks = {}
+        if "point_buf" in data:
+            # 0 in the file (-1 here) pads vertices with fewer than 8 faces.
+            point_buf = np.asarray(data["point_buf"]).astype(np.int64) - 1
+            if point_buf.ndim != 2 or point_buf.shape[0] != num_vertices or point_buf.max() >= len(faces) \
+                    or point_buf.min() < -1:
+                raise ValueError(f"{source}: point_buf must be [N, 8] 1-based face indices (0 = none)")
+            masks["point_buf"] = point_buf
+        if "frontmask2_idx" in data:
+            masks["front_mask"] = _indices(np.asarray(data["frontmask2_idx"]).reshape(-1), source,
+                                           "frontmask2_idx", num_vertices, one_based=True)
+        if "tri_mask2" in data:
+            masks["front_faces"] = _faces(data["tri_mask2"], source, "tri_mask2", num_vertices, one_based=True)
+        if "skinmask" in data:
+            skin = np.asarray(data["skinmask"], dtype=np.float64).reshape(-1)
+            if skin.size != num_vertices:
+                raise ValueError(f"{source}: skinmask must have N = {num_vertices} entries, got {skin.size}")
+            masks["skin_mask"] = skin
+        return cls(mean, id_basis, exp_basis, faces, mean_tex, tex_basis, keypoints=keypoints, masks=masks,
+                   dtype=dtype)
+
+    @classmethod
+    def from_3ddfa(cls, path, tri_path=None, n_shape: int = 40, n_exp: int = 10,
+                   dtype: torch.dtype = torch.float32) -> "BFM":
+        """3DDFA / 2DASL's ``bfm_noneck_v3.pkl`` (+ ``tri.pkl``), read safely.
+
+        Keys: ``u`` [3N, 1], ``w_shp`` [3N, 199], ``w_exp`` [3N, 29] (x, y, z
+        interleaved per vertex: 3DDFA reshapes with ``order='F'`` to [3, N]),
+        ``keypoints`` [204] (indices into the flat array: x, y, z of the 68
+        landmark vertices); triangles from ``tri_path`` (3DDFA_V2's ``tri.pkl``,
+        [3, F] 0-based) or the file's own ``tri``. 3DDFA uses 40 shape and 10
+        expression components (``n_shape``, ``n_exp``). No texture.
+        """
+        source = os.fspath(path)
+        data = _pickle.load(source)
+        if not isinstance(data, dict):
+            raise ValueError(f"{source}: expected a pickled dict (3DDFA bfm_noneck_v3.pkl)")
+        mean = _vector(_get(data, "u", source), source, "u")
+        num_vertices = mean.shape[0]
+        w_shp = np.asarray(_get(data, "w_shp", source))
+        w_exp = np.asarray(_get(data, "w_exp", source))
+        for key, basis, wanted in (("w_shp", w_shp, n_shape), ("w_exp", w_exp, n_exp)):
+            if basis.ndim != 2 or not 0 <= wanted <= basis.shape[1]:
+                raise ValueError(f"{source}: {key} has shape {list(basis.shape)}; cannot take {wanted} components")
+        id_basis = _basis(w_shp[:, :n_shape], source, "w_shp", num_vertices)
+        exp_basis = _basis(w_exp[:, :n_exp], source, "w_exp", num_vertices)
+        flat_keypoints = _indices(np.asarray(_get(data, "keypoints", source)).reshape(-1), source, "keypoints",
+                                  3 * num_vertices, one_based=False)
+        if flat_keypoints.size % 3 or not (np.array_equal(flat_keypoints[1::3], flat_keypoints[::3] + 1)
+                                           and np.array_equal(flat_keypoints[2::3], flat_keypoints[::3] + 2)
+                                           and (flat_keypoints[::3] % 3 == 0).all()):
+            raise ValueError(f"{source}: keypoints must list (x, y, z) flat indices of whole vertices")
+        keypoints = flat_keypoints[::3] // 3
+        if tri_path is not None:
+            tri_source = os.fspath(tri_path)
+            tri = _pickle.load(tri_source)
+        elif "tri" in data:
+            tri_source, tri = source, data["tri"]
+        else:
+            raise ValueError(f"{source}: no 'tri' in the file; pass tri_path (3DDFA_V2's configs/tri.pkl)")
+        faces = _faces(tri, tri_source, "tri", num_vertices, one_based=False)
+        return cls(mean, id_basis, exp_basis, faces, keypoints=keypoints, dtype=dtype)
+
+    @classmethod
+    def from_basel2009(cls, path, expression=None, expression_vertices=None, n_shape: Optional[int] = None,
+                       n_tex: Optional[int] = None, n_exp: Optional[int] = None, scale: float = 1.0,
+                       dtype: torch.dtype = torch.float32) -> "BFM":
+        """The 2009 Basel Face Model ``01_MorphableModel.mat``, plus expressions.
+
+        Keys: ``shapeMU`` [3N, 1], ``shapePC`` [3N, 199], ``shapeEV`` [199, 1]
+        (standard deviations), ``texMU``, ``texPC``, ``texEV`` (colours 0-255),
+        ``tl`` [F, 3] (1-based). Bases are multiplied by their standard
+        deviations (coefficients ~ N(0, 1), as Deep3DFaceRecon builds its model),
+        shapes by ``scale`` (the file is in micrometres: ``scale=1e-6`` gives
+        metres); textures are divided by 255.
+
+        Args:
+            expression: the expression model, which BFM 2009 lacks: the path of an
+                ``Exp_Pca.bin`` (int32 K, then float32 mean [3M] and basis [K, 3M],
+                as Deep3DFaceRecon / 3DDFA distribute it; the mean is not used) or a
+                ``[3M, K]`` array, already scaled to the model's units per unit
+                coefficient (scale it by its standard deviations, e.g.
+                ``std_exp.txt``, before passing it). None: no expressions.
+            expression_vertices: ``[M]`` 0-based BFM vertex indices the expression
+                basis covers when ``M`` is not the model's vertex count (the
+                53,215-vertex ``Exp_Pca.bin`` covers the BFM without its neck);
+                other vertices get no expression displacement.
+            n_shape, n_tex, n_exp: components to keep (None: all, 199 shape and
+                texture components in the official file).
+        """
+        data, source = _loadmat(path, "Basel Face Model 2009 01_MorphableModel.mat")
+        mean = _vector(_get(data, "shapeMU", source), source, "shapeMU") * scale
+        num_vertices = mean.shape[0]
+
+        def scaled_basis(pc_key, ev_key, count, factor):
+            pc = np.asarray(_get(data, pc_key, source), dtype=np.float64)
+            ev = np.asarray(_get(data, ev_key, source), dtype=np.float64).reshape(-1)
+            count = ev.size if count is None else count
+            if pc.ndim != 2 or ev.size != pc.shape[1] or not 0 <= count <= pc.shape[1]:
+                raise ValueError(f"{source}: {pc_key} {list(pc.shape)} / {ev_key} {list(ev.shape)} do not match "
+                                 f"or hold fewer than {count} components")
+            return _basis(pc[:, :count] * ev[:count] * factor, source, pc_key, num_vertices)
+
+        id_basis = scaled_basis("shapePC", "shapeEV", n_shape, scale)
+        mean_tex = _vector(_get(data, "texMU", source), source, "texMU", num_vertices) / 255.0
+        tex_basis = scaled_basis("texPC", "texEV", n_tex, 1.0 / 255.0)
+        faces = _faces(_get(data, "tl", source), source, "tl", num_vertices, one_based=True)
+        exp_basis = None
+        if expression is not None:
+            exp_basis = _expression_basis(expression, expression_vertices, num_vertices, n_exp, scale)
+        return cls(mean, id_basis, exp_basis, faces, mean_tex, tex_basis, dtype=dtype)
+
+    @classmethod
+    def from_basel2017(cls, h5, albedo_h5=None, n_shape: Optional[int] = None, n_exp: Optional[int] = None,
+                       n_tex: Optional[int] = None, scale: float = 1.0,
+                       dtype: torch.dtype = torch.float32) -> "BFM":
+        """The 2017 Basel Face Model (statismo h5), optionally with AlbedoMM.
+
+        Reads ``shape/model/{mean, pcaBasis, pcaVariance}``,
+        ``expression/model/...`` (when present), ``color/model/...`` and the
+        triangles ``shape/representer/cells`` [3, F] (0-based). Bases are
+        ``pcaBasis * sqrt(pcaVariance)`` (coefficients ~ N(0, 1)); shapes are
+        multiplied by ``scale`` (the file is in millimetres). With ``albedo_h5``
+        (AlbedoMM, same topology), the texture is its ``diffuseAlbedo`` model and
+        the ``specularAlbedo`` model is added; otherwise the texture is the
+        ``color`` model. Vectors are x, y, z interleaved per vertex. ``n_*``: keep
+        that many components (None: all; ``n_tex`` also limits the specular model).
+        """
+        h5py = _h5py()
+        source = os.fspath(h5)
+        if not os.path.exists(source):
+            raise FileNotFoundError(f"{source}: no such file (Basel Face Model 2017 h5)")
+
+        def read_model(f, group, file_source, count, num_vertices, factor):
+            try:
+                mean = np.asarray(f[f"{group}/model/mean"][()], dtype=np.float64)
+                basis = np.asarray(f[f"{group}/model/pcaBasis"][()], dtype=np.float64)
+                variance = np.asarray(f[f"{group}/model/pcaVariance"][()], dtype=np.float64).reshape(-1)
+            except KeyError as error:
+                raise ValueError(f"{file_source}: missing dataset under {group}/model ({error})") from None
+            if basis.ndim != 2 or basis.shape[1] != variance.size:
+                raise ValueError(f"{file_source}: {group}/model/pcaBasis {list(basis.shape)} does not match "
+                                 f"pcaVariance [{variance.size}]")
+            count = basis.shape[1] if count is None else count
+            if not 0 <= count <= basis.shape[1]:
+                raise ValueError(f"{file_source}: {group} has {basis.shape[1]} components, asked for {count}")
+            mean = _vector(mean, file_source, f"{group}/model/mean", num_vertices) * factor
+            scaled = basis[:, :count] * np.sqrt(np.maximum(variance[:count], 0.0)) * factor
+            return mean, _basis(scaled, file_source, f"{group}/model/pcaBasis", mean.shape[0])
+
+        try:
+            handle = h5py.File(source, "r")
+        except OSError as error:
+            raise ValueError(f"{source}: not a readable h5 file ({error})") from error
+        with handle as f:
+            if "shape" not in f:
+                raise _missing(source, "shape", list(f.keys()))
+            mean, id_basis = read_model(f, "shape", source, n_shape, None, scale)
+            num_vertices = mean.shape[0]
+            exp_basis = None
+            if "expression" in f:
+                _, exp_basis = read_model(f, "expression", source, n_exp, num_vertices, scale)
+            elif n_exp:
+                raise ValueError(f"{source}: n_exp={n_exp} but the file has no expression model")
+            if "shape/representer/cells" not in f:
+                raise _missing(source, "shape/representer/cells", list(f.keys()))
+            faces = _faces(f["shape/representer/cells"][()], source, "shape/representer/cells", num_vertices,
+                           one_based=False)
+            mean_tex = tex_basis = None
+            if albedo_h5 is None and "color" in f:
+                mean_tex, tex_basis = read_model(f, "color", source, n_tex, num_vertices, 1.0)
+        mean_spec = spec_basis = None
+        if albedo_h5 is not None:
+            albedo_source = os.fspath(albedo_h5)
+            if not os.path.exists(albedo_source):
+                raise FileNotFoundError(f"{albedo_source}: no such file (AlbedoMM h5)")
+            try:
+                handle = h5py.File(albedo_source, "r")
+            except OSError as error:
+                raise ValueError(f"{albedo_source}: not a readable h5 file ({error})") from error
+            with handle as f:
+                for group in ("diffuseAlbedo", "specularAlbedo"):
+                    if group not in f:
+                        raise _missing(albedo_source, group, list(f.keys()))
+                mean_tex, tex_basis = read_model(f, "diffuseAlbedo", albedo_source, n_tex, num_vertices, 1.0)
+                mean_spec, spec_basis = read_model(f, "specularAlbedo", albedo_source, n_tex, num_vertices, 1.0)
+        return cls(mean, id_basis, exp_basis, faces, mean_tex, tex_basis, mean_spec, spec_basis, dtype=dtype)
+
+
+def _expression_basis(expression, expression_vertices, num_vertices, n_exp, scale) -> np.ndarray:
+    if isinstance(expression, (str, os.PathLike)):
+        source = os.fspath(expression)
+        raw = np.fromfile(source, dtype=np.uint8)
+        if raw.size < 4:
+            raise ValueError(f"{source}: too short for an Exp_Pca.bin (int32 K, float32 mean [3M], basis [K, 3M])")
+        count = int(np.frombuffer(raw[:4].tobytes(), dtype="<i4")[0])
+        floats = raw[4:]
+        if count <= 0 or floats.size % 4 or (floats.size // 4) % (count + 1):
+            raise ValueError(f"{source}: size does not fit int32 K = {count}, float32 mean [3M], basis [K, 3M]")
+        values = np.frombuffer(floats.tobytes(), dtype="<f4").astype(np.float64)
+        length = values.size // (count + 1)
+        basis = values[length:].reshape(count, length).T  # [3M, K]
+    else:
+        source = "expression"
+        basis = np.asarray(expression, dtype=np.float64)
+        if basis.ndim != 2:
+            raise ValueError(f"expression must be a [3M, K] array, got shape {list(basis.shape)}")
+    if n_exp is not None:
+        if not 0 <= n_exp <= basis.shape[1]:
+            raise ValueError(f"{source}: has {basis.shape[1]} expression components, asked for {n_exp}")
+        basis = basis[:, :n_exp]
+    if basis.shape[0] % 3:
+        raise ValueError(f"{source}: the expression basis has {basis.shape[0]} rows, not a multiple of 3")
+    covered = _basis(basis, source, "expression basis", basis.shape[0] // 3) * scale  # [K, M, 3]
+    if expression_vertices is None:
+        if covered.shape[1] != num_vertices:
+            raise ValueError(f"{source}: the expression basis covers {covered.shape[1]} vertices, the model has "
+                             f"{num_vertices}; pass expression_vertices (the BFM indices it covers)")
+        return covered
+    index = _indices(np.asarray(expression_vertices).reshape(-1), source, "expression_vertices", num_vertices,
+                     one_based=False)
+    if index.size != covered.shape[1]:
+        raise ValueError(f"{source}: expression_vertices has {index.size} entries, the basis covers "
+                         f"{covered.shape[1]} vertices")
+    full = np.zeros((covered.shape[0], num_vertices, 3))
+    full[:, index] = covered
+    return full
