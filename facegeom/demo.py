@@ -109,7 +109,7 @@ class Subject:
             return out.vertices, out.landmarks2d
         from facegeom import ops
 
-        vertices = self.module(shape, expression)[0]  # BFM: rigid rotation about the model origin
+        vertices = self.module(shape, expression).vertices  # BFM: rigid rotation about the model origin
         vertices = vertices @ ops.rodrigues(rotation).transpose(1, 2)
         return vertices, vertices[:, self.module.keypoints]
 
@@ -136,18 +136,22 @@ def flame_subject(path: str, dtype=torch.float32) -> Subject:
     if not os.path.exists(embedding):
         raise FileNotFoundError(f"--flame {path}: the fit needs the 68-landmark embedding; put DECA's "
                                 f"landmark_embedding.npy beside it ({embedding} is missing)")
-    model = models.FLAME.from_file(path, n_shape=NUM_SHAPE, n_exp=NUM_EXPRESSION, landmark_embedding=embedding)
-    model = model.to(dtype)
+    model = models.FLAME.from_file(path, n_shape=NUM_SHAPE, n_exp=NUM_EXPRESSION, landmark_embedding=embedding,
+                                   dtype=dtype)
     albedo = _skin_albedo(model.num_vertices, dtype)
     return Subject(f"FLAME ({path})", model, model.faces, albedo, NUM_SHAPE, NUM_EXPRESSION, True)
 
 
 def bfm_subject(path: str, dtype=torch.float32) -> Subject:
-    """Deep3DFaceRecon's ``BFM_model_front.mat`` (rigid head, no jaw joint)."""
+    """Deep3DFaceRecon's ``BFM_model_front.mat`` (rigid head, no jaw joint; its
+    mean texture as the albedo)."""
     from facegeom import models
 
-    model = models.BFM.from_deep3d(path).to(dtype)
-    albedo = _skin_albedo(model.num_vertices, dtype)
+    model = models.BFM.from_deep3d(path, dtype=dtype)
+    if model.keypoints is None:
+        raise ValueError(f"--bfm {path}: the model has no 68 keypoints, which the fit needs")
+    albedo = model.mean_texture.clamp(0, 1) if model.mean_texture is not None else \
+        _skin_albedo(model.num_vertices, dtype)
     return Subject(f"BFM ({path})", model, model.faces, albedo, NUM_SHAPE, NUM_EXPRESSION, False)
 
 
