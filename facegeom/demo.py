@@ -11,8 +11,8 @@ The main job of the README, end to end on the compiled kernels:
 3. recover every parameter from the image and its landmarks alone by
    analysis-by-synthesis: Adam over shape, expression, pose, camera and light,
    minimising landmark + photometric + regularisation energies, coarse to fine
-   (landmarks only, then renders at 1/4, 1/2 and full resolution against an
-   average-pooled pyramid of the target);
+   (:data:`STAGES`: landmarks only, rigid pose first, then renders at half and
+   full resolution against an average-pooled copy of the target);
 4. write ``demo_out/``: ``target.png``, ``initial.png``, ``final.png``,
    ``overlay.png`` (fit blended over the target, with both landmark sets),
    ``loss.png`` and ``report.json``.
@@ -59,25 +59,32 @@ class Stage:
     """One level of the coarse-to-fine schedule."""
 
     name: str
-    downsample: int  # 0: landmarks only, no rendering; else render at IMAGE_SIZE / downsample
+    downsample: int  # 0: landmarks only, no rendering; else render at image_size / downsample
     fraction: float  # share of the iteration budget
-    photometric_weight: float
+    fitted: Tuple[str, ...]  # the parameters this stage moves
 
 
+RIGID = ("rotation", "log_scale", "translation")
+GEOMETRY = RIGID + ("shape", "expression", "jaw")
+ALL = GEOMETRY + ("sh",)
+# Landmarks fix the rigid pose first, then shape and expression (they cannot
+# separate head rotation from shape: several degrees stay ambiguous); the
+# renders then resolve that through shading and silhouette, at half and full
+# resolution against an average-pooled copy of the target.
 STAGES = (
-    Stage("landmarks", 0, 0.40, 0.0),
-    Stage("1/4 resolution", 4, 0.25, 1.0),
-    Stage("1/2 resolution", 2, 0.20, 1.0),
-    Stage("full resolution", 1, 0.15, 1.0),
+    Stage("rigid, landmarks", 0, 0.15, RIGID),
+    Stage("landmarks", 0, 0.20, GEOMETRY),
+    Stage("1/2 resolution", 2, 0.40, ALL),
+    Stage("full resolution", 1, 0.25, ALL),
 )
 DEFAULT_ITERATIONS = 300
 LANDMARK_WEIGHT = 1.0  # on the squared landmark error in units of the image width
+PHOTOMETRIC_WEIGHT = 1.0  # on the mean squared colour error (colours in [0, 1])
 # Priors: weak, since the target is noise-free; they only hold directions the
 # image does not constrain. A 1 px landmark error costs (1 / 224)^2 = 2e-5.
 SHAPE_PRIOR_WEIGHT = 1e-7  # on squared coefficients (the bases have unit variance)
 EXPRESSION_PRIOR_WEIGHT = 1e-7
 LIGHT_PRIOR_WEIGHT = 1e-7  # on the non-ambient SH coefficients
-FINAL_LEARNING_RATE_FACTOR = 0.02
 
 
 # --------------------------------------------------------------------------- #
@@ -207,7 +214,7 @@ def initial_guess(subject: Subject, dtype) -> Dict[str, torch.Tensor]:
 
 
 #: Adam step sizes per parameter (scales in log units; translation in heights).
-LEARNING_RATES = {"shape": 0.05, "expression": 0.05, "rotation": 0.01, "jaw": 0.005, "log_scale": 0.01,
+LEARNING_RATES = {"shape": 0.1, "expression": 0.1, "rotation": 0.02, "jaw": 0.005, "log_scale": 0.01,
                   "translation": 0.005, "sh": 0.01}
 
 
@@ -277,12 +284,14 @@ def run(out_dir: str = "demo_out", iterations: int = DEFAULT_ITERATIONS, seed: i
         seed: seeds the ground truth (and the synthetic head's bases).
         flame, bfm: fit a real model file instead of the synthetic head.
         progress: show a tqdm progress bar.
-        image_size: side of the target image (a multiple of 4).
+        image_size: side of the target image (even).
     """
     if flame and bfm:
         raise ValueError("pass at most one of --flame and --bfm")
-    if image_size % 4:
-        raise ValueError(f"image_size must be a multiple of 4 (for the 1/4-resolution stage), got {image_size}")
+    factors = [s.downsample for s in STAGES if s.downsample]
+    if image_size < 8 or any(image_size % f for f in factors):
+        raise ValueError(f"image_size must be >= 8 and divisible by {max(factors)} (the coarse stages), "
+                         f"got {image_size}")
     from tqdm import tqdm
 
     from facegeom.render import MeshRenderer
@@ -312,15 +321,11 @@ def run(out_dir: str = "demo_out", iterations: int = DEFAULT_ITERATIONS, seed: i
     budget = [max(1, round(iterations * s.fraction)) for s in STAGES]
     bar = tqdm(total=sum(budget), desc="facegeom demo", unit="it", disable=not progress)
     # One optimiser for the whole schedule (a fresh Adam per stage would restart
-    # with full-size steps and undo part of the previous stage); the light gets
-    # no gradient until the first rendering stage, so Adam leaves it alone.
+    # with full-size steps and undo part of the previous stage); parameters a
+    # stage does not fit get no gradient, so Adam leaves them alone. Constant step
+    # sizes: decaying them slowed the photometric stages more than it smoothed them.
     optimizer = torch.optim.Adam([{"params": [params[k]], "lr": LEARNING_RATES[k] *
                                    (subject.height if k == "translation" else 1.0)} for k in params])
-    # Step sizes decay geometrically to FINAL_LEARNING_RATE_FACTOR of their start:
-    # large steps while the landmarks pull the pose, small ones for the
-    # photometric refinement, whose Adam noise would otherwise set the floor.
-    decay = FINAL_LEARNING_RATE_FACTOR ** (1.0 / max(1, sum(budget) - 1))
-    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, decay)
     start = time.perf_counter()
     for stage, count in zip(STAGES, budget):
         stage_starts.append((stage.name, len(losses)))
@@ -332,13 +337,15 @@ def run(out_dir: str = "demo_out", iterations: int = DEFAULT_ITERATIONS, seed: i
             landmark_term = ((landmarks - target_landmarks) / image_size).square().sum(-1).mean()
             loss = LANDMARK_WEIGHT * landmark_term
             if rendering is not None:
-                loss = loss + stage.photometric_weight * (rendering.image - pyramid[stage.downsample]).square().mean()
+                loss = loss + PHOTOMETRIC_WEIGHT * (rendering.image - pyramid[stage.downsample]).square().mean()
             loss = loss + SHAPE_PRIOR_WEIGHT * params["shape"].square().sum() \
                 + EXPRESSION_PRIOR_WEIGHT * params["expression"].square().sum() \
                 + LIGHT_PRIOR_WEIGHT * params["sh"][:, 1:].square().sum()
             loss.backward()
+            for name, value in params.items():
+                if name not in stage.fitted:
+                    value.grad = None
             optimizer.step()
-            scheduler.step()
             losses.append(loss.item())
             bar.set_postfix(stage=stage.name, loss=f"{losses[-1]:.3e}")
             bar.update()
