@@ -40,7 +40,7 @@ CONVERGED_PHOTOMETRIC_RMSE = 0.02
 #: Mean distance between fitted and target landmarks, in pixels of the full image.
 CONVERGED_LANDMARK_ERROR_PX = 1.0
 #: Geodesic angle between fitted and true head rotation, degrees.
-CONVERGED_ROTATION_ERROR_DEG = 2.0
+CONVERGED_ROTATION_ERROR_DEG = 1.5
 #: RMSE between the fitted and the true posed mesh in the model frame (before
 #: the camera), as a fraction of the mesh's height: 1% is 2 mm on a 0.2 m head.
 CONVERGED_VERTEX_RMSE_RELATIVE = 0.01
