@@ -231,6 +231,8 @@ def test_silhouette_gradient_needs_antialias():
     out = MeshRenderer(s["faces"], SIZE, antialias=True)(s["vertices"], s["albedo"], s["sh_coeffs"], camera=camera)
     out.alpha[..., :, : SIZE[1] // 2, :].sum().backward()  # coverage of the left half
     assert shift.grad is not None and shift.grad[0, 0] < 0  # moving right uncovers the left half
+    hard = MeshRenderer(s["faces"], SIZE, antialias=False)(s["vertices"], s["albedo"], s["sh_coeffs"], camera=camera)
+    assert not hard.alpha.requires_grad
 
 
 @pytest.mark.parametrize("shading", ["vertex", "pixel"])
