@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <array>
 #include <limits>
+#include <memory>
 #include <vector>
 
 #include "facegeom/raster.h"
@@ -46,16 +47,33 @@ template <typename T>
 void rasterize_image(const T* pos, const int32_t* tri, int64_t first, int64_t count,
                      int64_t height, int64_t width, const std::vector<double>& qx,
                      const std::vector<double>& qy, T* rast, T* rast_db) {
-  std::vector<TriangleSetup> setups(count);
-  std::vector<std::array<int64_t, 4>> boxes(count);  // x0, x1, y0, y1; x0 > x1 = not drawn
+  // Pass 1: pixel boxes (x0, x1, y0, y1; x0 > x1 = nothing to draw). Most
+  // triangles of a dense mesh cover no pixel centre at all.
+  std::unique_ptr<std::array<int32_t, 4>[]> boxes(new std::array<int32_t, 4>[count]);
   at::parallel_for(0, count, 2048, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       double clip[3][4];
+      int64_t box[4];
       load_triangle(pos, tri, first + i, clip);
-      if (!raster::pixel_bounds(clip, width, height, boxes[i].data()) ||
-          !raster::setup_triangle(clip, setups[i])) {
+      if (raster::pixel_bounds(clip, width, height, box)) {
+        for (int c = 0; c < 4; ++c) boxes[i][c] = static_cast<int32_t>(box[c]);
+      } else {
         boxes[i] = {1, 0, 1, 0};
       }
+    }
+  });
+  // Pass 2: edge functions only for triangles with a box, stored compactly
+  // (fewer pages to touch and a smaller working set for the tile pass).
+  std::unique_ptr<int32_t[]> slot(new int32_t[count]);
+  int64_t num_drawn = 0;
+  for (int64_t i = 0; i < count; ++i) slot[i] = boxes[i][0] <= boxes[i][1] ? num_drawn++ : -1;
+  std::unique_ptr<TriangleSetup[]> setups(new TriangleSetup[num_drawn]);  // not zeroed
+  at::parallel_for(0, count, 2048, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      if (slot[i] < 0) continue;
+      double clip[3][4];
+      load_triangle(pos, tri, first + i, clip);
+      if (!raster::setup_triangle(clip, setups[slot[i]])) boxes[i] = {1, 0, 1, 0};
     }
   });
 
@@ -93,10 +111,10 @@ void rasterize_image(const T* pos, const int32_t* tri, int64_t first, int64_t co
       for (int64_t k = offsets[tile]; k < offsets[tile + 1]; ++k) {
         const int64_t i = binned[k];
         const auto& box = boxes[i];
-        const TriangleSetup& setup = setups[i];
-        for (int64_t y = std::max(y0, box[2]); y <= std::min(y1, box[3]); ++y) {
+        const TriangleSetup& setup = setups[slot[i]];
+        for (int64_t y = std::max<int64_t>(y0, box[2]); y <= std::min<int64_t>(y1, box[3]); ++y) {
           uint64_t* row_keys = keys.data() + (y - y0) * kRasterTile;
-          for (int64_t x = std::max(x0, box[0]); x <= std::min(x1, box[1]); ++x) {
+          for (int64_t x = std::max<int64_t>(x0, box[0]); x <= std::min<int64_t>(x1, box[1]); ++x) {
             double e[3], depth = 0;
             if (!raster::covers(setup, qx[x], qy[y], e, depth)) continue;
             uint64_t& key = row_keys[x - x0];
@@ -116,7 +134,7 @@ void rasterize_image(const T* pos, const int32_t* tri, int64_t first, int64_t co
             continue;
           }
           const int64_t id = static_cast<int64_t>(key & 0xffffffffu);
-          const TriangleSetup& setup = setups[id - first];
+          const TriangleSetup& setup = setups[slot[id - first]];
           double e[3] = {0, 0, 0}, depth = 0, uv[2], db[4];
           raster::covers(setup, qx[x], qy[y], e, depth);
           raster::barycentrics(setup, e, uv, out_db == nullptr ? nullptr : db, ndc_per_pixel_x,

@@ -17,14 +17,16 @@ Conventions (identical to nvdiffrast):
 
 Decisions where nvdiffrast is silent or differs:
 
-* Coverage is decided with homogeneous edge functions evaluated in float64, so
-  triangles crossing ``w = 0`` (partly behind the camera) are drawn exactly where
-  their surface lies in front of the camera (``w > 0``) and clipped at the near
-  plane (``z / w >= -1``) - no clipping step, no garbage. A pixel centre exactly on
-  an edge belongs to the triangle that the sample point moved by
-  ``(+eps, +eps^2)`` would fall in, so a watertight mesh covers each interior
-  pixel exactly once. Triangles with zero projected area (degenerate or seen
-  exactly edge-on) are not drawn.
+* Coverage is decided in float64. Triangles with a vertex at or behind ``w = 0``
+  use homogeneous edge functions, so they are drawn exactly where their surface
+  lies in front of the camera (``w > 0``) and clipped at the near plane
+  (``z / w >= -1``) - no clipping step, no garbage; the others use 2D edge
+  functions on the projected vertices. A pixel centre exactly on an edge or a
+  vertex belongs to the triangle that the sample point moved by
+  ``(+eps, +eps^2)`` would fall in, and shared edges are evaluated identically
+  by both triangles, so a watertight mesh covers each interior pixel exactly
+  once. Triangles with zero projected area (degenerate or seen exactly
+  edge-on) and non-finite coordinates are not drawn.
 * The depth test compares ``z / w`` rounded to float32; equal depths go to the
   lower triangle id. CPU and CUDA run the same arithmetic, so ids agree exactly.
 * float64 ``pos`` gives a float64 ``rast`` (nvdiffrast accepts float32 only; the
@@ -213,17 +215,17 @@ def rasterize(
     if pos.dtype == torch.float32 and num_triangles > MAX_TRIANGLES_FLOAT32:
         raise ValueError(
             f"tri has {num_triangles} triangles; float32 rast stores ids exactly only up to "
-            f"{MAX_TRIANGLES_FLOAT32}: pass float64 pos or split the mesh into ranges"
+            f"{MAX_TRIANGLES_FLOAT32}: pass float64 pos (float64 rast holds every id exactly)"
         )
     if ranges is not None:
-        ranges = ranges.to(torch.int32)
         if ranges.numel() and not torch.compiler.is_compiling():
-            first, count = ranges[:, 0].long(), ranges[:, 1].long()
+            first, count = ranges[:, 0].long(), ranges[:, 1].long()  # checked before narrowing
             if bool((first < 0).any() | (count < 0).any() | (first + count > num_triangles).any()):
                 raise IndexError(
                     f"ranges must hold (first, count) with first, count >= 0 and first + count <= F "
                     f"= {num_triangles}, got {ranges.tolist()}"
                 )
+        ranges = ranges.to(torch.int32)
     if _native.serves("rasterize", pos.device):
         rast, rast_db = torch.ops.facegeom.rasterize(pos, tri, height, width, ranges, grad_db)
         return rast, (rast_db if grad_db else None)
@@ -258,7 +260,8 @@ def interpolate(
 
     Args:
         attr: ``[V, C]`` (shared by all images, also for range mode) or
-            ``[B, V, C]``; float32/float64 with ``rast``'s dtype; differentiable.
+            ``[B, V, C]`` (``[1, V, C]`` broadcasts); float32/float64 with
+            ``rast``'s dtype; differentiable.
         rast: ``[B, H, W, 4]`` output of :func:`rasterize`; differentiable
             through ``(u, v)`` (and so to ``pos``).
         tri: ``[F, 3]`` int32 triangles, as given to :func:`rasterize`.
@@ -280,6 +283,8 @@ def interpolate(
     _checks.floating("attr", attr, rast, "rast")
     _checks.shape("rast", rast, [None, None, None, 4], "[B, H, W, 4]")
     batch = rast.shape[0]
+    if attr.dim() == 3 and attr.shape[0] == 1:
+        attr = attr[0]  # a batch of one broadcasts, as in nvdiffrast
     if attr.dim() == 3:
         _checks.shape("attr", attr, [batch, None, None], "[B, V, C] (B of rast)")
     else:
@@ -294,7 +299,10 @@ def interpolate(
     else:
         rast_db = None
     if rast.numel() and not torch.compiler.is_compiling():
-        max_id = int(rast[..., 3].max())
+        stored = rast[..., 3].max()
+        if not torch.isfinite(stored):
+            raise ValueError("rast's id channel (rast[..., 3]) holds non-finite values")
+        max_id = int(stored)
         if max_id > tri.shape[0]:
             raise IndexError(f"rast names triangle id {max_id - 1}, but tri has only F = {tri.shape[0]}")
     if _native.serves("interpolate", rast.device):

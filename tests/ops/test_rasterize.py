@@ -11,6 +11,7 @@ import torch
 import facegeom.ops as fo
 from facegeom import _native
 from facegeom.ops import reference
+from facegeom.ops.rasterize import MAX_TRIANGLES_FLOAT32
 from tests.conftest import cuda, requires_native
 
 ops = torch.ops.facegeom if _native.AVAILABLE else None
@@ -193,6 +194,25 @@ def test_depth_test_keeps_nearest_and_lower_id_on_equal_depth():
     assert set(rast2[..., 3].unique().tolist()) == {0.0, 1.0, 2.0}
 
 
+@requires_native
+def test_non_contiguous_inputs_and_extreme_scales():
+    pos, tri = random_scene(2, 40, 60, seed=59, depth_range=(-2.0, 12.0))
+    base, base_db = fo.rasterize(pos, tri, RES, grad_db=True)
+    wide = torch.zeros(2, 40, 8, dtype=torch.float64)
+    wide[..., ::2] = pos
+    rast, rast_db = fo.rasterize(wide[..., ::2], tri.t().contiguous().t(), RES, grad_db=True)
+    assert torch.equal(rast, base) and torch.equal(rast_db, base_db)
+    # Clip coordinates are homogeneous: scaling every one by a power of two
+    # (exact) changes nothing, even at 2**+-100 (products reach 2**+-600).
+    for scale in (2.0 ** -100, 2.0 ** 100):
+        scaled, _ = fo.rasterize(pos * scale, tri, RES)
+        assert torch.equal(scaled, base)
+    attr = torch.randn(40, 6, dtype=torch.float64)
+    out, out_da = fo.interpolate(attr[:, ::2], rast, tri, rast_db, diff_attrs="all")
+    ref, ref_da = fo.interpolate(attr[:, ::2].contiguous(), rast, tri, rast_db, diff_attrs="all")
+    assert torch.equal(out, ref) and torch.equal(out_da, ref_da)
+
+
 # --------------------------------------------------------------------------- #
 # Ties, watertightness, degenerate input                                      #
 # --------------------------------------------------------------------------- #
@@ -268,6 +288,24 @@ def test_degenerate_edge_on_and_sliver_triangles():
 
 
 @requires_native
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_random_slivers_match_reference(dtype):
+    """Needle-thin triangles (third vertex within ~1e-3 of an edge) in a random scene."""
+    g = torch.Generator().manual_seed(61)
+    pos, tri = random_scene(1, 100, 200, seed=61)
+    corners = pos[0, tri.long()]  # [200, 3, 4]: unshared vertices
+    t = torch.rand(200, 1, generator=g, dtype=torch.float64)
+    offset = torch.randn(200, 4, generator=g, dtype=torch.float64) * 1e-3
+    corners[:, 2] = corners[:, 0] + t * (corners[:, 1] - corners[:, 0]) + offset
+    pos = corners.reshape(1, 600, 4).to(dtype)
+    tri = torch.arange(600, dtype=torch.int32).view(200, 3)
+    rast, rast_db = fo.rasterize(pos, tri, (48, 64), grad_db=True)
+    ref, ref_db = reference.rasterize(pos.double(), tri, (48, 64), grad_db=True)
+    assert (rast[..., 3] > 0).sum() > 20
+    assert_rast_close(rast, ref, rast_db, ref_db)
+
+
+@requires_native
 def test_known_values_and_conventions():
     # One triangle over the lower-left half: pixel (0, 0) is the bottom-left one.
     pos = torch.tensor([[[-1.0, -1.0, 0.25, 1.0], [1.0, -1.0, 0.25, 1.0], [-1.0, 1.0, 0.25, 1.0]]])
@@ -312,6 +350,8 @@ def test_interpolate_matches_reference(dtype, batched_attr):
             assert out_da.shape == (2, *RES, 2 * (5 if diff_attrs == "all" else 3))
             torch.testing.assert_close(out_da, ref_da, **tol)
     assert (out[rast[..., 3] == 0] == 0).all()
+    if not batched_attr:  # a batch of one broadcasts (nvdiffrast's rule)
+        torch.testing.assert_close(fo.interpolate(attr[None], rast, tri)[0], fo.interpolate(attr, rast, tri)[0])
 
 
 @requires_native
@@ -379,7 +419,7 @@ def test_gradcheck_rasterize_and_interpolate_away_from_silhouettes():
         return rast[..., :3], rast_db, out, out_da
 
     assert (render(pos, attr)[0][..., 0] != 0).sum() > 10
-    assert torch.autograd.gradcheck(render, (pos, attr), eps=1e-6, atol=1e-6)
+    assert torch.autograd.gradcheck(render, (pos, attr), eps=1e-6, atol=1e-6, fast_mode=True)
 
 
 @requires_native
@@ -513,6 +553,8 @@ def test_bad_input_names_the_argument():
         fo.rasterize(pos[0], tri, (8, 8), ranges=torch.tensor([[3, 5]], dtype=torch.int32))
     with pytest.raises(ValueError, match="ranges"):
         fo.rasterize(pos[0], tri, (8, 8), ranges=torch.tensor([0, 5], dtype=torch.int32))
+    with pytest.raises(IndexError, match="ranges"):  # would wrap to (0, 1) as int32
+        fo.rasterize(pos[0], tri, (8, 8), ranges=torch.tensor([[2**32, 1]]))
     rast, rast_db = fo.rasterize(pos, tri, (8, 8), grad_db=True)
     attr = torch.randn(10, 3)
     with pytest.raises(TypeError, match="attr"):
@@ -531,11 +573,13 @@ def test_bad_input_names_the_argument():
         fo.interpolate(attr[:2], rast, tri)
     with pytest.raises(IndexError, match="triangle id"):
         fo.interpolate(attr, rast, tri[:1])
+    with pytest.raises(ValueError, match="non-finite"):
+        fo.interpolate(attr, torch.full_like(rast, float("nan")), tri)
 
 
 def test_triangle_count_limit_for_float32_is_an_error():
     pos = torch.zeros(1, 3, 4)
-    tri = torch.zeros(1, 3, dtype=torch.int32).expand(fo.rasterize.__globals__["MAX_TRIANGLES_FLOAT32"] + 1, 3)
+    tri = torch.zeros(1, 3, dtype=torch.int32).expand(MAX_TRIANGLES_FLOAT32 + 1, 3)
     with pytest.raises(ValueError, match="float64"):
         fo.rasterize(pos, tri, (4, 4))
 

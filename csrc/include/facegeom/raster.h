@@ -23,8 +23,9 @@ namespace facegeom {
 namespace raster {
 
 // Exactly rounded double arithmetic: nvcc would otherwise fuse a * b + c into an
-// FMA on the device and the host compiler may do so with -mfma, and a pixel
-// centre on a shared edge must give bit-identical edge values everywhere.
+// FMA on the device (and a host compiler targeting FMA hardware may do the
+// same), and a pixel centre on a shared edge must give bit-identical edge
+// values on every back end and in the reference.
 #if defined(__CUDA_ARCH__)
 FG_HD double mul(double a, double b) { return __dmul_rn(a, b); }
 FG_HD double add(double a, double b) { return __dadd_rn(a, b); }
@@ -34,7 +35,22 @@ FG_HD float to_float(double a) { return __double2float_rn(a); }
 #else
 using std::ceil;
 using std::floor;
+#if defined(__x86_64__) && defined(__FMA__) && defined(__GNUC__)
+// An empty asm makes the product a value the compiler cannot fuse into an add.
+FG_HD double mul(double a, double b) {
+  double product = a * b;
+  __asm__("" : "+x"(product));
+  return product;
+}
+#elif defined(__aarch64__) && defined(__GNUC__)
+FG_HD double mul(double a, double b) {
+  double product = a * b;
+  __asm__("" : "+w"(product));
+  return product;
+}
+#else
 FG_HD double mul(double a, double b) { return a * b; }
+#endif
 FG_HD double add(double a, double b) { return a + b; }
 FG_HD double sub(double a, double b) { return a - b; }
 FG_HD double div(double a, double b) { return a / b; }
@@ -65,86 +81,84 @@ FG_HD bool lexicographic_less(const double* a, const double* b) {
 // * homogeneous form (a vertex at or behind w = 0): e(q) = (a qx + b qy) + c with
 //   (a, b, c) = pj x pk in (x, y, w), positive only where the surface is in
 //   front of the camera, so no clipping is needed.
+// Both are oriented (times the sign of the area) to be positive inside.
+struct ScreenForm {
+  double fx[3], fy[3];  // first end point of each edge (projected)
+  double dx[3], dy[3];  // oriented edge direction
+  double zn[3];         // z / w per vertex
+  double inv_w[3];      // 1 / w per vertex: the perspective weights
+};
+struct HomogeneousForm {
+  double a[3], b[3], c[3];  // oriented edge function coefficients
+  double z[3], w[3];        // clip z and w per vertex
+};
 struct TriangleSetup {
+  union {
+    ScreenForm s;
+    HomogeneousForm h;
+  };
   bool screen;
-  double sign[3];            // canonical-order flip times orientation
-  double fx[3], fy[3], dx[3], dy[3];  // screen form
-  double a[3], b[3], c[3];   // homogeneous form (oriented)
-  double zn[3];              // z / w per vertex (screen form depth)
-  double z[3], w[3];         // clip z, w (homogeneous form depth)
-  double inv_w[3];           // perspective weight of each vertex (1 in homogeneous form)
-  double ga[3], gb[3];       // d(weight_i)/d(qx, qy) of the perspective weights
-  int owns_ties;             // bit i: pixel centres exactly on edge i belong to this triangle
+  int owns_ties;  // bit i: pixel centres exactly on edge i belong to this triangle
 };
 
 // clip[v] = (x, y, z, w) of vertex v. Returns false for triangles that are never
 // drawn: zero projected area (degenerate or exactly edge-on) or non-finite input.
 FG_HD bool setup_triangle(const double clip[3][4], TriangleSetup& t) {
   t.screen = clip[0][3] > 0 && clip[1][3] > 0 && clip[2][3] > 0;
-  double p[3][3];  // (x, y, w): projected (x/w, y/w, w) in screen form
+  double p[3][3];  // (x, y, w), with (x, y) projected in screen form
   for (int v = 0; v < 3; ++v) {
-    t.z[v] = clip[v][2];
-    t.w[v] = clip[v][3];
-    if (t.screen) {
-      p[v][0] = div(clip[v][0], clip[v][3]);
-      p[v][1] = div(clip[v][1], clip[v][3]);
-      t.zn[v] = div(clip[v][2], clip[v][3]);
-    } else {
-      p[v][0] = clip[v][0];
-      p[v][1] = clip[v][1];
-    }
+    p[v][0] = t.screen ? div(clip[v][0], clip[v][3]) : clip[v][0];
+    p[v][1] = t.screen ? div(clip[v][1], clip[v][3]) : clip[v][1];
     p[v][2] = clip[v][3];
   }
-  double det, coef_a[3], coef_b[3], flip[3];
-  if (t.screen) {
-    for (int i = 0; i < 3; ++i) {
-      const double* pj = p[(i + 1) % 3];
-      const double* pk = p[(i + 2) % 3];
-      const bool swap = lexicographic_less(pk, pj);
-      const double* f = swap ? pk : pj;
-      const double* s = swap ? pj : pk;
-      t.fx[i] = f[0];
-      t.fy[i] = f[1];
-      t.dx[i] = sub(s[0], f[0]);
-      t.dy[i] = sub(s[1], f[1]);
-      flip[i] = swap ? -1.0 : 1.0;
-      coef_a[i] = -flip[i] * t.dy[i];
-      coef_b[i] = flip[i] * t.dx[i];
+  double det, coef[3][3];  // per edge: coefficients of qx and qy (and c), not yet oriented
+  for (int i = 0; i < 3; ++i) {
+    const double* pj = p[(i + 1) % 3];
+    const double* pk = p[(i + 2) % 3];
+    const bool swap = lexicographic_less(pk, pj);
+    const double* f = swap ? pk : pj;
+    const double* s = swap ? pj : pk;
+    const double flip = swap ? -1.0 : 1.0;
+    if (t.screen) {
+      t.s.fx[i] = f[0];
+      t.s.fy[i] = f[1];
+      t.s.dx[i] = flip * sub(s[0], f[0]);
+      t.s.dy[i] = flip * sub(s[1], f[1]);
+      coef[i][0] = -t.s.dy[i];
+      coef[i][1] = t.s.dx[i];
+      coef[i][2] = 0.0;  // unused: the screen form is not a plane through the origin
+    } else {
+      coef[i][0] = flip * sub(mul(f[1], s[2]), mul(f[2], s[1]));
+      coef[i][1] = flip * sub(mul(f[2], s[0]), mul(f[0], s[2]));
+      coef[i][2] = flip * sub(mul(f[0], s[1]), mul(f[1], s[0]));
     }
+  }
+  if (t.screen) {
     // Twice the signed area: vertex 0 against edge (1, 2).
     det = sub(mul(sub(p[2][0], p[1][0]), sub(p[0][1], p[1][1])),
               mul(sub(p[2][1], p[1][1]), sub(p[0][0], p[1][0])));
   } else {
-    double n[3][3];
-    for (int i = 0; i < 3; ++i) {
-      const double* pj = p[(i + 1) % 3];
-      const double* pk = p[(i + 2) % 3];
-      const bool swap = lexicographic_less(pk, pj);
-      const double* f = swap ? pk : pj;
-      const double* s = swap ? pj : pk;
-      flip[i] = swap ? -1.0 : 1.0;
-      n[i][0] = flip[i] * sub(mul(f[1], s[2]), mul(f[2], s[1]));
-      n[i][1] = flip[i] * sub(mul(f[2], s[0]), mul(f[0], s[2]));
-      n[i][2] = flip[i] * sub(mul(f[0], s[1]), mul(f[1], s[0]));
-      coef_a[i] = n[i][0];
-      coef_b[i] = n[i][1];
-      t.c[i] = n[i][2];
-    }
-    det = add(add(mul(p[0][0], n[0][0]), mul(p[0][1], n[0][1])), mul(p[0][2], n[0][2]));
+    det = add(add(mul(p[0][0], coef[0][0]), mul(p[0][1], coef[0][1])), mul(p[0][2], coef[0][2]));
   }
   if (!(det > 0 || det < 0)) return false;  // zero area, or NaN
   const double orientation = det > 0 ? 1.0 : -1.0;
   t.owns_ties = 0;
   for (int i = 0; i < 3; ++i) {
-    t.sign[i] = orientation * flip[i];
-    t.a[i] = orientation * coef_a[i];
-    t.b[i] = orientation * coef_b[i];
-    if (!t.screen) t.c[i] = orientation * t.c[i];
+    const double a = orientation * coef[i][0], b = orientation * coef[i][1];
     // Tie rule: a centre on the edge goes to the side that q + (eps, eps^2) lies on.
-    if (t.a[i] > 0 || (t.a[i] == 0 && t.b[i] > 0)) t.owns_ties |= 1 << i;
-    t.inv_w[i] = t.screen ? 1.0 / t.w[i] : 1.0;
-    t.ga[i] = t.a[i] * t.inv_w[i];
-    t.gb[i] = t.b[i] * t.inv_w[i];
+    if (a > 0 || (a == 0 && b > 0)) t.owns_ties |= 1 << i;
+    if (t.screen) {
+      t.s.dx[i] = orientation * t.s.dx[i];
+      t.s.dy[i] = orientation * t.s.dy[i];
+      t.s.zn[i] = div(clip[i][2], clip[i][3]);
+      t.s.inv_w[i] = 1.0 / clip[i][3];
+    } else {
+      t.h.a[i] = a;
+      t.h.b[i] = b;
+      t.h.c[i] = orientation * coef[i][2];
+      t.h.z[i] = clip[i][2];
+      t.h.w[i] = clip[i][3];
+    }
   }
   return true;
 }
@@ -154,19 +168,19 @@ FG_HD bool setup_triangle(const double clip[3][4], TriangleSetup& t) {
 FG_HD bool covers(const TriangleSetup& t, double qx, double qy, double* e, double& depth) {
   for (int i = 0; i < 3; ++i) {
     if (t.screen) {
-      e[i] = t.sign[i] * sub(mul(t.dx[i], sub(qy, t.fy[i])), mul(t.dy[i], sub(qx, t.fx[i])));
+      e[i] = sub(mul(t.s.dx[i], sub(qy, t.s.fy[i])), mul(t.s.dy[i], sub(qx, t.s.fx[i])));
     } else {
-      e[i] = add(add(mul(t.a[i], qx), mul(t.b[i], qy)), t.c[i]);
+      e[i] = add(add(mul(t.h.a[i], qx), mul(t.h.b[i], qy)), t.h.c[i]);
     }
     if (!(e[i] > 0 || (e[i] == 0 && ((t.owns_ties >> i) & 1)))) return false;
   }
   const double total = add(add(e[0], e[1]), e[2]);
   if (!(total > 0)) return false;  // homogeneous form: behind the camera
   if (t.screen) {
-    depth = div(add(add(mul(e[0], t.zn[0]), mul(e[1], t.zn[1])), mul(e[2], t.zn[2])), total);
+    depth = div(add(add(mul(e[0], t.s.zn[0]), mul(e[1], t.s.zn[1])), mul(e[2], t.s.zn[2])), total);
   } else {
-    const double z = add(add(mul(e[0], t.z[0]), mul(e[1], t.z[1])), mul(e[2], t.z[2]));
-    const double w = add(add(mul(e[0], t.w[0]), mul(e[1], t.w[1])), mul(e[2], t.w[2]));
+    const double z = add(add(mul(e[0], t.h.z[0]), mul(e[1], t.h.z[1])), mul(e[2], t.h.z[2]));
+    const double w = add(add(mul(e[0], t.h.w[0]), mul(e[1], t.h.w[1])), mul(e[2], t.h.w[2]));
     depth = div(z, w);
   }
   return depth >= -1.0 && depth <= 1.0;  // OpenGL near and far planes
@@ -266,16 +280,27 @@ constexpr uint64_t kEmptyKey = ~static_cast<uint64_t>(0);
 // form) or e_i (homogeneous form) normalised; dX = 2 / W in NDC, dY = 2 / H.
 FG_HD void barycentrics(const TriangleSetup& t, const double* e, double* uv, double* db,
                         double ndc_per_pixel_x, double ndc_per_pixel_y) {
-  const double g[3] = {e[0] * t.inv_w[0], e[1] * t.inv_w[1], e[2] * t.inv_w[2]};
+  double g[3], ga[3], gb[3];  // weights and their derivatives along qx, qy
+  for (int i = 0; i < 3; ++i) {
+    if (t.screen) {
+      g[i] = e[i] * t.s.inv_w[i];
+      ga[i] = -t.s.dy[i] * t.s.inv_w[i];
+      gb[i] = t.s.dx[i] * t.s.inv_w[i];
+    } else {
+      g[i] = e[i];
+      ga[i] = t.h.a[i];
+      gb[i] = t.h.b[i];
+    }
+  }
   const double s = g[0] + g[1] + g[2];
   uv[0] = g[0] / s;
   uv[1] = g[1] / s;
   if (db != nullptr) {
-    const double sa = t.ga[0] + t.ga[1] + t.ga[2], sb = t.gb[0] + t.gb[1] + t.gb[2];
-    db[0] = (t.ga[0] - uv[0] * sa) / s * ndc_per_pixel_x;
-    db[1] = (t.gb[0] - uv[0] * sb) / s * ndc_per_pixel_y;
-    db[2] = (t.ga[1] - uv[1] * sa) / s * ndc_per_pixel_x;
-    db[3] = (t.gb[1] - uv[1] * sb) / s * ndc_per_pixel_y;
+    const double sa = ga[0] + ga[1] + ga[2], sb = gb[0] + gb[1] + gb[2];
+    db[0] = (ga[0] - uv[0] * sa) / s * ndc_per_pixel_x;
+    db[1] = (gb[0] - uv[0] * sb) / s * ndc_per_pixel_y;
+    db[2] = (ga[1] - uv[1] * sa) / s * ndc_per_pixel_x;
+    db[3] = (gb[1] - uv[1] * sb) / s * ndc_per_pixel_y;
   }
 }
 
