@@ -101,6 +101,19 @@ std::tuple<at::Tensor, at::Tensor> antialias_backward(const at::Tensor& grad_out
   return {grad_color, grad_pos};
 }
 
+at::Tensor antialias_topology(const at::Tensor& tri) {
+  TORCH_CHECK_TYPE(tri.scalar_type() == at::kInt, "tri must be int32, got ", tri.scalar_type());
+  TORCH_CHECK_VALUE(tri.dim() == 2 && tri.size(1) == 3, "tri must have shape [F, 3], got ",
+                    tri.sizes());
+  TORCH_CHECK(tri.is_cpu(), "antialias_topology runs on CPU tensors (CUDA uses the PyTorch version)");
+  TORCH_CHECK_VALUE(tri.size(0) <= std::numeric_limits<int32_t>::max() / 3,
+                    "tri has too many triangles for int32 edge indices");
+  const auto t = tri.contiguous();
+  auto topology = at::empty({t.size(0), 3}, t.options());
+  cpu::antialias_topology(t.size(0), t.data_ptr<int32_t>(), topology.data_ptr<int32_t>());
+  return topology;
+}
+
 void register_antialias_kernels(torch::Library& m) {
   m.impl("antialias", &antialias);
   m.impl("antialias_backward", &antialias_backward);
@@ -114,9 +127,13 @@ TORCH_LIBRARY_FRAGMENT(facegeom, m) {
   m.def(
       "antialias_backward(Tensor grad_out, Tensor color, Tensor rast, Tensor pos, Tensor tri, "
       "Tensor topology, bool[2] output_mask) -> (Tensor, Tensor)");
+  m.def("antialias_topology(Tensor tri) -> Tensor");
 }
 
-TORCH_LIBRARY_IMPL(facegeom, CPU, m) { register_antialias_kernels(m); }
+TORCH_LIBRARY_IMPL(facegeom, CPU, m) {
+  register_antialias_kernels(m);
+  m.impl("antialias_topology", &antialias_topology);
+}
 
 #ifdef FACEGEOM_WITH_CUDA
 TORCH_LIBRARY_IMPL(facegeom, CUDA, m) { register_antialias_kernels(m); }

@@ -111,6 +111,33 @@ void antialias_backward(int64_t batch, int64_t height, int64_t width, int64_t ch
   }
 }
 
+void antialias_topology(int64_t num_triangles, const int32_t* tri, int32_t* topology) {
+  // (undirected edge key, 3 * f + k), sorted: the triangles sharing an edge
+  // become neighbours, in a deterministic order.
+  std::vector<std::pair<uint64_t, int64_t>> edges;
+  edges.reserve(3 * num_triangles);
+  for (int64_t f = 0; f < num_triangles; ++f) {
+    const int32_t* v = tri + 3 * f;
+    for (int k = 0; k < 3; ++k) topology[3 * f + k] = -1;
+    if (v[0] == v[1] || v[1] == v[2] || v[2] == v[0]) continue;  // degenerate: pairs with nothing
+    for (int k = 0; k < 3; ++k) {
+      const uint32_t a = static_cast<uint32_t>(v[(k + 1) % 3]), b = static_cast<uint32_t>(v[(k + 2) % 3]);
+      const uint64_t key = (static_cast<uint64_t>(std::min(a, b)) << 32) | std::max(a, b);
+      edges.emplace_back(key, 3 * f + k);
+    }
+  }
+  std::sort(edges.begin(), edges.end());
+  for (size_t i = 0; i < edges.size();) {
+    size_t end = i + 1;
+    while (end < edges.size() && edges[end].first == edges[i].first) ++end;
+    if (end - i == 2) {  // manifold: exactly two triangles share the edge
+      topology[edges[i].second] = static_cast<int32_t>(edges[i + 1].second / 3);
+      topology[edges[i + 1].second] = static_cast<int32_t>(edges[i].second / 3);
+    }
+    i = end;
+  }
+}
+
 #define FACEGEOM_INSTANTIATE(T)                                                                   \
   template void antialias_forward<T>(int64_t, int64_t, int64_t, int64_t, const T*, const T*,     \
                                      const T*, int64_t, int64_t, const int32_t*, const int32_t*, \

@@ -26,5 +26,10 @@ void antialias_backward(int64_t batch, int64_t height, int64_t width, int64_t ch
                         const int32_t* topology, int64_t num_triangles, T* grad_color,
                         T* grad_pos);
 
+// topology [F, 3]: the other triangle sharing edge k of triangle f, or -1 (a
+// boundary or non-manifold edge, or a degenerate triangle), as
+// facegeom.ops.reference.antialias_topology. One sort of the 3F edges.
+void antialias_topology(int64_t num_triangles, const int32_t* tri, int32_t* topology);
+
 }  // namespace cpu
 }  // namespace facegeom

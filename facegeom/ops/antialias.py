@@ -16,20 +16,26 @@ pixel ``(X, Y)`` has its centre at NDC ``((X + 0.5) / W * 2 - 1,
    row above, whose triangle ids (``rast[..., 3]``) differ is examined. The
    *front* triangle is the only one (the other pixel is background) or the one
    with the smaller ``z/w``; equal depths pick ``p1``'s, as nvdiffrast does.
-2. The segment from the front triangle's pixel centre to the other centre
-   leaves the triangle through one edge (the first one reached). Edge functions
-   are homogeneous, ``e(q) = (A_i x A_j) . (q_x, q_y, 1)`` over clip-space
-   ``(x, y, w)``, so vertices near or behind the camera plane are handled
-   without dividing by ``w``. The crossing is ``t = e(c_front) / (e(c_front) -
-   e(c_other))`` in ``[0, 1]`` from the front centre (crossings up to 1/16 of a
-   pixel outside are clamped in, for rounding; farther ones are ignored).
-3. Only *silhouette* edges blend: the edge has no neighbouring triangle (mesh
-   boundary or non-manifold edge), or the neighbour's far vertex lies on the
-   same side of the edge as this triangle's own third vertex, so the neighbour
+2. The segment from the front triangle's pixel centre to the other centre is
+   followed through the front surface: where it leaves a triangle (through
+   the first edge it reaches) across an edge that is not a silhouette (see
+   3.), it continues in the neighbouring triangle, up to 16 triangles, until
+   it leaves through a silhouette edge. Edge functions are homogeneous,
+   ``e(q) = (A_i x A_j) . (q_x, q_y, 1)`` over clip-space ``(x, y, w)``, so
+   vertices near or behind the camera plane need no division by ``w``. The
+   crossing is ``t = e(c_front) / (e(c_front) - e(c_other))`` in ``[0, 1]``
+   from the front centre (crossings up to 1/16 of a pixel outside are clamped
+   in, for rounding; farther ones, and segments that end inside the surface,
+   blend nothing). nvdiffrast looks at the front pixel's own triangle only, so
+   it misses silhouettes of meshes whose triangles are smaller than a pixel
+   (a BFM face at 224 x 224); the walk finds them.
+3. A *silhouette* edge has no neighbouring triangle (mesh boundary or an edge
+   of three or more triangles), or the neighbour's far vertex lies on the same
+   side of the edge as this triangle's own third vertex, so the neighbour
    faces the other way (tested in homogeneous space, ``det(A_i, A_j, A_k) *
-   det(A_i, A_j, A_o) >= 0``). Edges between two triangles of one smooth
-   surface change nothing. Occlusion boundaries of a closed mesh are
-   silhouettes of the front surface, so they blend too.
+   det(A_i, A_j, A_o) >= 0``). Edges between triangles of one smooth surface
+   change nothing. Occlusion boundaries of a closed mesh are silhouettes of
+   the front surface, so they blend too.
 4. Each edge is handled by one pair direction: horizontal pairs take edges at
    least as steep as 45 degrees (in pixels), vertical pairs the flatter ones
    (nvdiffrast lets both directions take exact 45-degree edges).
@@ -47,8 +53,15 @@ clamped crossing passes no gradient to ``pos``. ``rast`` gets no gradient.
 These are exact derivatives of the output above (nvdiffrast approximates
 them with a small epsilon).
 
-``topology`` (``[F, 3]`` int32, from :func:`antialias_topology`) depends only
-on ``tri``; build it once and pass it when ``tri`` does not change.
+Continuity: moving a vertex changes the output continuously, including when
+pixels change triangle (the blend hands over from one pair to the next at
+``t = 1`` / ``t = 0``), except where the crossed edge switches between a steep
+and a flat one (a silhouette vertex passing a row or column of pixel
+centres) or a neighbour turns edge-on; nvdiffrast has the same jumps.
+
+``topology`` (``[F, 3]`` int32, from :func:`antialias_topology`: the
+triangle across each edge) depends only on ``tri``; build it once and pass it
+when ``tri`` does not change.
 """
 from __future__ import annotations
 
@@ -61,14 +74,8 @@ from facegeom.ops import _checks, reference
 
 Tensor = torch.Tensor
 
-# float32 holds every integer up to 2**24 exactly: the largest id + 1 in rast.
-_MAX_TRIANGLES_FLOAT32 = (1 << 24) - 1
-
 # A _C built before this op existed has no antialias kernel.
 _KERNELS = _native.AVAILABLE and hasattr(torch.ops.facegeom, "antialias")
-
-antialias_topology = reference.antialias_topology
-
 
 if _KERNELS:
     ops = torch.ops.facegeom
@@ -105,12 +112,46 @@ if _KERNELS:
 
     torch.library.register_autograd("facegeom::antialias_backward", _no_double_backward)
 
+    @torch.library.register_fake("facegeom::antialias_topology")
+    def _(tri):
+        return tri.new_empty(tri.shape[0], 3)
+
 
 def _check_index_tensor(name: str, t, device: torch.device, num_triangles: Optional[int] = None) -> None:
     _checks.integer(name, t, device)
     _checks.shape(name, t, [num_triangles, 3], "[F, 3]")
     if t.dtype not in (torch.int32, torch.int64):
         raise TypeError(f"{name} must be int32 (or int64), got {t.dtype}")
+
+
+def antialias_topology(tri: Tensor) -> Tensor:
+    """The triangle across each edge of ``tri``: what :func:`antialias` needs to
+    tell silhouette edges from edges inside a surface. Build it once per mesh.
+
+    Args:
+        tri: ``[F, 3]`` int32 (int64 accepted) vertex indices, any device.
+
+    Returns:
+        ``[F, 3]`` int32 on ``tri``'s device: entry ``[f, k]`` is the other
+        triangle sharing edge ``k`` of triangle ``f`` (the edge joining
+        ``tri[f, (k + 1) % 3]`` and ``tri[f, (k + 2) % 3]``), or -1 for a mesh
+        boundary, an edge of three or more triangles, or a degenerate triangle
+        (repeated vertex). Winding does not matter.
+
+    Example:
+        >>> antialias_topology(torch.tensor([[0, 1, 2], [2, 1, 3]], dtype=torch.int32))
+        tensor([[ 1, -1, -1],
+                [-1, -1,  0]], dtype=torch.int32)
+    """
+    _check_index_tensor("tri", tri, tri.device if isinstance(tri, torch.Tensor) else None)
+    if _KERNELS and tri.device.type == "cpu":
+        if tri.numel() and not torch.compiler.is_compiling():
+            low, high = (int(v) for v in torch.aminmax(tri))
+            if low < torch.iinfo(torch.int32).min or high > torch.iinfo(torch.int32).max:
+                raise IndexError(f"tri holds vertex indices in [{low}, {high}], beyond int32")
+        return torch.ops.facegeom.antialias_topology(tri.to(torch.int32))
+    # CUDA (a sort on the device) and builds without the kernels.
+    return reference.antialias_topology(tri)
 
 
 def antialias(color: Tensor, rast: Tensor, pos: Tensor, tri: Tensor,
@@ -166,22 +207,23 @@ def antialias(color: Tensor, rast: Tensor, pos: Tensor, tri: Tensor,
     if topology is not None:
         _check_index_tensor("topology", topology, device, num_triangles)
     if not torch.compiler.is_compiling():
+        # aminmax: one pass, and much faster than min() + max() on int tensors.
         if tri.numel():
-            low, high = int(tri.min()), int(tri.max())
+            low, high = (int(v) for v in torch.aminmax(tri))
             if low < 0 or high >= num_vertices:
                 raise IndexError(
                     f"tri holds vertex indices in [{low}, {high}]; they must lie in "
                     f"[0, {num_vertices}) (pos has V = {num_vertices} vertices)"
                 )
         if topology is not None and topology.numel():
-            low, high = int(topology.min()), int(topology.max())
-            if low < -1 or high >= num_vertices:
+            low, high = (int(v) for v in torch.aminmax(topology))
+            if low < -1 or high >= num_triangles:
                 raise IndexError(
-                    f"topology holds values in [{low}, {high}]; expected -1 or a vertex index "
-                    f"below V = {num_vertices}: build it with antialias_topology(tri)"
+                    f"topology holds values in [{low}, {high}]; expected -1 or a triangle index "
+                    f"below F = {num_triangles}: build it with antialias_topology(tri)"
                 )
         if rast.numel():
-            top = float(rast[..., 3].detach().max())
+            top = float(torch.aminmax(rast[..., 3].detach()).max)
             if top > num_triangles:
                 raise IndexError(
                     f"rast[..., 3] holds triangle id + 1 = {top:g} but tri has only {num_triangles} "

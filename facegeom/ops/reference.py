@@ -433,17 +433,18 @@ def blinn_phong(normals: Tensor, points: Tensor, light_pos: Tensor, camera_pos: 
 # so no division by w. The kernels evaluate the same formulas in the same order.
 
 AA_CROSSING_SLACK = 1.0 / 16.0  # crossings this far (pixels) outside the segment are clamped in
+AA_MAX_WALK = 16  # triangles a pair's segment may cross before its silhouette edge
 
 
 def antialias_topology(tri: Tensor) -> Tensor:
-    """For each triangle edge, the far vertex of the other triangle sharing it.
+    """For each triangle edge, the other triangle sharing it.
 
-    tri [F, 3] -> topology [F, 3] int32: topology[f, k] is the vertex, opposite
-    the shared edge, of the one other triangle that shares edge k of triangle f
-    (edge k joins tri[f, (k+1)%3] and tri[f, (k+2)%3]), or -1 when the edge is a
-    mesh boundary, is shared by three or more triangles (non-manifold), or f is
-    degenerate (repeated vertex index). Winding does not matter. Static shapes
-    (one sort), so it traces under torch.compile and runs on any device.
+    tri [F, 3] -> topology [F, 3] int32: topology[f, k] is the one other
+    triangle that shares edge k of triangle f (edge k joins tri[f, (k+1)%3] and
+    tri[f, (k+2)%3]), or -1 when the edge is a mesh boundary, is shared by
+    three or more triangles (non-manifold), or f is degenerate (repeated vertex
+    index). Winding does not matter. Static shapes (one sort), so it traces
+    under torch.compile and runs on any device.
     """
     num_edges = 3 * tri.shape[0]
     if num_edges == 0:
@@ -465,9 +466,8 @@ def antialias_topology(tri: Tensor) -> Tensor:
     ends_here = torch.cat([no, starts])  # [3F]: pair (i - 1, i)
     position = torch.arange(num_edges, device=tri.device)
     mate_sorted = torch.where(starts_here, position + 1, torch.where(ends_here, position - 1, -1))
-    opposite_vertex = t.reshape(-1)  # edge k of triangle f is opposite tri[f, k]
-    mate_vertex = torch.where(mate_sorted >= 0, opposite_vertex[order[mate_sorted.clamp(min=0)]], -1)
-    topology = torch.empty_like(mate_vertex).scatter_(0, order, mate_vertex)
+    mate_face = torch.where(mate_sorted >= 0, order[mate_sorted.clamp(min=0)] // 3, -1)
+    topology = torch.empty_like(mate_face).scatter_(0, order, mate_face)
     return topology.view(-1, 3).to(torch.int32)
 
 
@@ -482,64 +482,85 @@ def _dot(a: Tensor, b: Tensor) -> Tensor:
     return a[..., 0] * b[..., 0] + a[..., 1] * b[..., 1] + a[..., 2] * b[..., 2]
 
 
-def _antialias_pairs(color0, color1, rast0, rast1, c0, c1, horizontal, xyw, tri, topology,
-                     height, width):
-    """Blends of the pairs (pixel 0, pixel 1) of one direction, all [B, h, w, ...].
+def _pick(stacked: Tensor, index: Tensor) -> Tensor:
+    """stacked [..., 3, D], index [...] -> stacked[..., index, :]."""
+    return stacked.gather(-2, index[..., None, None].expand(*index.shape, 1, stacked.shape[-1]))[..., 0, :]
 
-    c0, c1 [h, w, 2] NDC centres; xyw [B, V, 3] clip-space (x, y, w); returns the
-    additions to pixel 0 and to pixel 1 ([B, h, w, C] each).
+
+def _antialias_pairs(color0, color1, rast0, rast1, c0, c1, batch_index, horizontal, xyw, tri,
+                     topology, height, width):
+    """Blends of N candidate pairs (pixel 0, pixel 1) of one direction.
+
+    color0/1 [N, C], rast0/1 [N, 4], c0/c1 [N, 2] NDC centres, batch_index [N];
+    xyw [B, V, 3] clip-space (x, y, w). Returns the additions to pixel 0 and to
+    pixel 1 ([N, C] each).
     """
     num_triangles, num_vertices = tri.shape[0], xyw.shape[1]
+    tri, topology = tri.long(), topology.long()
     id0, id1 = rast0[..., 3], rast1[..., 3]
     valid0 = (id0 >= 1) & (id0 <= num_triangles)
     valid1 = (id1 >= 1) & (id1 <= num_triangles)
     front_first = ~valid1 | (valid0 & (rast0[..., 2] < rast1[..., 2]))
-    active = (id0 != id1) & (valid0 | valid1)
+    pending = (id0 != id1) & (valid0 | valid1)
     face = torch.where(front_first, id0, id1).detach().long() - 1
-    face = torch.where(active, face, torch.zeros_like(face))  # [B, h, w]
-    corners = tri.long()[face]  # [B, h, w, 3]
-    active = active & ((corners >= 0) & (corners < num_vertices)).all(-1)
-    corners = corners.clamp(0, num_vertices - 1)
-    batch_index = torch.arange(xyw.shape[0], device=xyw.device).view(-1, 1, 1)
-    a = [xyw[batch_index, corners[..., k]] for k in range(3)]  # 3 x [B, h, w, 3]
-    orientation = _dot(a[0], _cross(a[1], a[2]))  # det(A0, A1, A2)
-    active = active & (orientation != 0)
-    sign = torch.where(orientation > 0, 1.0, -1.0).to(xyw.dtype)
+    face = torch.where(pending, face, torch.zeros_like(face))  # [N]
     one = torch.ones_like(c0[..., :1])
-    h0, h1 = torch.cat([c0, one], -1), torch.cat([c1, one], -1)  # [h, w, 3]
+    h0, h1 = torch.cat([c0, one], -1), torch.cat([c1, one], -1)  # [N, 3]
     hf = torch.where(front_first[..., None], h0, h1)  # front pixel's centre
     hs = torch.where(front_first[..., None], h1, h0)
 
-    # Exit edge: the smallest crossing among edges whose edge function decreases.
-    lines = [_cross(a[(k + 1) % 3], a[(k + 2) % 3]) for k in range(3)]
-    ef = torch.stack([_dot(line, hf) for line in lines], -1)  # [B, h, w, 3]
-    es = torch.stack([_dot(line, hs) for line in lines], -1)
-    decreasing = sign[..., None] * es < sign[..., None] * ef
-    crossing = ef / torch.where(decreasing, ef - es, torch.ones_like(ef))
-    inf = torch.full_like(crossing, float("inf"))
-    edge = torch.where(decreasing, crossing, inf).detach().argmin(-1, keepdim=True)  # [B, h, w, 1]
-    active = active & decreasing.any(-1)
-    t = crossing.gather(-1, edge)[..., 0]
-    active = active & (t >= -AA_CROSSING_SLACK) & (t <= 1 + AA_CROSSING_SLACK)
-    line = torch.stack(lines, -2).gather(-2, edge[..., None].expand(*edge.shape, 3))[..., 0, :]
+    # Walk from the front triangle along the segment, across edges of the same
+    # surface, to the first silhouette edge. `live` lists the pairs still walking.
+    found = torch.zeros_like(pending)
+    t_found = torch.zeros_like(id0)
+    line_found = torch.zeros_like(hf)
+    live = torch.nonzero(pending, as_tuple=True)[0]
+    for _ in range(AA_MAX_WALK):
+        f, bi = face[live], batch_index[live]
+        corners = tri[f]  # [n, 3]
+        ok = ((corners >= 0) & (corners < num_vertices)).all(-1)
+        corners = corners.clamp(0, num_vertices - 1)
+        a = torch.stack([xyw[bi, corners[..., k]] for k in range(3)], -2)  # [n, 3 corners, 3]
+        orientation = _dot(a[..., 0, :], _cross(a[..., 1, :], a[..., 2, :]))  # det(A0, A1, A2)
+        ok = ok & (orientation != 0)
+        sign = torch.where(orientation > 0, 1.0, -1.0).to(xyw.dtype)[..., None]
+        lines = torch.stack([_cross(a[..., (k + 1) % 3, :], a[..., (k + 2) % 3, :]) for k in range(3)], -2)
+        ef = _dot(lines, hf[live][..., None, :])  # [n, 3]
+        es = _dot(lines, hs[live][..., None, :])
+        decreasing = sign * es < sign * ef
+        crossing = ef / torch.where(decreasing, ef - es, torch.ones_like(ef))
+        inf = torch.full_like(crossing, float("inf"))
+        edge = torch.where(decreasing, crossing, inf).detach().argmin(-1)  # [n]
+        t = crossing.gather(-1, edge[..., None])[..., 0]
+        ok = ok & decreasing.any(-1) & (t <= 1 + AA_CROSSING_SLACK)
+        # Silhouette: no manifold neighbour, or its far vertex on this triangle's side.
+        i, j = (edge + 1) % 3, (edge + 2) % 3
+        vi, vj = corners.gather(-1, i[..., None])[..., 0], corners.gather(-1, j[..., None])[..., 0]
+        neighbour = topology[f].gather(-1, edge[..., None])[..., 0]
+        has_neighbour = (neighbour >= 0) & (neighbour < num_triangles)
+        far = tri[neighbour.clamp(0, num_triangles - 1)]  # [n, 3]
+        opposite = torch.full_like(vi, -1)
+        for m in range(3):
+            w = far[..., m]
+            usable = has_neighbour & (w != vi) & (w != vj) & (w >= 0) & (w < num_vertices)
+            opposite = torch.where(usable, w, opposite)
+        ao = xyw[bi, opposite.clamp(0, num_vertices - 1)]
+        folds_back = orientation * _dot(_pick(a, i), _cross(_pick(a, j), ao)) >= 0
+        silhouette = (opposite < 0) | folds_back
+        stop, walk_on = ok & silhouette, ok & ~silhouette
+        found = found.index_put((live[stop],), torch.ones_like(live[stop], dtype=torch.bool))
+        t_found = t_found.index_put((live[stop],), t[stop])
+        line_found = line_found.index_put((live[stop],), _pick(lines, edge)[stop])
+        face = face.index_put((live[walk_on],), neighbour[walk_on])
+        live = live[walk_on]
+
     # Horizontal pairs take edges at least as steep as 45 degrees in pixels, vertical the rest.
-    across_x, across_y = line[..., 0].abs() * height, line[..., 1].abs() * width
+    across_x, across_y = line_found[..., 0].abs() * height, line_found[..., 1].abs() * width
+    active = found & (t_found >= -AA_CROSSING_SLACK)
     active = active & (across_x >= across_y if horizontal else across_y > across_x)
 
-    # Silhouette: no manifold neighbour, or its far vertex on this triangle's side.
-    k = edge[..., 0]
-    i, j = (k + 1) % 3, (k + 2) % 3
-    stacked = torch.stack(a, -2)  # [B, h, w, 3 corners, 3]
-    ai = stacked.gather(-2, i[..., None, None].expand(*i.shape, 1, 3))[..., 0, :]
-    aj = stacked.gather(-2, j[..., None, None].expand(*j.shape, 1, 3))[..., 0, :]
-    opposite = topology.long()[face].gather(-1, edge)[..., 0]
-    has_neighbour = (opposite >= 0) & (opposite < num_vertices)
-    ao = xyw[batch_index, opposite.clamp(0, num_vertices - 1)]
-    folds_back = orientation * _dot(ai, _cross(aj, ao)) >= 0
-    active = active & (~has_neighbour | folds_back)
-
     # Box-filter coverage of the crossing.
-    t = t.clamp(0, 1)
+    t = t_found.clamp(0, 1)
     front_modified = t < 0.5
     weight = torch.where(front_modified, 0.5 - t, t - 0.5)
     weight = torch.where(active, weight, torch.zeros_like(weight))[..., None]
@@ -568,14 +589,18 @@ def antialias(color: Tensor, rast: Tensor, pos: Tensor, tri: Tensor,
     ys = (2 * torch.arange(height, device=color.device, dtype=color.dtype) + 1) / height - 1
     centres = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1)  # [H, W, 2] (x, y)
     out = color.clone()
-    # Horizontal pairs: (x, y) with (x + 1, y).
-    d0, d1 = _antialias_pairs(color[:, :, :-1], color[:, :, 1:], rast[:, :, :-1], rast[:, :, 1:],
-                              centres[:, :-1], centres[:, 1:], True, xyw, tri, topology, height, width)
-    out[:, :, :-1] += d0
-    out[:, :, 1:] += d1
-    # Vertical pairs: (x, y) with (x, y + 1), the row above.
-    d0, d1 = _antialias_pairs(color[:, :-1], color[:, 1:], rast[:, :-1], rast[:, 1:],
-                              centres[:-1], centres[1:], False, xyw, tri, topology, height, width)
-    out[:, :-1] += d0
-    out[:, 1:] += d1
+    # Pairs (x, y)-(x + 1, y), then (x, y)-(x, y + 1) (the row above). Only pairs
+    # whose ids differ can blend: they are gathered into flat lists first.
+    for horizontal in (True, False):
+        step = (0, 1) if horizontal else (1, 0)
+        first = (slice(None), slice(0, height - step[0]), slice(0, width - step[1]))
+        second = (slice(None), slice(step[0], height), slice(step[1], width))
+        r0, r1 = rast[first], rast[second]
+        b, y, x = torch.nonzero(r0[..., 3] != r1[..., 3], as_tuple=True)
+        y1, x1 = y + step[0], x + step[1]
+        d0, d1 = _antialias_pairs(color[b, y, x], color[b, y1, x1], rast[b, y, x], rast[b, y1, x1],
+                                  centres[y, x], centres[y1, x1], b, horizontal, xyw, tri, topology,
+                                  height, width)
+        out = out.index_put((b, y, x), d0, accumulate=True)
+        out = out.index_put((b, y1, x1), d1, accumulate=True)
     return out

@@ -104,16 +104,16 @@ def test_topology_of_small_meshes():
     # two triangles sharing edge (1, 2), wound consistently
     topo = fo.antialias_topology(torch.tensor([[0, 1, 2], [2, 1, 3]], dtype=torch.int32))
     assert topo.dtype == torch.int32
-    assert topo.tolist() == [[3, -1, -1], [-1, -1, 0]]
+    assert topo.tolist() == [[1, -1, -1], [-1, -1, 0]]
     # inconsistent winding shares the edge just the same
     topo = fo.antialias_topology(torch.tensor([[0, 1, 2], [1, 2, 3]]))
-    assert topo.tolist() == [[3, -1, -1], [-1, -1, 0]]
+    assert topo.tolist() == [[1, -1, -1], [-1, -1, 0]]
     # an edge of three triangles is non-manifold: no neighbour for any of them
     topo = fo.antialias_topology(torch.tensor([[0, 1, 2], [1, 0, 3], [0, 1, 4]]))
     assert topo.tolist() == [[-1] * 3] * 3
     # a degenerate triangle pairs with nothing and does not spoil its neighbours' edges
     topo = fo.antialias_topology(torch.tensor([[0, 1, 2], [2, 1, 3], [1, 2, 2]]))
-    assert topo.tolist() == [[3, -1, -1], [-1, -1, 0], [-1, -1, -1]]
+    assert topo.tolist() == [[1, -1, -1], [-1, -1, 0], [-1, -1, -1]]
     assert fo.antialias_topology(torch.zeros(0, 3, dtype=torch.int32)).shape == (0, 3)
 
 
@@ -121,13 +121,29 @@ def test_topology_of_a_closed_mesh_is_complete_and_symmetric():
     _, faces = uv_sphere(rings=7, segments=9)
     topo = fo.antialias_topology(faces)
     assert (topo >= 0).all()
-    f = faces.long()
-    for t in range(f.shape[0]):
+    f = faces.tolist()
+    for t in range(len(f)):
         for k in range(3):
-            i, j, o = f[t, (k + 1) % 3], f[t, (k + 2) % 3], topo[t, k]
-            # the neighbour is the other face holding i, j and o
-            holders = [s for s in range(f.shape[0]) if s != t and {int(i), int(j), int(o)} <= set(f[s].tolist())]
-            assert len(holders) == 1
+            edge = {f[t][(k + 1) % 3], f[t][(k + 2) % 3]}
+            holders = [s for s in range(len(f)) if s != t and edge <= set(f[s])]
+            assert holders == [int(topo[t, k])]
+
+
+@requires_native
+def test_topology_kernel_matches_reference_on_messy_meshes():
+    g = torch.Generator().manual_seed(7)
+    _, sphere = uv_sphere(rings=9, segments=11)
+    messy = torch.cat([
+        sphere,
+        torch.randint(0, 30, (400, 3), generator=g, dtype=torch.int32),  # many non-manifold edges
+        sphere[:5],  # duplicated faces: their edges become non-manifold
+        torch.tensor([[3, 3, 4], [5, 6, 5]], dtype=torch.int32),  # degenerate
+    ])
+    for tri in (sphere, messy, messy.long()):
+        got = fo.antialias_topology(tri)
+        assert got.dtype == torch.int32
+        assert torch.equal(got, reference.antialias_topology(tri))
+    assert (fo.antialias_topology(messy) == -1).any() and (fo.antialias_topology(messy) >= 0).any()
 
 
 # --------------------------------------------------------------------------- #
@@ -250,6 +266,28 @@ def test_no_change_across_interior_edges_of_a_surface(impl):
 
 
 @requires_native
+@pytest.mark.parametrize("impl", ["kernel", "reference"])
+def test_sub_pixel_triangles_blend_like_one_big_triangle(impl):
+    # The same rotated square as 2 triangles and as 2 * 24^2 triangles of a
+    # third of a pixel: the walk across the small triangles' shared edges must
+    # reach the same silhouette crossings.
+    fn = fo.antialias if impl == "kernel" else reference.antialias
+    results = []
+    for n in (1, 24):
+        pos, tri = plane_grid(n=n, extent=0.55)
+        c, s = math.cos(0.3), math.sin(0.3)
+        pos = pos.clone()
+        pos[:, 0], pos[:, 1] = c * pos[:, 0] - s * pos[:, 1] + 0.013, s * pos[:, 0] + c * pos[:, 1] - 0.021
+        rast, _ = reference.rasterize(pos, tri, (16, 16))
+        mask = (rast[..., 3:] > 0).double()
+        results.append((mask, fn(mask, rast, pos, tri)))
+    (mask_coarse, coarse), (mask_fine, fine) = results
+    assert torch.equal(mask_coarse, mask_fine)
+    assert (coarse != mask_coarse).sum() > 20
+    torch.testing.assert_close(fine, coarse, atol=1e-9, rtol=0)
+
+
+@requires_native
 def test_only_pixels_next_to_discontinuities_change():
     color, rast, pos, tri = rasterized_scene(batch=2)
     out = fo.antialias(color, rast, pos, tri)
@@ -366,6 +404,7 @@ def _opcheck_cases():
          (torch.randn_like(color), color, rast, pos, tri, topo, [True, True])),
         ("antialias_backward_color_only", ops.antialias_backward,
          (torch.randn_like(color), color, rast, pos, tri, topo, [True, False])),
+        ("antialias_topology", ops.antialias_topology, (tri,)),
     ]
 
 
@@ -435,7 +474,7 @@ def test_bad_input_names_the_argument():
     with pytest.raises(ValueError, match="topology"):
         fo.antialias(color, rast, pos, tri, fo.antialias_topology(tri)[:-1])
     with pytest.raises(IndexError, match="topology"):
-        fo.antialias(color, rast, pos, tri, fo.antialias_topology(tri) + pos.shape[1])
+        fo.antialias(color, rast, pos, tri, fo.antialias_topology(tri) + tri.shape[0])
     with pytest.raises(ValueError, match="rast.*meta"):
         fo.antialias(color, rast.to("meta"), pos, tri)
 

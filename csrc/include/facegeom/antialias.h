@@ -3,9 +3,10 @@
 //
 // The unit of work is a pair of neighbouring pixels (p0, p1), p1 one pixel to
 // the right of p0 (horizontal pair) or one row up (vertical pair). When their
-// triangle ids differ, aa_analyze_pair decides whether a silhouette edge of the
-// front triangle crosses the segment between the two pixel centres and where
-// (t in [0, 1], measured from the front triangle's pixel). The two colours are
+// triangle ids differ, aa_analyze_pair follows the segment between the two
+// pixel centres from the front triangle through its surface to the first
+// silhouette edge, and finds where that edge crosses the segment (t in [0, 1],
+// measured from the front triangle's pixel). The two colours are
 // then blended by the 1D box-filter coverage of that crossing: the triangle
 // covers [-0.5, t] of its own pixel and [0.5, t] of the neighbour's.
 //
@@ -80,13 +81,47 @@ struct AntialiasCrossing {
   T t;                  // crossing along the segment, 0 at the front pixel centre
 };
 
+// Most triangles a walk from one pixel centre to the next may cross before a
+// silhouette edge is found (dense meshes seen at a grazing angle have many
+// sub-pixel triangles there); a pair needing more is left unblended.
+constexpr int kAntialiasMaxWalk = 16;
+
+// Exit of the segment hf -> hs (homogeneous NDC points) from triangle a[3]:
+// among edges whose inside-positive edge function decreases along the
+// segment, the first one reached. Returns the edge index or -1.
+template <typename T>
+FG_HD int aa_exit_edge(T (*a)[3], T sign, const T* hf, const T* hs, T* t_out, T* ef_out,
+                       T* es_out, T* line_out) {
+  int exit_edge = -1;
+  for (int k = 0; k < 3; ++k) {
+    T line[3];
+    cross3(a[(k + 1) % 3], a[(k + 2) % 3], line);
+    const T ef = dot3(line, hf), es = dot3(line, hs);
+    if (!(sign * es < sign * ef)) continue;
+    const T t = ef / (ef - es);
+    if (exit_edge < 0 || t < *t_out) {
+      exit_edge = k;
+      *t_out = t;
+      *ef_out = ef;
+      *es_out = es;
+      line_out[0] = line[0];
+      line_out[1] = line[1];
+      line_out[2] = line[2];
+    }
+  }
+  return exit_edge;
+}
+
 // Analyses the pair (p0, p1): texels r0, r1 of rast, NDC centres c0, c1.
 // `horizontal` says p1 is to the right of p0 (else above it). pos is this
-// image's [V, 4]; tri and topology are [F, 3] (topology[f][k]: the vertex
-// opposite edge k of the other triangle sharing that edge, -1 if none).
-// Returns true when a silhouette edge of the front triangle crosses between
-// the two centres; the caller then blends (aa_blend) and differentiates
-// (aa_crossing_backward).
+// image's [V, 4]; tri and topology are [F, 3] (topology[f][k]: the other
+// triangle sharing edge k of f, -1 if none).
+//
+// Starting in the front triangle, the segment from its pixel centre towards
+// the other centre is followed across edges to neighbouring triangles of the
+// same surface (non-silhouette edges) until it leaves through a silhouette
+// edge. Returns true when that happens between the two centres; the caller
+// then blends (aa_blend) and differentiates (aa_crossing_backward).
 template <typename T>
 FG_HD bool aa_analyze_pair(const T* r0, const T* r1, const T* c0, const T* c1, bool horizontal,
                            int64_t height, int64_t width, const T* pos, int64_t num_vertices,
@@ -99,79 +134,75 @@ FG_HD bool aa_analyze_pair(const T* r0, const T* r1, const T* c0, const T* c1, b
   // The front triangle: the only one, or the nearer by z/w (a tie picks p1's,
   // as nvdiffrast does).
   const bool front_first = t1 < 0 || (t0 >= 0 && r0[2] < r1[2]);
-  const int64_t f = front_first ? t0 : t1;
   const T* cf = front_first ? c0 : c1;
   const T* cs = front_first ? c1 : c0;
-
-  int64_t v[3];
-  T a[3][3];
-  for (int k = 0; k < 3; ++k) {
-    v[k] = tri[3 * f + k];
-    if (v[k] < 0 || v[k] >= num_vertices) return false;
-    load_xyw(pos, v[k], a[k]);
-  }
-  const T orientation = det3(a[0], a[1], a[2]);
-  if (!(orientation != T(0))) return false;  // edge-on (or NaN): covers no pixel
-  const T sign = orientation > T(0) ? T(1) : T(-1);
   const T hf[3] = {cf[0], cf[1], T(1)};
   const T hs[3] = {cs[0], cs[1], T(1)};
-
-  // The edge through which the segment from the front centre leaves the
-  // triangle: among edges whose inside-positive edge function decreases along
-  // the segment, the first one reached.
-  int exit_edge = -1;
-  T exit_t = T(0), exit_ef = T(0), exit_es = T(0), exit_line[3] = {T(0), T(0), T(0)};
-  for (int k = 0; k < 3; ++k) {
-    T line[3];
-    cross3(a[(k + 1) % 3], a[(k + 2) % 3], line);
-    const T ef = dot3(line, hf), es = dot3(line, hs);
-    if (!(sign * es < sign * ef)) continue;
-    const T t = ef / (ef - es);
-    if (exit_edge < 0 || t < exit_t) {
-      exit_edge = k;
-      exit_t = t;
-      exit_ef = ef;
-      exit_es = es;
-      exit_line[0] = line[0];
-      exit_line[1] = line[1];
-      exit_line[2] = line[2];
-    }
-  }
-  if (exit_edge < 0) return false;
   const T slack = T(kAntialiasCrossingSlack);
-  if (!(exit_t >= -slack && exit_t <= T(1) + slack)) return false;
 
-  // Each edge is handled by one pair direction only, the one most across it:
-  // horizontal pairs take edges at least as steep as 45 degrees (in pixels),
-  // vertical pairs the flatter ones. (The line's pixel-space normal is
-  // (L.x / W, L.y / H) up to a factor 2.)
-  const T across_x = (exit_line[0] < T(0) ? -exit_line[0] : exit_line[0]) * T(height);
-  const T across_y = (exit_line[1] < T(0) ? -exit_line[1] : exit_line[1]) * T(width);
-  if (horizontal ? !(across_x >= across_y) : !(across_y > across_x)) return false;
+  int64_t f = front_first ? t0 : t1;
+  for (int step = 0; step < kAntialiasMaxWalk; ++step) {
+    int64_t v[3];
+    T a[3][3];
+    for (int k = 0; k < 3; ++k) {
+      v[k] = tri[3 * f + k];
+      if (v[k] < 0 || v[k] >= num_vertices) return false;
+      load_xyw(pos, v[k], a[k]);
+    }
+    const T orientation = det3(a[0], a[1], a[2]);
+    if (!(orientation != T(0))) return false;  // edge-on (or NaN): covers no pixel
+    const T sign = orientation > T(0) ? T(1) : T(-1);
+    T t = T(0), ef = T(0), es = T(0), line[3];
+    const int k = aa_exit_edge(a, sign, hf, hs, &t, &ef, &es, line);
+    if (k < 0 || !(t <= T(1) + slack)) return false;  // the other centre is inside
+    const int i = (k + 1) % 3, j = (k + 2) % 3;
 
-  // A silhouette: no neighbour across the edge, or the neighbour's far vertex
-  // lies on the same side of the edge as this triangle's, so the neighbour
-  // faces the other way (folds behind). det(A_i, A_j, A_k) is `orientation`.
-  const int i = (exit_edge + 1) % 3, j = (exit_edge + 2) % 3;
-  const int64_t opposite = topology[3 * f + exit_edge];
-  if (opposite >= 0 && opposite < num_vertices) {
-    T ao[3];
-    load_xyw(pos, opposite, ao);
-    if (orientation * det3(a[i], a[j], ao) < T(0)) return false;
+    // A silhouette: no neighbour across the edge, or the neighbour's far
+    // vertex lies on the same side of the edge as this triangle's, so the
+    // neighbour faces the other way (folds behind). det(A_i, A_j, A_k) is
+    // `orientation`.
+    const int64_t neighbour = topology[3 * f + k];
+    int64_t opposite = -1;
+    if (neighbour >= 0 && neighbour < num_triangles) {
+      for (int m = 0; m < 3; ++m) {
+        const int64_t w = tri[3 * neighbour + m];
+        if (w != v[i] && w != v[j] && w >= 0 && w < num_vertices) opposite = w;
+      }
+    }
+    bool silhouette = opposite < 0;
+    if (!silhouette) {
+      T ao[3];
+      load_xyw(pos, opposite, ao);
+      silhouette = orientation * det3(a[i], a[j], ao) >= T(0);
+    }
+    if (!silhouette) {  // the surface goes on: follow the segment into the neighbour
+      f = neighbour;
+      continue;
+    }
+    if (!(t >= -slack)) return false;
+
+    // Each edge is handled by one pair direction only, the one most across
+    // it: horizontal pairs take edges at least as steep as 45 degrees (in
+    // pixels), vertical pairs the flatter ones. (The line's pixel-space
+    // normal is (L.x / W, L.y / H) up to a factor 2.)
+    const T across_x = (line[0] < T(0) ? -line[0] : line[0]) * T(height);
+    const T across_y = (line[1] < T(0) ? -line[1] : line[1]) * T(width);
+    if (horizontal ? !(across_x >= across_y) : !(across_y > across_x)) return false;
+
+    out->front_is_first = front_first;
+    out->clamped = t < T(0) || t > T(1);
+    out->vi = v[i];
+    out->vj = v[j];
+    for (int c = 0; c < 3; ++c) {
+      out->ai[c] = a[i][c];
+      out->aj[c] = a[j][c];
+    }
+    out->e_front = ef;
+    out->e_other = es;
+    out->t = t < T(0) ? T(0) : (t > T(1) ? T(1) : t);
+    return true;
   }
-
-  out->front_is_first = front_first;
-  out->clamped = exit_t < T(0) || exit_t > T(1);
-  out->vi = v[i];
-  out->vj = v[j];
-  for (int c = 0; c < 3; ++c) {
-    out->ai[c] = a[i][c];
-    out->aj[c] = a[j][c];
-  }
-  out->e_front = exit_ef;
-  out->e_other = exit_es;
-  out->t = exit_t < T(0) ? T(0) : (exit_t > T(1) ? T(1) : exit_t);
-  return true;
+  return false;
 }
 
 // The blend of a crossing: pixel `modified` receives
@@ -218,7 +249,7 @@ struct AntialiasProblem {
   int64_t pos_batch_stride;  // V * 4 or 0
   int64_t num_vertices;
   const int32_t* tri;       // [F, 3]
-  const int32_t* topology;  // [F, 3]
+  const int32_t* topology;  // [F, 3] neighbouring triangle across each edge, or -1
   int64_t num_triangles;
 };
 
