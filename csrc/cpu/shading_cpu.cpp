@@ -65,7 +65,7 @@ void vertex_normals_forward(int64_t batch, int64_t num_vertices, int64_t num_fac
         T sum[3];
         gather_corners<T, true>(i, offsets, entries, face_normals, sum);
         const int64_t row = num_vertices * b + i;
-        inv_len[row] = facegeom::normalize3(sum, out + 3 * row);
+        inv_len[row] = facegeom::normalize3_scaled(sum, out + 3 * row);
       }
     });
   }
@@ -145,20 +145,23 @@ void sh_shading_backward(int64_t batch, int64_t num_points, const ShTable<T>& ta
                          const T* normals, const T* albedo, const T* coeffs, const T* grad_out,
                          T* grad_normals, T* grad_albedo, T* grad_coeffs) {
   const int64_t chunks = num_chunks(num_points, kShadingChunk);
-  std::vector<T> partial(grad_coeffs != nullptr ? batch * chunks * 27 : 0, T(0));
+  std::vector<T> partial(grad_coeffs != nullptr ? batch * chunks * 27 : 0);
   at::parallel_for(0, batch * chunks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t unit = begin; unit < end; ++unit) {
       const int64_t b = unit / chunks;
       const int64_t p0 = (unit - b * chunks) * kShadingChunk;
       const int64_t p1 = std::min(num_points, p0 + kShadingChunk);
       const T* c = coeffs + 27 * b;
-      T* gc = grad_coeffs != nullptr ? partial.data() + 27 * unit : nullptr;
+      // A local accumulator: it cannot alias the outputs, so it stays in registers.
+      T acc[27] = {};
+      T* gc = grad_coeffs != nullptr ? acc : nullptr;
       for (int64_t p = p0; p < p1; ++p) {
         const int64_t i = b * num_points + p;
         facegeom::sh_shade_backward(table, normals + 3 * i, albedo + 3 * i, c, grad_out + 3 * i,
                                     grad_normals != nullptr ? grad_normals + 3 * i : nullptr,
                                     grad_albedo != nullptr ? grad_albedo + 3 * i : nullptr, gc);
       }
+      if (gc != nullptr) std::copy(acc, acc + 27, partial.data() + 27 * unit);
     }
   });
   if (grad_coeffs != nullptr) {

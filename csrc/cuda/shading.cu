@@ -79,7 +79,7 @@ template <typename T>
 __global__ void normalize_in_place_kernel(int64_t count, T* vectors, T* inv_len) {
   for (int64_t i = first_index(); i < count; i += grid_stride()) {
     const T x[3] = {vectors[3 * i], vectors[3 * i + 1], vectors[3 * i + 2]};
-    inv_len[i] = facegeom::normalize3(x, vectors + 3 * i);
+    inv_len[i] = facegeom::normalize3_scaled(x, vectors + 3 * i);
   }
 }
 

@@ -352,7 +352,12 @@ def vertex_normals(vertices: Tensor, faces: Tensor) -> Tensor:
     sums = torch.zeros_like(vertices)
     for corner in range(3):
         sums = sums.index_add(-2, faces[:, corner], face_normals)  # [B, V, 3]
-    return _safe_normalize(sums)
+    # Divide out the largest component first so that tiny or huge meshes do not
+    # under/overflow the squared length; below the smallest normal number -> zero.
+    largest = sums.abs().amax(-1, keepdim=True)  # [B, V, 1]
+    usable = largest >= torch.finfo(sums.dtype).tiny
+    unit = _safe_normalize(sums / torch.where(usable, largest, torch.ones_like(largest)))
+    return torch.where(usable, unit, 0.0)
 
 
 def sh_basis(normals: Tensor, convention: str = "deep3d") -> Tensor:

@@ -160,8 +160,10 @@ def vertex_normals(vertices: Tensor, faces: Tensor) -> Tensor:
     sums *unit* face normals instead; the two agree on evenly tessellated meshes.)
 
     Defined results: zero-area faces contribute nothing; a vertex with no
-    incident face, or whose contributions cancel (or whose squared length
-    underflows to zero), gets the zero vector and a zero gradient, never NaN.
+    incident face, or whose contributions cancel (a summed normal whose largest
+    component is below the smallest normal float), gets the zero vector and a
+    zero gradient, never NaN. The sum is scaled by its largest component before
+    normalising, so meshes in tiny or huge units do not under/overflow.
 
     Args:
         vertices: ``[B, V, 3]`` or ``[V, 3]`` float32/float64 (differentiable).
@@ -349,7 +351,7 @@ def blinn_phong(
     input broadcasts against the others.
 
     Returns:
-        ``[B, ..., 3]`` specular colour (``[N, 3]`` for unbatched input).
+        ``[B, ..., 3]`` specular colour (``[N, 3]`` when every input is unbatched).
 
     Example:
         >>> n = torch.tensor([[[0.0, 0.0, 1.0]]]); p = torch.zeros(1, 1, 3)
@@ -406,4 +408,4 @@ def blinn_phong(
     else:
         out = reference.blinn_phong(normals, points, light_pos, camera_pos, specular_albedo, shininess)
     out = out.reshape(out_shape)
-    return out[0] if unbatched else out
+    return out[0] if unbatched and batch == 1 else out

@@ -245,9 +245,11 @@ def test_vertex_normals_degenerate_cases_are_nan_free():
 
 
 @requires_native
-def test_vertex_normals_deterministic_across_thread_counts():
-    vertices, faces = sphere_mesh(torch.float32, subdivisions=4, batch=2)  # F = 5120
-    vertices.requires_grad_(True)
+def test_results_deterministic_across_thread_counts():
+    vertices, faces = sphere_mesh(torch.float32, subdivisions=4, batch=2)  # V = 2562, F = 5120
+    _, _, light, camera, albedo, shininess = random_scene(2, vertices.shape[1], torch.float32)
+    coeffs = torch.randn(2, 9, 3)
+    leaves = [t.requires_grad_(True) for t in (vertices, light, albedo, shininess, coeffs)]
     weights = torch.randn(vertices.shape)
     threads = torch.get_num_threads()
     results = []
@@ -255,12 +257,53 @@ def test_vertex_normals_deterministic_across_thread_counts():
         for n in (1, max(2, threads)):
             torch.set_num_threads(n)
             normals = fo.vertex_normals(vertices, faces)
-            (grad,) = torch.autograd.grad((normals * weights).sum(), vertices)
-            results.append((normals, grad))
+            out = (fo.sh_shading(normals, albedo, coeffs, "deca")
+                   + fo.blinn_phong(normals, vertices, light, camera, albedo, shininess))
+            grads = torch.autograd.grad((out * weights).sum(), leaves)
+            results.append((out,) + grads)
     finally:
         torch.set_num_threads(threads)
     for a, b in zip(*results):
         assert torch.equal(a, b)
+
+
+@requires_native
+def test_non_contiguous_inputs_and_other_index_dtypes():
+    vertices, faces = sphere_mesh(batch=2, subdivisions=1)
+    strided = vertices.transpose(1, 2).contiguous().transpose(1, 2)  # same values, other strides
+    assert not strided.is_contiguous()
+    want = reference.vertex_normals(vertices, faces)
+    torch.testing.assert_close(fo.vertex_normals(strided, faces.t().contiguous().t()), want)
+    torch.testing.assert_close(fo.vertex_normals(vertices, faces.to(torch.int16)), want)
+    normals = unit_normals(2, 40, 2)[:, :, 0]  # every other row: non-contiguous
+    g = torch.Generator().manual_seed(8)
+    albedo = torch.rand(2, 40, 6, generator=g, dtype=torch.float64)[..., ::2]
+    coeffs = torch.randn(2, 3, 9, generator=g, dtype=torch.float64).transpose(1, 2)
+    torch.testing.assert_close(fo.sh_shading(normals, albedo, coeffs, "deca"),
+                               reference.sh_shading(normals, albedo, coeffs, "deca"))
+    scene = list(random_scene(2, 40))
+    scene[1] = scene[1].transpose(0, 1).contiguous().transpose(0, 1)
+    torch.testing.assert_close(fo.blinn_phong(*scene), reference.blinn_phong(*scene))
+
+
+@pytest.mark.parametrize("impl", ["kernel", "reference"])
+@pytest.mark.parametrize("scale", [1e-30, 1e-15, 1e15])
+def test_vertex_normals_tiny_and_huge_coordinates_float32(scale, impl):
+    # Squared lengths of the sums would under/overflow float32 at 1e-15 and 1e15;
+    # at 1e-30 the cross products themselves underflow (documented: zero normal,
+    # zero gradient).
+    fn = fo.vertex_normals if impl == "kernel" else reference.vertex_normals
+    vertices, faces = sphere_mesh(torch.float32, batch=1, subdivisions=1)
+    scaled = (vertices * scale).requires_grad_(True)
+    normals = fn(scaled, faces)
+    (grad,) = torch.autograd.grad(normals.sum(), scaled)
+    assert torch.isfinite(normals).all() and torch.isfinite(grad).all()
+    if scale < 1e-20:
+        assert (normals == 0).all() and (grad == 0).all()
+    else:
+        torch.testing.assert_close(normals, fo.vertex_normals(vertices, faces), atol=1e-5, rtol=0)
+        (unit_grad,) = torch.autograd.grad(fn(vertices.requires_grad_(True), faces).sum(), vertices)
+        torch.testing.assert_close(grad * scale, unit_grad, atol=1e-4, rtol=1e-4)
 
 
 def test_vertex_normals_empty_inputs():
@@ -338,6 +381,11 @@ def test_blinn_phong_shapes_and_broadcasting():
     torch.testing.assert_close(pix.view(2, 20, 3), want)
     one = fo.blinn_phong(normals[0], points[0], light[0], camera[0], albedo[0], shininess[0])
     torch.testing.assert_close(one, want[0])
+    # unbatched points with a batch of lights broadcast to a batched result
+    two = fo.blinn_phong(normals[0], points[0], light, camera[0], albedo[0], shininess[0])
+    assert two.shape == (2, 20, 3)
+    torch.testing.assert_close(two[1], reference.blinn_phong(normals[0], points[0], light[1], camera[0],
+                                                             albedo[0], shininess[0]))
     # a batch of 1 broadcasts
     got = fo.blinn_phong(normals[:1], points[:1], light, camera, albedo[:1], shininess)
     torch.testing.assert_close(got, reference.blinn_phong(normals[:1].expand(2, -1, -1), points[:1].expand(2, -1, -1),

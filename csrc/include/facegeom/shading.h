@@ -40,6 +40,27 @@ FG_HD T normalize3(const T* x, T* out) {
   return inv_len;
 }
 
+// normalize3 for sums whose squared length could under- or overflow (vertex
+// normals of meshes in tiny or huge units): the largest component is divided
+// out first. Vectors below the smallest normal number are treated as zero.
+// NaN propagates.
+template <typename T>
+FG_HD T normalize3_scaled(const T* x, T* out) {
+  const T smallest_normal = sizeof(T) == 4 ? T(1.17549435e-38f) : T(2.2250738585072014e-308);
+  const T ax = x[0] < T(0) ? -x[0] : x[0];
+  const T ay = x[1] < T(0) ? -x[1] : x[1];
+  const T az = x[2] < T(0) ? -x[2] : x[2];
+  const T largest = ax > ay ? (ax > az ? ax : az) : (ay > az ? ay : az);
+  if (largest < smallest_normal) {
+    out[0] = out[1] = out[2] = T(0);
+    return T(0);
+  }
+  const T y[3] = {x[0] / largest, x[1] / largest, x[2] / largest};  // |y| in [1, sqrt(3)]
+  const T inv_len_y = T(1) / sqrt(dot3(y, y));
+  for (int c = 0; c < 3; ++c) out[c] = y[c] * inv_len_y;
+  return inv_len_y / largest;
+}
+
 // Reverse of normalize3: grad_x = (g - u (u . g)) / |x| with u the unit vector.
 template <typename T>
 FG_HD void normalize3_backward(const T* unit, T inv_len, const T* grad_unit, T* grad_x) {
