@@ -58,11 +58,13 @@ def smplx_flame(model, shape, expression, pose):
                                      model.J_regressor, model.parents, model.lbs_weights)
     dyn_faces, dyn_bary = smplx_lbs.find_dynamic_lmk_idx_and_bcoords(
         vertices, pose, model.dynamic_lmk_faces_idx, model.dynamic_lmk_bary_coords, torch.tensor([1, 0]))
-    static = smplx_lbs.vertices2landmarks(vertices, model.faces, model.lmk_faces_idx.expand(batch, -1),
-                                          model.lmk_bary_coords.expand(batch, -1, -1))
+    # smplx's FLAME repeats (copies) the embedding per batch element: its
+    # vertices2landmarks needs contiguous indices.
+    static = smplx_lbs.vertices2landmarks(vertices, model.faces, model.lmk_faces_idx.repeat(batch, 1),
+                                          model.lmk_bary_coords.repeat(batch, 1, 1))
     contour = smplx_lbs.vertices2landmarks(vertices, model.faces, dyn_faces, dyn_bary)
-    full = smplx_lbs.vertices2landmarks(vertices, model.faces, model.full_lmk_faces_idx.expand(batch, -1),
-                                        model.full_lmk_bary_coords.expand(batch, -1, -1))
+    full = smplx_lbs.vertices2landmarks(vertices, model.faces, model.full_lmk_faces_idx.repeat(batch, 1),
+                                        model.full_lmk_bary_coords.repeat(batch, 1, 1))
     return vertices, joints, torch.cat([contour, static], 1), full
 
 

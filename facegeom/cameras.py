@@ -21,9 +21,12 @@ the points' batch. Everything is differentiable with respect to both the points
 and the camera parameters (plain PyTorch).
 
 Example:
+    >>> vertices = torch.zeros(1, 5023, 3)             # e.g. FLAME's output
     >>> cam = WeakPerspective(torch.tensor([[8.0, 0.0, 0.02]]), image_size=224)
-    >>> pixels = cam.project(vertices)              # [B, V, 2], y down
-    >>> pos = cam.to_clip(vertices)                 # [B, V, 4] for rasterize
+    >>> cam.project(vertices).shape                    # pixels, y down
+    torch.Size([1, 5023, 2])
+    >>> cam.to_clip(vertices).shape                    # pos for facegeom.ops.rasterize
+    torch.Size([1, 5023, 4])
 """
 from __future__ import annotations
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from facegeom.cameras import Pinhole, ScaledOrthographic, WeakPerspective
+from tests.conftest import cuda
 
 
 def head_points(batch=2, n=50, dtype=torch.float64, seed=0):
@@ -268,3 +269,16 @@ def test_landmarks_of_the_synthetic_head_fall_on_the_rendered_head():
     pixels = torch.round(camera.project(out.landmarks2d)[0, 17:]).long()
     assert image_coverage[pixels[:, 1], pixels[:, 0]].all()
     assert 0.1 < image_coverage.float().mean() < 0.9
+
+
+@pytest.mark.cuda
+@cuda
+def test_cameras_on_cuda_match_cpu():
+    points = head_points()
+    for name, camera in cameras().items():
+        scaled = points * (5e5 if name == "ortho" else 1.0)
+        moved = {"weak": lambda: WeakPerspective(camera.cam.cuda()),
+                 "ortho": lambda: ScaledOrthographic(camera.P.cuda()),
+                 "pinhole": lambda: Pinhole.deep3d(batch=2, dtype=torch.float64, device="cuda")}[name]()
+        torch.testing.assert_close(moved.to_clip(scaled.cuda()).cpu(), camera.to_clip(scaled))
+        torch.testing.assert_close(moved.project(scaled.cuda()).cpu(), camera.project(scaled))

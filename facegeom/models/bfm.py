@@ -184,9 +184,17 @@ class BFM(nn.Module):
             if keypoints.numel() and (keypoints.min() < 0 or keypoints.max() >= num_vertices):
                 raise IndexError(f"keypoints must index vertices in [0, {num_vertices})")
         self.register_buffer("keypoints", keypoints)
-        self.masks: Dict[str, Tensor] = {}
+        self._mask_names = []
         for name, value in (masks or {}).items():
-            self.masks[name] = torch.as_tensor(np.asarray(value))
+            array = np.asarray(value)
+            tensor = torch.as_tensor(array, dtype=torch.int64 if array.dtype.kind in "iub" else dtype)
+            self.register_buffer(f"mask_{name}", tensor)  # buffers: they follow .to(device)
+            self._mask_names.append(name)
+
+    @property
+    def masks(self) -> Dict[str, Tensor]:
+        """Named index sets / per-vertex weights from the file (see the constructors)."""
+        return {name: getattr(self, f"mask_{name}") for name in self._mask_names}
 
     @property
     def num_vertices(self) -> int:
@@ -255,6 +263,34 @@ class BFM(nn.Module):
     # ------------------------------------------------------------------ #
     # Files                                                              #
     # ------------------------------------------------------------------ #
+    @classmethod
+    def from_flame(cls, model) -> "BFM":
+        """The linear part of a FLAME-layout model (e.g. :func:`synthetic_head`) as a
+        BFM, for pipelines written against :class:`BFM`: mean = ``v_template``,
+        identity / expression bases = its shape / expression components, texture =
+        its albedo model (if any), ``keypoints`` = for each of the 68 fixed 3D
+        landmarks, the corner vertex with the largest barycentric weight. Pose
+        (skinning) is dropped: a BFM is posed by the camera's rotation.
+
+        Example:
+            >>> from facegeom.models import synthetic_head
+            >>> bfm = BFM.from_flame(synthetic_head())
+            >>> bfm(torch.zeros(1, 50)).vertices.shape
+            torch.Size([1, 2886, 3])
+        """
+        shapedirs = model.shapedirs.detach().cpu().permute(2, 0, 1)  # [K, V, 3]
+        keypoints = None
+        if model.full_lmk_faces_idx is not None:
+            corners = model.faces[model.full_lmk_faces_idx].cpu()  # [68, 3]
+            keypoints = corners.gather(1, model.full_lmk_bary_coords.cpu().argmax(1, keepdim=True)).squeeze(1)
+        texture = {}
+        if model.albedo_basis is not None:
+            texture = dict(mean_texture=model.albedo_mean.cpu().numpy(),
+                           texture_basis=model.albedo_basis.cpu().numpy())
+        return cls(model.v_template.cpu().numpy(), shapedirs[: model.n_shape].numpy(),
+                   shapedirs[model.n_shape:].numpy(), model.faces.cpu().numpy(), keypoints=keypoints,
+                   dtype=model.v_template.dtype, **texture)
+
     @classmethod
     def from_deep3d(cls, path, recenter: bool = True, dtype: torch.dtype = torch.float32) -> "BFM":
         """Deep3DFaceRecon's ``BFM_model_front.mat``.

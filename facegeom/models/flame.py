@@ -203,11 +203,12 @@ class FLAME(nn.Module):
         dtype: float dtype of the buffers.
 
     Example:
-        >>> head = facegeom.models.synthetic_head()
+        >>> from facegeom.models import synthetic_head
+        >>> head = synthetic_head()
         >>> out = head(torch.zeros(2, head.n_shape), torch.zeros(2, head.n_exp),
         ...            jaw=torch.tensor([[0.2, 0.0, 0.0]]).expand(2, 3))
         >>> out.vertices.shape, out.landmarks2d.shape
-        (torch.Size([2, V, 3]), torch.Size([2, 68, 3]))
+        (torch.Size([2, 2886, 3]), torch.Size([2, 68, 3]))
     """
 
     def __init__(
@@ -239,6 +240,10 @@ class FLAME(nn.Module):
         _checks.shape("shapedirs", shapedirs, [num_vertices, 3, n_shape + n_exp], "[V, 3, n_shape + n_exp]")
         parents_t = torch.as_tensor(list(parents), dtype=torch.int64)
         num_joints = parents_t.shape[0]
+        values = parents_t.tolist()
+        if num_joints < 2 or values[0] != -1 or any(not 0 <= p < j for j, p in enumerate(values) if j):
+            raise ValueError(f"parents must be a kinematic tree with parents[0] = -1 and 0 <= parents[j] < j, "
+                             f"got {values}")
         posedirs = floats(posedirs)
         _checks.shape("posedirs", posedirs, [9 * (num_joints - 1), 3 * num_vertices], "[(J-1)*9, V*3]")
         J_regressor = floats(J_regressor)
@@ -410,11 +415,16 @@ class FLAME(nn.Module):
         if posedirs.shape[:2] != (num_vertices, 3):
             raise ValueError(f"{source}: posedirs must have shape [V={num_vertices}, 3, P], got {list(posedirs.shape)}")
         posedirs = posedirs.reshape(-1, posedirs.shape[2]).T  # smplx: [P, V*3]
-        regressor = _float_array(data["J_regressor"], "J_regressor", source, 2)
-        weights = _float_array(data["weights"], "weights", source, 2)
         kintree = np.asarray(data["kintree_table"])
         if kintree.ndim != 2 or kintree.shape[0] != 2:
             raise ValueError(f"{source}: kintree_table must have shape [2, J], got {list(kintree.shape)}")
+        num_joints = kintree.shape[1]
+        regressor = _float_array(data["J_regressor"], "J_regressor", source, 2)
+        weights = _float_array(data["weights"], "weights", source, 2)
+        for key, array, wanted in (("J_regressor", regressor, (num_joints, num_vertices)),
+                                   ("weights", weights, (num_vertices, num_joints))):
+            if array.shape != wanted:
+                raise ValueError(f"{source}: {key} must have shape {list(wanted)}, got {list(array.shape)}")
         parents = kintree[0].astype(np.int64)
         parents[0] = -1  # the root's parent is stored as the largest uint32
         faces = _as_index("f", data["f"], source)
@@ -526,7 +536,9 @@ class FLAME(nn.Module):
             shape: ``[B, <= n_shape]`` identity coefficients (missing trailing
                 components are zero, as DECA pads them).
             expression: ``[B, <= n_exp]`` expression coefficients.
-            pose: ``[B, 3]`` global head rotation (axis-angle, about the root joint).
+            pose: ``[B, 3]`` global head rotation (axis-angle, about the root joint);
+                ``[B, 6]`` is read as DECA's / RingNet's ``pose_params`` (global
+                rotation then jaw) when ``jaw`` is not given.
             neck: ``[B, 3]``; jaw: ``[B, 3]``; eyes: ``[B, 6]`` (left eye then right
                 eye), axis-angle, each relative to its parent joint.
             translation: ``[B, 3]`` added to vertices, joints and landmarks.
@@ -550,6 +562,8 @@ class FLAME(nn.Module):
         batch = _checks.batch_size({k: v.shape[0] for k, v in given.items() if v is not None}) \
             if any(v is not None for v in given.values()) else 1
 
+        if pose is not None and jaw is None and pose.shape[-1] == 6:
+            pose, jaw = pose[:, :3], pose[:, 3:]  # DECA / RingNet pose_params: global then jaw
         shape = self._coefficients("shape", shape, self.n_shape, batch, ref)
         expression = self._coefficients("expression", expression, self.n_exp, batch, ref)
         rotations = [self._rotation("pose", pose, 3, batch, ref), self._rotation("neck", neck, 3, batch, ref),
@@ -583,7 +597,7 @@ class FLAME(nn.Module):
         ``R_global @ R_neck`` (:func:`yaw_degrees`) through :func:`contour_row`."""
         batch = full_pose.shape[0]
         chain = self._neck_chain  # [neck, global]
-        rotations = ops.rodrigues(full_pose.view(batch, -1, 3)[:, chain].detach())  # [B, len, 3, 3]
+        rotations = ops.rodrigues(full_pose.reshape(batch, self.num_joints, 3)[:, chain].detach())  # [B, len, 3, 3]
         relative = rotations[:, 0]
         for k in range(1, len(chain)):
             relative = rotations[:, k] @ relative

@@ -198,12 +198,20 @@ def _embed(unit_vertices: np.ndarray, faces: np.ndarray, directions: np.ndarray)
 def _orthonormal_fields(fields: np.ndarray) -> np.ndarray:
     """Columns of ``fields`` [N, K] (full column rank) orthonormalised, in order."""
     # Cholesky QR, twice for accuracy: a K x K factorisation instead of a
-    # Householder QR of the tall matrix. In torch, whose thread pool stays
-    # fast when the machine is busy (multi-threaded OpenBLAS does not).
+    # Householder QR of the tall matrix. In torch rather than numpy, whose
+    # multi-threaded OpenBLAS was 10x slower on a busy machine.
+    # One thread: these products are small, and on a busy machine the
+    # intra-op threads cost more in synchronisation than they save (0.6 s vs
+    # 1.3-1.9 s for the whole build on a loaded 2-core VM).
     tall = torch.from_numpy(np.ascontiguousarray(fields))
-    for _ in range(2):
-        lower = torch.linalg.cholesky(tall.T @ tall)
-        tall = torch.linalg.solve_triangular(lower, tall.T, upper=False).T
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for _ in range(2):
+            lower = torch.linalg.cholesky(tall.T @ tall)
+            tall = torch.linalg.solve_triangular(lower, tall.T, upper=False).T
+    finally:
+        torch.set_num_threads(threads)
     return tall.numpy()
 
 
@@ -415,8 +423,10 @@ def synthetic_head(seed: int = 0, n_shape: int = 50, n_exp: int = 50, n_tex: int
     - Landmarks: the 68 iBUG points embedded barycentrically on the surface, with
       a 79-row dynamic jaw-contour table laid out as FLAME's (same yaw lookup).
 
-    Deterministic for a given seed (identical arrays on every call and machine);
-    building takes well under a second and results are cached per argument set.
+    Deterministic for a given seed (identical arrays on every call; across
+    machines, up to floating-point differences of the BLAS). Building takes
+    under a second (0.6-0.9 s measured on a busy 2-core VM) and the arrays are
+    cached per argument set; each call returns a fresh module.
 
     Args:
         seed: selects the random bases (the mean geometry and landmarks do not change).

@@ -129,7 +129,8 @@ def write_generic_model(path, arrays, drop=(), extra=None):
             content[key] = value
     content["bs_style"] = "lbs"
     content["bs_type"] = "lrotmin"
-    content["J"] = np.asarray(arrays["J_regressor"]) @ arrays["v_template"]
+    if np.shape(arrays["J_regressor"])[1] == len(arrays["v_template"]):  # rest joints, as the file has
+        content["J"] = np.asarray(arrays["J_regressor"]) @ arrays["v_template"]
     content.update(extra or {})
     with open(path, "wb") as f:
         f.write(dumps(content))

@@ -8,6 +8,7 @@ import scipy.io
 import torch
 
 from facegeom.models import BFM
+from tests.conftest import cuda
 from tests.models.model_files import icosphere_1
 
 V = 42  # vertices of the test mesh
@@ -324,3 +325,31 @@ def test_basel2017_errors(tmp_path):
         BFM.from_basel2017(not_h5)
     with pytest.raises(ValueError, match="expression"):
         BFM.from_basel2017(broken, n_exp=3)
+
+
+@pytest.mark.cuda
+@cuda
+def test_cuda_matches_cpu(deep3d_file):
+    bfm = BFM.from_deep3d(deep3d_file[0], dtype=torch.float64)
+    g = torch.Generator().manual_seed(9)
+    coeffs = [torch.randn(2, k, generator=g, dtype=torch.float64) for k in (80, 64, 80)]
+    cpu = bfm(*coeffs)
+    gpu = bfm.cuda()(*[c.cuda() for c in coeffs])
+    for name in ("vertices", "texture", "landmarks"):
+        torch.testing.assert_close(getattr(gpu, name).cpu(), getattr(cpu, name), atol=1e-10, rtol=0)
+
+
+def test_from_flame_synthetic_head():
+    from facegeom.models import synthetic_head
+
+    head = synthetic_head(seed=1, n_shape=8, n_exp=6, n_tex=5, dtype=torch.float64)
+    bfm = BFM.from_flame(head)
+    assert (bfm.n_id, bfm.n_exp, bfm.n_tex) == (8, 6, 5)
+    g = torch.Generator().manual_seed(10)
+    ident, expr, tex = (torch.randn(2, k, generator=g, dtype=torch.float64) for k in (8, 6, 5))
+    ours, theirs = bfm(ident, expr, tex), head(ident, expr, texture=tex)
+    # Zero pose: FLAME's forward is its linear part (up to its pose-corrective-free skinning).
+    torch.testing.assert_close(ours.vertices, theirs.vertices, atol=1e-12, rtol=0)
+    torch.testing.assert_close(ours.texture, theirs.albedo)
+    # Keypoints are the landmark triangles' dominant corners: close to the landmarks.
+    assert (ours.landmarks - theirs.landmarks3d).norm(dim=-1).max() < 6e-3

@@ -2,7 +2,6 @@
 raw opcodes): forward against the numpy FLAME formula and smplx's lbs, landmark
 embeddings in DECA/MICA and RingNet formats, masks, malicious and broken files."""
 import math
-import os
 import pickle
 
 import numpy as np
@@ -221,6 +220,11 @@ def test_missing_key_and_bad_shapes_name_file_and_key(tmp_path, arrays):
     model_files.write_generic_model(path, bad)
     with pytest.raises(ValueError, match=r"bad_posedirs\.pkl: posedirs"):
         FLAME.from_file(path, n_exp=20)
+    for key, value in (("weights", arrays["weights"][:, :4]), ("J_regressor", arrays["J_regressor"][:, :-1])):
+        path = tmp_path / f"bad_{key}.pkl"
+        model_files.write_generic_model(path, dict(arrays, **{key: value}))
+        with pytest.raises(ValueError, match=rf"bad_{key}\.pkl: {key} must have shape"):
+            FLAME.from_file(path, n_exp=20)
     path = tmp_path / "generic_model.pkl"
     model_files.write_generic_model(path, arrays)
     with pytest.raises(ValueError, match="n_shape"):
@@ -244,7 +248,6 @@ def test_corrupt_and_absent_files(tmp_path, arrays):
         FLAME.from_file(listing)
     # A derived chumpy expression (no array 'x') cannot be evaluated without chumpy.
     derived = tmp_path / "derived.pkl"
-    derived.write_bytes(model_files.dumps({"v_template": model_files.ChumpyVariable(None)}))
     obj = model_files.ChumpyVariable(np.zeros(2))
     obj.state = {"a": np.zeros(2), "idxs": np.arange(2)}
     derived.write_bytes(model_files.dumps({"v_template": obj}))
@@ -280,3 +283,41 @@ def test_safe_unpickler_round_trips_the_allowed_types(tmp_path):
     assert torch.equal(loaded["t"], value["t"]) and loaded["n"] == np.float32(2.5)
     np.save(tmp_path / "plain.npy", np.arange(5))
     np.testing.assert_array_equal(_pickle.load_npy(tmp_path / "plain.npy"), np.arange(5))
+
+
+def test_gradcheck_through_landmarks(files):
+    folder, _ = files
+    flame = FLAME.from_file(folder / "generic_model.pkl", n_shape=4, n_exp=3,
+                            landmark_embedding=folder / "landmark_embedding.npy", dtype=torch.float64)
+    g = torch.Generator().manual_seed(8)
+    shape = torch.randn(2, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    expression = torch.randn(2, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    # Yaws of 10.2 and -20.3 degrees: far from a contour-row boundary (x.5 degrees),
+    # so finite differences do not switch rows.
+    pose = torch.tensor([[0.0, 0.178, 0.0], [0.05, -0.354, 0.0]], dtype=torch.float64, requires_grad=True)
+    jaw = torch.randn(2, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    translation = torch.randn(2, 3, generator=g, dtype=torch.float64, requires_grad=True)
+
+    def landmarks(*args):
+        out = flame(*args[:3], jaw=args[3], translation=args[4])
+        return out.landmarks2d, out.landmarks3d, out.joints
+
+    assert torch.autograd.gradcheck(landmarks, (shape, expression, pose, jaw, translation))
+
+
+@pytest.mark.parametrize("protocol", [0, 2, 4])
+def test_numpy_only_generic_model(tmp_path, arrays, protocol):
+    """The chumpy-free conversions users often hold (plain numpy + a current scipy
+    csc_matrix), in the text protocol 0 and the binary protocols, load the same."""
+    import scipy.sparse
+
+    content = dict(arrays, J_regressor=scipy.sparse.csc_matrix(arrays["J_regressor"]))
+    path = tmp_path / f"generic_model_p{protocol}.pkl"
+    with open(path, "wb") as f:
+        pickle.dump(content, f, protocol=protocol)
+    plain = FLAME.from_file(path, n_shape=8, n_exp=4, dtype=torch.float64)
+    reference_path = tmp_path / "chumpy.pkl"
+    model_files.write_generic_model(reference_path, arrays)
+    chumpy = FLAME.from_file(reference_path, n_shape=8, n_exp=4, dtype=torch.float64)
+    for (name, a), (_, b) in zip(plain.named_buffers(), chumpy.named_buffers()):
+        assert torch.equal(a, b), name

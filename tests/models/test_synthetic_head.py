@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from facegeom.models import FLAME, synthetic_head
+from tests.conftest import cuda
 from tests.models.numpy_flame import barycentric_points, contour_row_for_yaw, flame_forward
 
 head_module = importlib.import_module("facegeom.models.synthetic_head")
@@ -234,3 +235,58 @@ def test_bad_input_raises_naming_the_argument(head):
     with pytest.raises(IndexError, match="faces"):
         FLAME(head.v_template, head.shapedirs, head.posedirs, head.J_regressor, head.lbs_weights,
               head.faces + head.num_vertices, head.n_shape, head.n_exp)
+
+
+def test_torch_compile_fullgraph():
+    head = synthetic_head(seed=0, n_shape=10, n_exp=10, n_tex=10)
+
+    def decode(shape, expression, pose, jaw, texture):
+        out = head(shape, expression, pose=pose, jaw=jaw, texture=texture)
+        return out.vertices, out.landmarks2d, out.landmarks3d, out.albedo
+
+    g = torch.Generator().manual_seed(3)
+    args = (torch.randn(2, 10, generator=g), torch.randn(2, 10, generator=g), torch.randn(2, 3, generator=g) * 0.3,
+            torch.randn(2, 3, generator=g) * 0.2, torch.randn(2, 10, generator=g))
+    compiled = torch.compile(decode, fullgraph=True, backend="aot_eager")
+    for got, want in zip(compiled(*args), decode(*args)):
+        torch.testing.assert_close(got, want)
+
+
+@pytest.mark.cuda
+@cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cuda_matches_cpu(dtype):
+    head = synthetic_head(seed=0, dtype=dtype)
+    g = torch.Generator().manual_seed(4)
+    args = dict(shape=torch.randn(3, 50, generator=g, dtype=dtype), expression=torch.randn(3, 50, generator=g, dtype=dtype),
+                pose=torch.randn(3, 3, generator=g, dtype=dtype) * 0.3, jaw=torch.randn(3, 3, generator=g, dtype=dtype) * 0.2,
+                texture=torch.randn(3, 50, generator=g, dtype=dtype))
+    cpu = head(**args)
+    gpu = head.cuda()(**{k: v.cuda() for k, v in args.items()})
+    tol = dict(atol=1e-5, rtol=0) if dtype == torch.float32 else dict(atol=1e-10, rtol=0)
+    for name in ("vertices", "joints", "landmarks2d", "landmarks3d", "albedo"):
+        torch.testing.assert_close(getattr(gpu, name).cpu(), getattr(cpu, name), **tol)
+
+
+def test_deca_pose_params_and_parents_checks(head):
+    g = torch.Generator().manual_seed(5)
+    pose_params = torch.randn(2, 6, generator=g, dtype=torch.float64) * 0.2  # DECA: global then jaw
+    split = head(pose=pose_params[:, :3], jaw=pose_params[:, 3:])
+    torch.testing.assert_close(head(pose=pose_params).vertices, split.vertices)
+    with pytest.raises(ValueError, match="pose"):
+        head(pose=pose_params, jaw=pose_params[:, 3:])  # both given: pose must be [B, 3]
+    with pytest.raises(ValueError, match="parents"):
+        FLAME(head.v_template, head.shapedirs, head.posedirs, head.J_regressor, head.lbs_weights, head.faces,
+              head.n_shape, head.n_exp, parents=(-1, 0, 3, 1, 1))
+
+
+def test_empty_batch_and_non_contiguous_inputs():
+    head = synthetic_head(seed=0, n_shape=5, n_exp=5, n_tex=5)
+    empty = head(torch.zeros(0, 5), pose=torch.zeros(0, 3), texture=torch.zeros(0, 5))
+    assert empty.vertices.shape == (0, head.num_vertices, 3) and empty.landmarks2d.shape == (0, 68, 3)
+    assert empty.albedo.shape == (0, head.num_vertices, 3)
+    g = torch.Generator().manual_seed(6)
+    shape = torch.randn(5, 3, generator=g).t()  # [3, 5], not contiguous
+    pose = (torch.randn(3, 3, generator=g) * 0.2).t()
+    torch.testing.assert_close(head(shape, pose=pose).landmarks2d,
+                               head(shape.contiguous(), pose=pose.contiguous()).landmarks2d)
