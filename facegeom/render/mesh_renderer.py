@@ -102,10 +102,10 @@ class MeshRenderer(nn.Module):
         >>> head = facegeom.models.synthetic_head()
         >>> out = head(texture=torch.zeros(1, head.n_tex))
         >>> renderer = MeshRenderer(head.faces, image_size=224)
-        >>> camera = facegeom.cameras.WeakPerspective(scale=..., translation=...)  # doctest: +SKIP
+        >>> camera = facegeom.cameras.WeakPerspective(torch.tensor([[5.5, 0.0, 0.02]]), image_size=224)
         >>> sh = torch.zeros(1, 9, 3); sh[:, 0] = 0.8                     # ambient light
-        >>> r = renderer(out.vertices, out.albedo, sh, camera=camera)     # doctest: +SKIP
-        >>> r.image.shape, r.alpha.shape, r.triangle_id.shape            # doctest: +SKIP
+        >>> r = renderer(out.vertices, out.albedo, sh, camera=camera)
+        >>> r.image.shape, r.alpha.shape, r.triangle_id.shape
         (torch.Size([1, 224, 224, 3]), torch.Size([1, 224, 224, 1]), torch.Size([1, 224, 224]))
     """
 
@@ -214,14 +214,21 @@ class MeshRenderer(nn.Module):
         if specular:
             if light_position is None or camera_position is None:
                 raise ValueError("specular_albedo needs light_position and camera_position ([B, 3] or [3])")
-            specular_albedo = _batched("specular_albedo", specular_albedo, vertices,
-                                       [num_vertices, specular_albedo.shape[-1]], "[B, V, 3] or [B, V, 1]")
-            if specular_albedo.shape[-1] not in (1, 3):
-                raise ValueError(f"specular_albedo must have 1 or 3 channels, got {list(specular_albedo.shape)}")
+            _checks.floating("specular_albedo", specular_albedo, vertices, "vertices")
+            channels = specular_albedo.shape[-1] if specular_albedo.dim() else 0
+            if channels not in (1, 3):
+                raise ValueError(f"specular_albedo must be [B, V, 3] or [B, V, 1] (or unbatched), "
+                                 f"got {list(specular_albedo.shape)}")
+            specular_albedo = _batched("specular_albedo", specular_albedo, vertices, [num_vertices, channels],
+                                       "[B, V, 3] or [B, V, 1]")
             light_position = _batched("light_position", light_position, vertices, [3], "[B, 3] or [3]")
             camera_position = _batched("camera_position", camera_position, vertices, [3], "[B, 3] or [3]")
-        _checks.batch_size({"vertices": batch, "albedo": albedo.shape[0],
-                            **({"sh_coeffs": sh_coeffs.shape[0]} if sh_coeffs is not None else {})})
+        batches = {"vertices": batch, "albedo": albedo.shape[0]}
+        if sh_coeffs is not None:
+            batches["sh_coeffs"] = sh_coeffs.shape[0]
+        if specular:
+            batches.update(specular_albedo=specular_albedo.shape[0], light_position=light_position.shape[0],
+                           camera_position=camera_position.shape[0])
         if (camera is None) == (pos is None):
             raise ValueError("pass exactly one of camera (an object with to_clip) and pos ([B, V, 4] clip space)")
         if camera is not None:
@@ -229,7 +236,14 @@ class MeshRenderer(nn.Module):
                 raise TypeError(f"camera must have a to_clip(points, image_size) method, got {type(camera).__name__}")
             pos = camera.to_clip(vertices, self.image_size)
         pos = _batched("pos", pos, vertices, [num_vertices, 4], "[B, V, 4] or [V, 4]")
+        batches["pos"] = pos.shape[0]
+        if _checks.batch_size(batches) != batch:
+            raise ValueError(f"vertices has batch {batch}, but the other inputs have batch "
+                             f"{_checks.batch_size(batches)}; give vertices the full batch")
         pos = pos.expand(batch, -1, -1).contiguous()
+        if specular:
+            light_position, camera_position = light_position.expand(batch, 3), camera_position.expand(batch, 3)
+            specular_albedo = specular_albedo.expand(batch, -1, -1)
         faces = self.faces.to(vertices.device)
 
         rast, _ = ops.rasterize(pos, faces, self.image_size)  # [B, H, W, 4], row 0 at the bottom
@@ -241,11 +255,11 @@ class MeshRenderer(nn.Module):
             colour = albedo if sh_coeffs is None else ops.sh_shading(normals, albedo, sh_coeffs, self.sh_convention)
             if specular:
                 colour = colour + ops.blinn_phong(normals, vertices, light_position, camera_position,
-                                                  specular_albedo.expand(batch, -1, -1), shininess)
+                                                  specular_albedo, shininess)
             pixels, _ = ops.interpolate(colour, rast, faces)
         else:
             # One interpolate call for every per-pixel attribute.
-            attrs = [albedo, normals] + ([vertices, specular_albedo.expand(batch, -1, -1)] if specular else [])
+            attrs = [albedo, normals] + ([vertices, specular_albedo] if specular else [])
             values, _ = ops.interpolate(torch.cat(attrs, -1), rast, faces)
             pixel_albedo, pixel_normals = values[..., 0:3], values[..., 3:6]
             # Interpolated normals are shorter than 1; the background's are zero and

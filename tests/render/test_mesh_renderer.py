@@ -300,6 +300,13 @@ def test_bad_input():
         renderer(vertices.long(), albedo, sh, pos=pos)
     with pytest.raises(ValueError, match="batch sizes"):
         renderer(vertices, albedo.repeat(2, 1, 1), sh, pos=pos)
+    with pytest.raises(ValueError, match="full batch"):
+        renderer(vertices[:1], albedo, sh, pos=pos[:1])
+    with pytest.raises(ValueError, match="batch sizes"):
+        renderer(vertices, albedo, sh, pos=pos.repeat(2, 1, 1))
+    with pytest.raises(ValueError, match="specular_albedo"):
+        renderer(vertices, albedo, sh, pos=pos, specular_albedo=albedo[..., :2],
+                 light_position=s["light_position"], camera_position=s["camera_position"])
     with pytest.raises(ValueError, match="light_position and camera_position"):
         renderer(vertices, albedo, sh, pos=pos, specular_albedo=s["specular_albedo"])
     with pytest.raises(IndexError, match="faces index vertex"):
