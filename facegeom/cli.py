@@ -45,6 +45,10 @@ def cmd_bench(args) -> int:
 def cmd_demo(args) -> int:
     from facegeom import demo
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     report = demo.run(out_dir=args.out, iterations=args.iterations, seed=args.seed, flame=args.flame, bfm=args.bfm,
                       progress=not args.quiet, image_size=args.image_size)
     print(json.dumps(report, indent=2))
@@ -65,6 +69,8 @@ def main(argv=None) -> int:
     demo_parser.add_argument("--seed", type=int, default=0)
     demo_parser.add_argument("--image-size", type=int, default=224, help="target image side (default: 224)")
     demo_parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    demo_parser.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's); 1 is "
+                             "much faster on a busy machine, where parallel regions wait for descheduled threads")
     model_group = demo_parser.add_mutually_exclusive_group()
     model_group.add_argument("--flame", metavar="PATH", help="fit FLAME's generic_model.pkl (with DECA's "
                              "landmark_embedding.npy beside it) instead of the synthetic head")

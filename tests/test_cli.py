@@ -2,6 +2,7 @@
 import json
 
 import pytest
+import torch
 
 from facegeom import cli, demo
 
@@ -34,9 +35,12 @@ def test_demo_forwards_arguments_and_exit_status(monkeypatch, capsys, converged)
         return {"converged": converged}
 
     monkeypatch.setattr(demo, "run", fake_run)
+    threads = []
+    monkeypatch.setattr(torch, "set_num_threads", threads.append)
     argv = ["demo", "--out", "x", "--iterations", "7", "--seed", "3", "--image-size", "64", "--quiet",
-            "--flame", "m.pkl"]
+            "--flame", "m.pkl", "--threads", "1"]
     assert cli.main(argv) == (0 if converged else 1)
+    assert threads == [1]
     assert calls == [dict(out_dir="x", iterations=7, seed=3, flame="m.pkl", bfm=None, progress=False,
                           image_size=64)]
     assert json.loads(capsys.readouterr().out) == {"converged": converged}
