@@ -46,6 +46,11 @@ def flame_sized_case(requires_grad: bool):
     template, faces = uv_sphere(rings=72, segments=70, radius=0.1)
     model = bench.lbs_case(1, num_vertices=template.shape[0], requires_grad=requires_grad)
     model["v_template"] = template
+    # lbs_case's random bases move each vertex by ~2 cm: a crumpled ball of
+    # slivers. Scaled to ~1 mm offsets the surface stays a smooth, face-like layer.
+    with torch.no_grad():
+        model["shapedirs"] *= 0.05
+        model["posedirs"] *= 0.05
     sh = torch.zeros(1, 9, 3)
     sh[:, 0] = 0.8
     sh[:, 1:4] = 0.2
