@@ -36,8 +36,57 @@ struct EdgeGradient {
   T gi[3], gj[3];  // d/d(x, y, w)
 };
 
+// The blend of every pair, computed once: pair (pixel, direction) with
+// direction 0 = the right neighbour, 1 = the one above. target 0: no blend,
+// 1: the first pixel is modified, 2: the second. The per-pixel gathers below
+// then read four records instead of analysing four pairs (each pair would
+// otherwise be analysed from both of its pixels).
+template <typename T>
+struct PairBlends {
+  std::vector<int8_t> target;
+  std::vector<T> weight;
+};
+
+template <typename T>
+PairBlends<T> analyse_pairs(const AntialiasProblem<T>& p, int64_t batch) {
+  const int64_t pixels = batch * p.height * p.width;
+  PairBlends<T> blends{std::vector<int8_t>(2 * pixels, 0), std::vector<T>(2 * pixels, T(0))};
+  at::parallel_for(0, batch * p.height, row_grain(p.width), [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t b = row / p.height, y = row % p.height;
+      for (int64_t x = 0; x < p.width; ++x) {
+        const int64_t pair = 2 * (row * p.width + x);
+        for (int direction = 0; direction < 2; ++direction) {
+          const bool horizontal = direction == 0;
+          if (horizontal ? x + 1 >= p.width : y + 1 >= p.height) continue;
+          AntialiasCrossing<T> crossing;
+          T c0[2], c1[2];
+          if (!aa_pair_at(p, b, y, x, horizontal, &crossing, c0, c1)) continue;
+          bool modified_is_first;
+          aa_blend(crossing, &modified_is_first, &blends.weight[pair + direction]);
+          blends.target[pair + direction] = modified_is_first ? 1 : 2;
+        }
+      }
+    }
+  });
+  return blends;
+}
+
+// Calls visit(pair_record, other_pixel, pixel_is_first) for the pairs of
+// `pixel` in aa_for_pairs_of_pixel's order (left, right, below, above).
+template <typename Visit>
+void for_pair_records(int64_t height, int64_t width, int64_t pixel, int64_t y, int64_t x,
+                      Visit&& visit) {
+  if (x > 0) visit(2 * (pixel - 1), pixel - 1, false);
+  if (x + 1 < width) visit(2 * pixel, pixel + 1, true);
+  if (y > 0) visit(2 * (pixel - width) + 1, pixel - width, false);
+  if (y + 1 < height) visit(2 * pixel + 1, pixel + width, true);
+}
+
 }  // namespace
 
+// Same sums in the same order as aa_pixel_forward (the CUDA path), from the
+// precomputed blends.
 template <typename T>
 void antialias_forward(int64_t batch, int64_t height, int64_t width, int64_t channels,
                        const T* color, const T* rast, const T* pos, int64_t pos_batch_stride,
@@ -45,10 +94,23 @@ void antialias_forward(int64_t batch, int64_t height, int64_t width, int64_t cha
                        int64_t num_triangles, T* out) {
   const auto problem = make_problem(height, width, channels, color, rast, pos, pos_batch_stride,
                                     num_vertices, tri, topology, num_triangles);
+  const auto blends = analyse_pairs(problem, batch);
+  const int64_t C = channels;
   at::parallel_for(0, batch * height, row_grain(width), [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) {
-      const int64_t b = row / height, y = row % height;
-      for (int64_t x = 0; x < width; ++x) aa_pixel_forward(problem, b, y, x, out);
+      const int64_t y = row % height;
+      for (int64_t x = 0; x < width; ++x) {
+        const int64_t pixel = row * width + x;
+        const T* own = color + C * pixel;
+        T* o = out + C * pixel;
+        for (int64_t c = 0; c < C; ++c) o[c] = own[c];
+        for_pair_records(height, width, pixel, y, x, [&](int64_t pair, int64_t other, bool first) {
+          if (blends.target[pair] != (first ? 1 : 2)) return;
+          const T weight = blends.weight[pair];
+          const T* source = color + C * other;
+          for (int64_t c = 0; c < C; ++c) o[c] += weight * (source[c] - own[c]);
+        });
+      }
     }
   });
 }
@@ -61,12 +123,29 @@ void antialias_backward(int64_t batch, int64_t height, int64_t width, int64_t ch
                         T* grad_pos) {
   const auto problem = make_problem(height, width, channels, color, rast, pos, pos_batch_stride,
                                     num_vertices, tri, topology, num_triangles);
-  const int64_t rows = batch * height;
+  const auto blends = analyse_pairs(problem, batch);
+  const int64_t rows = batch * height, C = channels;
   if (grad_color != nullptr) {
+    // As aa_pixel_grad_color: minus weight * grad_out[pixel] where this pixel
+    // was modified, plus weight * grad_out[modified] where it was the source.
     at::parallel_for(0, rows, row_grain(width), [&](int64_t begin, int64_t end) {
       for (int64_t row = begin; row < end; ++row) {
-        const int64_t b = row / height, y = row % height;
-        for (int64_t x = 0; x < width; ++x) aa_pixel_grad_color(problem, grad_out, b, y, x, grad_color);
+        const int64_t y = row % height;
+        for (int64_t x = 0; x < width; ++x) {
+          const int64_t pixel = row * width + x;
+          T* g = grad_color + C * pixel;
+          for (int64_t c = 0; c < C; ++c) g[c] = grad_out[C * pixel + c];
+          for_pair_records(height, width, pixel, y, x, [&](int64_t pair, int64_t other, bool first) {
+            const int8_t target = blends.target[pair];
+            if (target == 0) return;
+            const T weight = blends.weight[pair];
+            if (target == (first ? 1 : 2)) {
+              for (int64_t c = 0; c < C; ++c) g[c] -= weight * grad_out[C * pixel + c];
+            } else {
+              for (int64_t c = 0; c < C; ++c) g[c] += weight * grad_out[C * other + c];
+            }
+          });
+        }
       }
     });
   }
@@ -85,7 +164,7 @@ void antialias_backward(int64_t batch, int64_t height, int64_t width, int64_t ch
         for (int64_t x = 0; x < width; ++x) {
           for (int direction = 0; direction < 2; ++direction) {
             const bool horizontal = direction == 0;
-            if (horizontal ? x + 1 >= width : y + 1 >= height) continue;
+            if (blends.target[2 * (row * width + x) + direction] == 0) continue;
             EdgeGradient<T> e;
             if (aa_pair_grad_pos(problem, grad_out, b, y, x, horizontal, &e.vi, &e.vj, e.gi, e.gj)) {
               e.vi += base;

@@ -59,16 +59,17 @@ def random_rotation(generator, dtype):
 
 
 def scene(batch=2, seed=0, dtype=torch.float64):
-    """A sphere in front of a background quad, one loose triangle crossing the
-    camera plane (w < 0 at one vertex) and one sliver, seen by `batch` random
-    cameras: pos [B, V, 4], tri [F, 3] int32."""
+    """A sphere in front of a background quad, seen by `batch` random cameras,
+    plus (fixed in camera space) a triangle with one vertex behind the camera
+    (w < 0) and a sliver: pos [B, V, 4], tri [F, 3] int32."""
     g = torch.Generator().manual_seed(seed)
     sphere, faces = uv_sphere(dtype=dtype)
     quad = torch.tensor([[-3.0, -3, -1.5], [3, -3, -1.5], [3, 3, -1.5], [-3, 3, -1.5]], dtype=dtype)
-    loose = torch.tensor([[0.4, -0.3, 0.9], [1.2, 0.5, 0.7], [0.6, 0.2, 6.0]], dtype=dtype)
-    sliver = torch.tensor([[-1.2, -0.9, 0.5], [0.3, 0.9, 0.6], [-0.45, 0.0, 0.5501]], dtype=dtype)
-    verts = torch.cat([sphere, quad, loose, sliver])
+    verts = torch.cat([sphere, quad])
     n = sphere.shape[0]
+    # camera space (looking down -z): z = +1 is behind the camera
+    behind = torch.tensor([[0.3, -0.2, -2.5], [0.8, 0.4, -2.0], [0.4, 0.1, 1.0]], dtype=dtype)
+    sliver = torch.tensor([[-0.9, -0.5, -2.2], [0.2, 0.6, -2.3], [-0.34, 0.075, -2.25]], dtype=dtype)
     faces = torch.cat([faces, torch.tensor([[n, n + 1, n + 2], [n, n + 2, n + 3], [n + 4, n + 5, n + 6],
                                             [n + 7, n + 8, n + 9]], dtype=torch.int32)])
     pos = []
@@ -76,7 +77,7 @@ def scene(batch=2, seed=0, dtype=torch.float64):
         rot = random_rotation(g, dtype)
         moved = verts @ rot.T * 0.9 + torch.randn(3, generator=g, dtype=dtype) * 0.15
         moved = moved + torch.tensor([0.0, 0.0, -4.0], dtype=dtype)
-        pos.append(perspective(moved, fov_degrees=40.0, near=0.5))
+        pos.append(perspective(torch.cat([moved, behind, sliver]), fov_degrees=40.0, near=0.5))
     return torch.stack(pos), faces
 
 
@@ -158,6 +159,13 @@ def test_matches_reference(dtype):
     want = reference.antialias(color, rast, pos, tri)
     assert out.shape == color.shape and out.dtype == dtype and out.is_contiguous()
     torch.testing.assert_close(out, want, **TOL[dtype])
+    # the triangle crossing w = 0 and the sliver are on screen, with silhouettes
+    num_triangles = tri.shape[0]
+    assert (pos[..., 3] < 0).any()
+    for face in (num_triangles - 2, num_triangles - 1):
+        drawn = rast[..., 3] == face + 1
+        assert drawn.any()
+        assert (out[drawn] != color[drawn]).any()
     changed = (out != color).any(-1)
     assert changed.sum() > 50  # the scene has plenty of silhouette and occlusion edges
 
@@ -513,6 +521,13 @@ def test_empty_and_degenerate_inputs():
     empty_rast = torch.zeros_like(rast)
     assert torch.equal(fo.antialias(color, empty_rast, pos, tri[:0]), color)
     assert torch.equal(reference.antialias(color, empty_rast, pos, tri[:0]), color)
+    # a NaN vertex disables the pairs of its triangles instead of spreading NaN
+    nan_pos = pos.clone()
+    drawn_face = int(rast[0, ..., 3].max()) - 1
+    nan_pos[:, int(tri[drawn_face, 0]), 0] = float("nan")
+    out = fo.antialias(color, rast, nan_pos, tri)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out, reference.antialias(color, rast, nan_pos, tri), **TOL[torch.float64])
     # NaN colours stay local to their pixel's blends
     nan_color = color.clone()
     nan_color[0, 0, 0, 0] = float("nan")
