@@ -42,7 +42,8 @@ CONVERGED_LANDMARK_ERROR_PX = 1.0
 #: Geodesic angle between fitted and true head rotation, degrees.
 CONVERGED_ROTATION_ERROR_DEG = 1.5
 #: RMSE between the fitted and the true posed mesh in the model frame (before
-#: the camera), as a fraction of the mesh's height: 1% is 2 mm on a 0.2 m head.
+#: the camera), as a fraction of the mesh's height: 1% is 2.5 mm on the
+#: synthetic head (0.25 m tall with its neck).
 CONVERGED_VERTEX_RMSE_RELATIVE = 0.01
 
 IMAGE_SIZE = 224

@@ -6,7 +6,6 @@ import math
 import pytest
 import torch
 
-from facegeom import ops
 from facegeom.ops import reference
 from facegeom.render import MeshRenderer, Rendering
 from tests.conftest import cuda
