@@ -10,6 +10,8 @@ __version__ = "0.1.0"
 
 from facegeom import ops  # noqa: E402  (after __version__ so the CLI can report it)
 from facegeom import cameras, models  # noqa: E402
+from facegeom import render  # noqa: E402
 
 __all__ = ["ops", "__version__"]
 __all__ += ["cameras", "models"]
+__all__ += ["render"]

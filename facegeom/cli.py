@@ -45,7 +45,12 @@ def cmd_bench(args) -> int:
 def cmd_demo(args) -> int:
     from facegeom import demo
 
-    report = demo.run(out_dir=args.out, iterations=args.iterations, seed=args.seed)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    report = demo.run(out_dir=args.out, iterations=args.iterations, seed=args.seed, flame=args.flame, bfm=args.bfm,
+                      progress=not args.quiet, image_size=args.image_size)
     print(json.dumps(report, indent=2))
     return 0 if report["converged"] else 1
 
@@ -63,10 +68,20 @@ def main(argv=None) -> int:
     bench_parser = sub.add_parser("bench", help="kernel vs reference timings of the ops that exist")
     bench_parser.add_argument("--seconds", type=float, default=1.0, help="time spent per measurement")
     bench_parser.add_argument("--cuda", action="store_true", help="also time on the CUDA device")
-    demo_parser = sub.add_parser("demo", help="fit the built-in FLAME-shaped model to a target with the real kernels")
+    demo_parser = sub.add_parser("demo", help="analysis-by-synthesis: recover a head's shape, expression, pose "
+                                 "and light from a rendered image and its landmarks")
     demo_parser.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
-    demo_parser.add_argument("--iterations", type=int, default=300)
+    demo_parser.add_argument("--iterations", type=int, default=300, help="total Adam iterations (default: 300)")
     demo_parser.add_argument("--seed", type=int, default=0)
+    demo_parser.add_argument("--image-size", type=int, default=224, help="target image side (default: 224)")
+    demo_parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    demo_parser.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's); 1 is "
+                             "much faster on a busy machine, where parallel regions wait for descheduled threads")
+    model_group = demo_parser.add_mutually_exclusive_group()
+    model_group.add_argument("--flame", metavar="PATH", help="fit FLAME's generic_model.pkl (with DECA's "
+                             "landmark_embedding.npy beside it) instead of the synthetic head")
+    model_group.add_argument("--bfm", metavar="PATH", help="fit Deep3DFaceRecon's BFM_model_front.mat instead "
+                             "of the synthetic head")
     now_parser = sub.add_parser("now-eval", help="NoW benchmark (original or metrical) over a predictions folder")
     from facegeom.eval.now_cli import add_arguments as add_now_eval_arguments
 

@@ -1,0 +1,10 @@
+"""facegeom.render: differentiable mesh rendering on top of the facegeom ops.
+
+    renderer = facegeom.render.MeshRenderer(faces, image_size=224)
+    image, alpha, depth, triangle_id = renderer(vertices, albedo, sh_coeffs, camera=camera)
+
+See :mod:`facegeom.render.mesh_renderer` for conventions (image rows top-down).
+"""
+from facegeom.render.mesh_renderer import MeshRenderer, Rendering
+
+__all__ = ["MeshRenderer", "Rendering"]
