@@ -347,7 +347,8 @@ void point_to_surface_forward(int64_t batch, int64_t num_points, int64_t num_fac
   for (int64_t b = 0; b < batch; ++b) {
     const int64_t mesh = b * mesh_batch_stride;
     const T* mesh_triangles = triangles + 9 * num_faces * mesh;
-    if (b == 0 || mesh_batch_stride != 0) collapse_bvh(nodes, bounds + 6 * num_nodes * mesh, wide);
+    if (b == 0 || mesh_batch_stride != 0) 
+      collapse_bvh(nodes, bounds + 6 * num_nodes * mesh, mesh_triangles, wide);
     const int64_t offset = b * num_points;
     morton_order(num_points, points + 3 * offset, sorted.data());
     // Fixed chunks of the sorted queries: each starts its search from the

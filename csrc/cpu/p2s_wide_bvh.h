@@ -39,6 +39,9 @@ struct alignas(64) WideNode {
   // box is empty, lo = +inf > hi = -inf, so it is never closer than anything).
   int32_t first[4];
   int32_t count[4];
+  // Every lane is one triangle of a leaf (see build_triangles): the query
+  // tests them right away, nearest box first, without going through its stack.
+  bool leaf_triangles;
 };
 
 // Collapses the binary BVH (nodes [N, 2], bounds [N, 6], facegeom/bvh.h) into
@@ -46,11 +49,13 @@ struct alignas(64) WideNode {
 // internal node's children and keeps opening its largest-area internal child
 // until it has four children or only leaves.
 template <typename T>
-void collapse_bvh(const int32_t* nodes, const T* bounds, std::vector<WideNode<T>>& wide) {
+void collapse_bvh(const int32_t* nodes, const T* bounds, const T* triangles,
+                  std::vector<WideNode<T>>& wide) {
   wide.clear();
   struct Builder {
     const int32_t* nodes;
     const T* bounds;
+    const T* triangles;
     std::vector<WideNode<T>>& wide;
     double area(int32_t node) const {
       const T* b = bounds + 6 * static_cast<int64_t>(node);
@@ -58,6 +63,24 @@ void collapse_bvh(const int32_t* nodes, const T* bounds, std::vector<WideNode<T>
       return dx * dy + dy * dz + dz * dx;
     }
     bool leaf(int32_t node) const { return nodes[2 * node + 1] > 0; }
+    // A wide node whose lanes are the single triangles of a leaf (slots
+    // [first, first + count), count <= 4), boxed by triangle_bounds: the
+    // queries then reject and order a leaf's triangles four boxes at a time.
+    int32_t build_triangles(int32_t first, int32_t count) {
+      const int32_t index = static_cast<int32_t>(wide.size());
+      wide.emplace_back();
+      WideNode<T>& node = wide[index];
+      const T inf = std::numeric_limits<T>::infinity();
+      for (int i = 0; i < 4; ++i) {
+        T box[6] = {inf, inf, inf, -inf, -inf, -inf};
+        if (i < count) triangle_bounds(triangles + 9 * (static_cast<int64_t>(first) + i), box);
+        for (int k = 0; k < 3; ++k) node.lo[k][i] = box[k], node.hi[k][i] = box[3 + k];
+        node.first[i] = first + i;
+        node.count[i] = i < count ? 1 : -1;
+      }
+      node.leaf_triangles = true;
+      return index;
+    }
     // Returns the index of the wide node made for binary node `root`.
     int32_t build(int32_t root) {
       int32_t children[4];
@@ -90,17 +113,20 @@ void collapse_bvh(const int32_t* nodes, const T* bounds, std::vector<WideNode<T>
         if (i < n) {
           const int32_t child = children[i];
           for (int k = 0; k < 6; ++k) box[k] = bounds[6 * static_cast<int64_t>(child) + k];
-          first = leaf(child) ? nodes[2 * child] : build(child);
-          count = leaf(child) ? nodes[2 * child + 1] : 0;
+          const int32_t leaf_count = leaf(child) ? nodes[2 * child + 1] : 0;
+          first = leaf_count == 0 ? build(child) : nodes[2 * child];
+          count = leaf_count;
+          if (leaf_count > 1 && leaf_count <= 4) first = build_triangles(first, leaf_count), count = 0;
         }
         WideNode<T>& node = wide[index];  // build() may have moved the vector
         for (int k = 0; k < 3; ++k) node.lo[k][i] = box[k], node.hi[k][i] = box[3 + k];
         node.first[i] = first;
         node.count[i] = count;
       }
+      wide[index].leaf_triangles = false;
       return index;
     }
-  } builder{nodes, bounds, wide};
+  } builder{nodes, bounds, triangles, wide};
   builder.build(0);
 }
 
@@ -120,9 +146,22 @@ NearestHit<T> wide_bvh_nearest(Vec3<T> p, const WideNode<T>* wide, const T* tria
   int top = 0;
   const V px = {p.x, p.x, p.x, p.x}, py = {p.y, p.y, p.y, p.y}, pz = {p.z, p.z, p.z, p.z};
   const V zero = {T(0), T(0), T(0), T(0)};
+  auto test_triangle = [&](int32_t slot) {
+    const T* tri = triangles + 9 * static_cast<int64_t>(slot);
+    T bary[3];
+    const T d = closest_point_on_triangle(p, load3(tri), load3(tri + 3), load3(tri + 6), bary);
+    if (d < hit.dist2) {
+      hit.dist2 = d;
+      hit.slot = slot;
+      hit.bary[0] = bary[0], hit.bary[1] = bary[1], hit.bary[2] = bary[2];
+    }
+  };
   Entry current{0, 0, T(0)};
   while (true) {
-    if (current.count > 0) {
+    if (current.count == 1) {
+      // A triangle whose box was found closer than the best.
+      test_triangle(current.first);
+    } else if (current.count > 1) {
       nearest_in_leaf(p, triangles, current.first, current.count, hit);
     } else {
       const WideNode<T>& node = wide[current.first];
@@ -148,7 +187,9 @@ NearestHit<T> wide_bvh_nearest(Vec3<T> p, const WideNode<T>* wide, const T* tria
         for (; j > 0 && di < near[j - 1].dist2; --j) near[j] = near[j - 1];
         near[j] = Entry{node.first[i], node.count[i], di};
       }
-      if (n > 0) {
+      if (node.leaf_triangles) {
+        for (int i = 0; i < n && near[i].dist2 < hit.dist2; ++i) test_triangle(near[i].first);
+      } else if (n > 0) {
         for (int i = n - 1; i > 0; --i) stack[top++] = near[i];
         current = near[0];
         continue;
