@@ -344,11 +344,20 @@ void point_to_surface_forward(int64_t batch, int64_t num_points, int64_t num_fac
                               const T* triangles, T* dist2, int64_t* face_index, T* bary) {
   std::vector<int64_t> sorted(num_points);
   std::vector<WideNode<T>> wide;
+  std::vector<TriangleTerms<T>> terms(num_faces);
   for (int64_t b = 0; b < batch; ++b) {
     const int64_t mesh = b * mesh_batch_stride;
     const T* mesh_triangles = triangles + 9 * num_faces * mesh;
-    if (b == 0 || mesh_batch_stride != 0) 
+    if (b == 0 || mesh_batch_stride != 0) {
       collapse_bvh(nodes, bounds + 6 * num_nodes * mesh, mesh_triangles, wide);
+      // Computed once per mesh rather than once per triangle test.
+      at::parallel_for(0, num_faces, 4096, [&](int64_t begin, int64_t end) {
+        for (int64_t slot = begin; slot < end; ++slot) {
+          const T* tri = mesh_triangles + 9 * slot;
+          terms[slot] = triangle_terms(load3(tri), load3(tri + 3), load3(tri + 6));
+        }
+      });
+    }
     const int64_t offset = b * num_points;
     morton_order(num_points, points + 3 * offset, sorted.data());
     // Fixed chunks of the sorted queries: each starts its search from the
@@ -369,9 +378,10 @@ void point_to_surface_forward(int64_t batch, int64_t num_points, int64_t num_fac
           if (k + kPrefetchDistance < num_points)
             __builtin_prefetch(points + 3 * (offset + sorted[k + kPrefetchDistance]));
           const Vec3<T> p = load3(points + 3 * i);
-          NearestHit<T> hit =
-              previous >= 0 ? hit_on_slot(p, mesh_triangles, previous) : empty_hit<T>();
-          hit = wide_bvh_nearest(p, wide.data(), mesh_triangles, hit);
+          NearestHit<T> hit = previous >= 0
+                                  ? hit_on_slot(p, mesh_triangles, previous, terms[previous])
+                                  : empty_hit<T>();
+          hit = wide_bvh_nearest(p, wide.data(), mesh_triangles, terms.data(), hit);
           if (hit.slot < 0) {  // NaN query or mesh
             dist2[i] = std::numeric_limits<T>::quiet_NaN();
             face_index[i] = -1;

@@ -133,9 +133,10 @@ void collapse_bvh(const int32_t* nodes, const T* bounds, const T* triangles,
 // Nearest triangle to p (as bvh_nearest, from the starting bound `hit`):
 // depth-first over the wide nodes, children in increasing box distance,
 // pruning every box no closer than the best distance so far (NaN prunes).
+// terms: triangle_terms of every slot's triangle.
 template <typename T>
 NearestHit<T> wide_bvh_nearest(Vec3<T> p, const WideNode<T>* wide, const T* triangles,
-                               NearestHit<T> hit) {
+                               const TriangleTerms<T>* terms, NearestHit<T> hit) {
   typedef typename Lanes<T>::type V;
   struct Entry {
     int32_t first, count;
@@ -149,7 +150,8 @@ NearestHit<T> wide_bvh_nearest(Vec3<T> p, const WideNode<T>* wide, const T* tria
   auto test_triangle = [&](int32_t slot) {
     const T* tri = triangles + 9 * static_cast<int64_t>(slot);
     T bary[3];
-    const T d = closest_point_on_triangle(p, load3(tri), load3(tri + 3), load3(tri + 6), bary);
+    const T d = closest_point_on_triangle(p, load3(tri), load3(tri + 3), load3(tri + 6),
+                                          terms[slot], bary);
     if (d < hit.dist2) {
       hit.dist2 = d;
       hit.slot = slot;

@@ -95,12 +95,15 @@ FG_HD NearestHit<T> empty_hit() {
 }
 
 // The exact distance to one triangle: a valid starting bound for bvh_nearest
-// (a neighbouring query's answer is usually close to this one's).
+// (a neighbouring query's answer is usually close to this one's). terms:
+// triangle_terms of the slot's triangle.
 template <typename T>
-FG_HD NearestHit<T> hit_on_slot(Vec3<T> p, const T* triangles, int32_t slot) {
+FG_HD NearestHit<T> hit_on_slot(Vec3<T> p, const T* triangles, int32_t slot,
+                                const TriangleTerms<T>& terms) {
   NearestHit<T> hit;
   const T* tri = triangles + 9 * static_cast<int64_t>(slot);
-  hit.dist2 = closest_point_on_triangle(p, load3(tri), load3(tri + 3), load3(tri + 6), hit.bary);
+  hit.dist2 =
+      closest_point_on_triangle(p, load3(tri), load3(tri + 3), load3(tri + 6), terms, hit.bary);
   hit.slot = slot;
   if (!(hit.dist2 == hit.dist2)) return empty_hit<T>();  // NaN: no bound
   return hit;
