@@ -3,10 +3,13 @@
 // queries. One node holds its four children's boxes axis by axis, so a query
 // measures all four with a few vector instructions instead of walking two
 // binary levels one box at a time; the traversal visits about half as many
-// nodes and keeps a shorter stack. The box distances are computed with exactly
-// the operations of box_distance2 (lane by lane), and the triangles with
-// nearest_in_leaf, so the pruning stays exact: only the visiting order (and
-// so which of two equidistant triangles is reported) differs from bvh_nearest.
+// nodes and keeps a shorter stack. A leaf of two to four triangles becomes a
+// node whose lanes are the triangles' own boxes (triangle_bounds), tested
+// together and then in increasing order. The box distances are computed with
+// exactly the operations of box_distance2 (lane by lane), and the triangles
+// with closest_point_on_triangle, so the pruning stays exact: only the
+// visiting order (and so which of two equidistant triangles is reported)
+// differs from bvh_nearest.
 #pragma once
 
 #include <cstdint>
@@ -134,9 +137,13 @@ void collapse_bvh(const int32_t* nodes, const T* bounds, const T* triangles,
 // depth-first over the wide nodes, children in increasing box distance,
 // pruning every box no closer than the best distance so far (NaN prunes).
 // terms: triangle_terms of every slot's triangle.
+// flatten: inlines closest_point_on_triangle, which GCC otherwise calls with its
+// corners passed through memory.
 template <typename T>
-NearestHit<T> wide_bvh_nearest(Vec3<T> p, const WideNode<T>* wide, const T* triangles,
-                               const TriangleTerms<T>* terms, NearestHit<T> hit) {
+__attribute__((flatten)) NearestHit<T> wide_bvh_nearest(Vec3<T> p, const WideNode<T>* wide,
+                                                       const T* triangles,
+                                                       const TriangleTerms<T>* terms,
+                                                       NearestHit<T> hit) {
   typedef typename Lanes<T>::type V;
   struct Entry {
     int32_t first, count;
