@@ -378,10 +378,10 @@ void point_to_surface_forward(int64_t batch, int64_t num_points, int64_t num_fac
           if (k + kPrefetchDistance < num_points)
             __builtin_prefetch(points + 3 * (offset + sorted[k + kPrefetchDistance]));
           const Vec3<T> p = load3(points + 3 * i);
-          NearestHit<T> hit = previous >= 0
-                                  ? hit_on_slot(p, mesh_triangles, previous, terms[previous])
-                                  : empty_hit<T>();
-          hit = wide_bvh_nearest(p, wide.data(), mesh_triangles, terms.data(), hit);
+          // A neighbouring query's triangle gives a starting bound that is
+          // usually close to the answer.
+          const NearestHit<T> hit =
+              wide_bvh_nearest(p, wide.data(), mesh_triangles, terms.data(), previous);
           if (hit.slot < 0) {  // NaN query or mesh
             dist2[i] = std::numeric_limits<T>::quiet_NaN();
             face_index[i] = -1;

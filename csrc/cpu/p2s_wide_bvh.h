@@ -133,17 +133,20 @@ void collapse_bvh(const int32_t* nodes, const T* bounds, const T* triangles,
   builder.build(0);
 }
 
-// Nearest triangle to p (as bvh_nearest, from the starting bound `hit`):
-// depth-first over the wide nodes, children in increasing box distance,
-// pruning every box no closer than the best distance so far (NaN prunes).
-// terms: triangle_terms of every slot's triangle.
+// Nearest triangle to p (as bvh_nearest): depth-first over the wide nodes,
+// children in increasing box distance, pruning every box no closer than the
+// best distance so far (NaN prunes). The starting bound is the distance to the
+// triangle of slot `start` (hit_on_slot; none when start < 0). terms:
+// triangle_terms of every slot's triangle.
 // flatten: inlines closest_point_on_triangle, which GCC otherwise calls with its
 // corners passed through memory.
 template <typename T>
 __attribute__((flatten)) NearestHit<T> wide_bvh_nearest(Vec3<T> p, const WideNode<T>* wide,
                                                        const T* triangles,
                                                        const TriangleTerms<T>* terms,
-                                                       NearestHit<T> hit) {
+                                                       int32_t start) {
+  NearestHit<T> hit =
+      start >= 0 ? hit_on_slot(p, triangles, start, terms[start]) : empty_hit<T>();
   typedef typename Lanes<T>::type V;
   struct Entry {
     int32_t first, count;
