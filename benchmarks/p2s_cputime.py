@@ -1,9 +1,11 @@
 """Point-to-surface CPU-time comparison (one torch thread, process_time over all
 threads, min of 3): facegeom vs Warp CPU vs libigl vs trimesh, BVH build/refit,
-and scaling with P and F. Robust to a busy machine, unlike wall-clock timings.
+and scaling with P and F. Robust to a busy machine, unlike wall-clock timings,
+which it adds only for the all-cores comparison with Warp (quiet machine only).
 
     python benchmarks/p2s_cputime.py
 """
+import os
 import sys
 import time
 from pathlib import Path
@@ -24,6 +26,19 @@ def cpu_ms(fn, repeats=3):
         fn()
         best = min(best, time.process_time() - start)
     return best * 1e3
+
+
+def wall_ms(fn, repeats=10):
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best * 1e3
+
+
+CORES = os.cpu_count() or 1
 
 
 def main():
@@ -54,6 +69,18 @@ def main():
                                           trimesh.proximity.closest_point(mesh, pp[:1000])), 1)
                 line += f" | trimesh(1000 queries x100) {t:.0f} ({t / ours:.0f}x)"
             print(line, flush=True)
+    if wp is not None:
+        # Throughput with every core (wall clock: only meaningful on a quiet
+        # machine) against Warp's single-threaded CPU back end.
+        v, f, p = case(9976, "near")
+        run, _mesh = warp_runner(v, f, p, "cpu")
+        warp = wall_ms(run)
+        for threads in sorted({1, CORES}):
+            torch.set_num_threads(threads)
+            ours = wall_ms(facegeom_runner(v, f, p))
+            print(f"F={len(f)} near, wall clock: facegeom {threads} thread(s) {ours:.0f} ms | "
+                  f"warp {warp:.0f} ({warp / ours:.2f}x)", flush=True)
+        torch.set_num_threads(1)
     v, f = head_mesh(9976)
     for num_points in (10_000, 100_000, 1_000_000):
         p = queries(v, f, "near", num_points)

@@ -8,6 +8,7 @@
 #include <limits>
 #include <numeric>
 
+#include "cpu/p2s_wide_bvh.h"
 #include "facegeom/bvh.h"
 
 namespace facegeom {
@@ -222,6 +223,8 @@ class Builder {
 
 // Queries per work chunk of the forward (see point_to_surface_forward).
 constexpr int64_t kQueryChunk = 64;
+// How many sorted queries ahead the forward prefetches a point.
+constexpr int64_t kPrefetchDistance = 8;
 
 // Spreads the low 10 bits of v so that two zero bits separate each.
 uint32_t spread_bits(uint32_t v) {
@@ -340,10 +343,21 @@ void point_to_surface_forward(int64_t batch, int64_t num_points, int64_t num_fac
                               const int32_t* nodes, const int32_t* order, const T* bounds,
                               const T* triangles, T* dist2, int64_t* face_index, T* bary) {
   std::vector<int64_t> sorted(num_points);
+  std::vector<WideNode<T>> wide;
+  std::vector<TriangleTerms<T>> terms(num_faces);
   for (int64_t b = 0; b < batch; ++b) {
     const int64_t mesh = b * mesh_batch_stride;
-    const T* mesh_bounds = bounds + 6 * num_nodes * mesh;
     const T* mesh_triangles = triangles + 9 * num_faces * mesh;
+    if (b == 0 || mesh_batch_stride != 0) {
+      collapse_bvh(nodes, bounds + 6 * num_nodes * mesh, mesh_triangles, wide);
+      // Computed once per mesh rather than once per triangle test.
+      at::parallel_for(0, num_faces, 4096, [&](int64_t begin, int64_t end) {
+        for (int64_t slot = begin; slot < end; ++slot) {
+          const T* tri = mesh_triangles + 9 * slot;
+          terms[slot] = triangle_terms(load3(tri), load3(tri + 3), load3(tri + 6));
+        }
+      });
+    }
     const int64_t offset = b * num_points;
     morton_order(num_points, points + 3 * offset, sorted.data());
     // Fixed chunks of the sorted queries: each starts its search from the
@@ -360,10 +374,14 @@ void point_to_surface_forward(int64_t batch, int64_t num_points, int64_t num_fac
         const int64_t end = std::min(num_points, (chunk + 1) * kQueryChunk);
         for (int64_t k = chunk * kQueryChunk; k < end; ++k) {
           const int64_t i = offset + sorted[k];
+          // Sorted queries read the points out of order: fetch a few ahead.
+          if (k + kPrefetchDistance < num_points)
+            __builtin_prefetch(points + 3 * (offset + sorted[k + kPrefetchDistance]));
           const Vec3<T> p = load3(points + 3 * i);
-          NearestHit<T> hit =
-              previous >= 0 ? hit_on_slot(p, mesh_triangles, previous) : empty_hit<T>();
-          hit = bvh_nearest(p, nodes, mesh_bounds, mesh_triangles, hit);
+          // A neighbouring query's triangle gives a starting bound that is
+          // usually close to the answer.
+          const NearestHit<T> hit =
+              wide_bvh_nearest(p, wide.data(), mesh_triangles, terms.data(), previous);
           if (hit.slot < 0) {  // NaN query or mesh
             dist2[i] = std::numeric_limits<T>::quiet_NaN();
             face_index[i] = -1;

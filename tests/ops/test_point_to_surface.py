@@ -119,6 +119,23 @@ def test_random_soups_float64(num_faces, batched_vertices):
 
 
 @requires_kernel
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("num_faces", [2, 3, 4, 5, 6, 9, 17, 65])
+def test_small_trees_every_wide_node_shape(num_faces, dtype):
+    """The CPU queries run on a 4-wide tree collapsed from the binary one: a
+    root that is a leaf, nodes with one to four children, leaves of one to four
+    triangles as lanes, empty lanes. Every such shape must give the brute force."""
+    for seed in range(3):
+        vertices, faces = random_soup(num_faces + 2, num_faces, batch=2, seed=seed)
+        points = random_points(2, 200, seed=seed + 10)
+        # Points near the surface too, where many boxes overlap the search sphere.
+        tri = vertices[:, faces[torch.arange(200) % num_faces]]
+        points = torch.cat([points, tri.mean(2) + 0.01 * torch.randn(2, 200, 3, dtype=torch.float64)], 1)
+        tol = 1e-12 if dtype == torch.float64 else 1e-5
+        assert_matches_reference(points.to(dtype), vertices.to(dtype), faces, atol=tol, rtol=tol)
+
+
+@requires_kernel
 def test_real_mesh_near_and_far_float64_and_float32():
     vertices, faces = sphere(3, radius=0.1)
     g = torch.Generator().manual_seed(5)

@@ -95,15 +95,40 @@ FG_HD NearestHit<T> empty_hit() {
 }
 
 // The exact distance to one triangle: a valid starting bound for bvh_nearest
-// (a neighbouring query's answer is usually close to this one's).
+// (a neighbouring query's answer is usually close to this one's). terms:
+// triangle_terms of the slot's triangle.
 template <typename T>
-FG_HD NearestHit<T> hit_on_slot(Vec3<T> p, const T* triangles, int32_t slot) {
+FG_HD NearestHit<T> hit_on_slot(Vec3<T> p, const T* triangles, int32_t slot,
+                                const TriangleTerms<T>& terms) {
   NearestHit<T> hit;
   const T* tri = triangles + 9 * static_cast<int64_t>(slot);
-  hit.dist2 = closest_point_on_triangle(p, load3(tri), load3(tri + 3), load3(tri + 6), hit.bary);
+  hit.dist2 =
+      closest_point_on_triangle(p, load3(tri), load3(tri + 3), load3(tri + 6), terms, hit.bary);
   hit.slot = slot;
   if (!(hit.dist2 == hit.dist2)) return empty_hit<T>();  // NaN: no bound
   return hit;
+}
+
+// Updates hit with the triangles of the BVH slots [first, first + count) that
+// are strictly closer (ties keep the earlier hit).
+template <typename T>
+FG_HD void nearest_in_leaf(Vec3<T> p, const T* triangles, int32_t first, int32_t count,
+                           NearestHit<T>& hit) {
+  for (int32_t slot = first; slot < first + count; ++slot) {
+    const T* tri = triangles + 9 * static_cast<int64_t>(slot);
+    // The triangle's own box is a cheap lower bound: most leaf triangles
+    // are rejected by it once the best distance is tight.
+    T box[6];
+    triangle_bounds(tri, box);
+    if (!(box_distance2(p, box) < hit.dist2)) continue;
+    T bary[3];
+    const T d = closest_point_on_triangle(p, load3(tri), load3(tri + 3), load3(tri + 6), bary);
+    if (d < hit.dist2) {
+      hit.dist2 = d;
+      hit.slot = slot;
+      hit.bary[0] = bary[0], hit.bary[1] = bary[1], hit.bary[2] = bary[2];
+    }
+  }
 }
 
 // Nearest triangle to p: depth-first, nearer child first, pruning every box no
@@ -121,21 +146,7 @@ FG_HD NearestHit<T> bvh_nearest(Vec3<T> p, const int32_t* nodes, const T* bounds
   while (true) {
     const int32_t first = nodes[2 * node], count = nodes[2 * node + 1];
     if (count > 0) {
-      for (int32_t slot = first; slot < first + count; ++slot) {
-        const T* tri = triangles + 9 * static_cast<int64_t>(slot);
-        // The triangle's own box is a cheap lower bound: most leaf triangles
-        // are rejected by it once the best distance is tight.
-        T box[6];
-        triangle_bounds(tri, box);
-        if (!(box_distance2(p, box) < hit.dist2)) continue;
-        T bary[3];
-        const T d = closest_point_on_triangle(p, load3(tri), load3(tri + 3), load3(tri + 6), bary);
-        if (d < hit.dist2) {
-          hit.dist2 = d;
-          hit.slot = slot;
-          hit.bary[0] = bary[0], hit.bary[1] = bary[1], hit.bary[2] = bary[2];
-        }
-      }
+      nearest_in_leaf(p, triangles, first, count, hit);
     } else {
       int32_t near_node = first, far_node = first + 1;
       T near_d = box_distance2(p, bounds + 6 * static_cast<int64_t>(near_node));

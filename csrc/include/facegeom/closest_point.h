@@ -99,10 +99,11 @@ FG_HD T sliver_sine2_threshold() {
 // Ericson's regions with triple-product areas. Returns the squared distance and
 // writes bary; returns a negative value when the triangle is degenerate and the
 // regions did not give an answer (the caller then uses the edges).
+// ab = b - a, ac = c - a, n = ab x ac.
 template <typename T>
-FG_HD T closest_point_on_triangle_regions(Vec3<T> p, Vec3<T> a, Vec3<T> b, Vec3<T> c, Vec3<T> n,
-                                          T* bary) {
-  const Vec3<T> ab = b - a, ac = c - a, ap = p - a;
+FG_HD T closest_point_on_triangle_regions(Vec3<T> p, Vec3<T> a, Vec3<T> b, Vec3<T> c, Vec3<T> ab,
+                                          Vec3<T> ac, Vec3<T> n, T* bary) {
+  const Vec3<T> ap = p - a;
   const T d1 = dot(ab, ap), d2 = dot(ac, ap);
   if (d1 <= T(0) && d2 <= T(0)) {  // vertex a
     bary[0] = T(1), bary[1] = T(0), bary[2] = T(0);
@@ -147,17 +148,32 @@ FG_HD T closest_point_on_triangle_regions(Vec3<T> p, Vec3<T> a, Vec3<T> b, Vec3<
   return squared_norm(p - (a + v * ab + w * ac));
 }
 
-// Squared distance from p to the triangle (a, b, c) and the barycentric weights
-// (of a, b, c) of the closest point. Exact up to rounding for any triangle,
-// including slivers, collinear and coincident corners.
+// The terms of closest_point_on_triangle that depend on the triangle only, so
+// that a caller measuring many points against the same triangles can keep them
+// (same operations, so the same values).
 template <typename T>
-FG_HD T closest_point_on_triangle(Vec3<T> p, Vec3<T> a, Vec3<T> b, Vec3<T> c, T* bary) {
-  const Vec3<T> ab = b - a, ac = c - a;
-  const Vec3<T> n = cross(ab, ac);
-  const T region_dist2 = closest_point_on_triangle_regions(p, a, b, c, n, bary);
-  const T scale2 = squared_norm(ab) * squared_norm(ac);
-  const bool sliver = !(squared_norm(n) > sliver_sine2_threshold<T>() * scale2);
-  if (!sliver && region_dist2 >= T(0)) return region_dist2;
+struct TriangleTerms {
+  Vec3<T> ab, ac, n;  // b - a, c - a, ab x ac
+  bool sliver;        // regions not trusted: the edges are measured too
+};
+
+template <typename T>
+FG_HD TriangleTerms<T> triangle_terms(Vec3<T> a, Vec3<T> b, Vec3<T> c) {
+  TriangleTerms<T> terms;
+  terms.ab = b - a, terms.ac = c - a;
+  terms.n = cross(terms.ab, terms.ac);
+  const T scale2 = squared_norm(terms.ab) * squared_norm(terms.ac);
+  terms.sliver = !(squared_norm(terms.n) > sliver_sine2_threshold<T>() * scale2);
+  return terms;
+}
+
+// closest_point_on_triangle with the triangle's terms already computed.
+template <typename T>
+FG_HD T closest_point_on_triangle(Vec3<T> p, Vec3<T> a, Vec3<T> b, Vec3<T> c,
+                                  const TriangleTerms<T>& terms, T* bary) {
+  const T region_dist2 =
+      closest_point_on_triangle_regions(p, a, b, c, terms.ab, terms.ac, terms.n, bary);
+  if (!terms.sliver && region_dist2 >= T(0)) return region_dist2;
   // The boundary holds the closest point of every zero-area triangle; for a thin
   // but genuine triangle the region answer (when valid) may still be better.
   T edge_bary[3];
@@ -165,6 +181,14 @@ FG_HD T closest_point_on_triangle(Vec3<T> p, Vec3<T> a, Vec3<T> b, Vec3<T> c, T*
   if (region_dist2 >= T(0) && region_dist2 <= edge_dist2) return region_dist2;
   bary[0] = edge_bary[0], bary[1] = edge_bary[1], bary[2] = edge_bary[2];
   return edge_dist2;
+}
+
+// Squared distance from p to the triangle (a, b, c) and the barycentric weights
+// (of a, b, c) of the closest point. Exact up to rounding for any triangle,
+// including slivers, collinear and coincident corners.
+template <typename T>
+FG_HD T closest_point_on_triangle(Vec3<T> p, Vec3<T> a, Vec3<T> b, Vec3<T> c, T* bary) {
+  return closest_point_on_triangle(p, a, b, c, triangle_terms(a, b, c), bary);
 }
 
 }  // namespace facegeom
