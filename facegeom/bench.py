@@ -363,11 +363,12 @@ def point_to_surface_table(num_faces: int = FLAME_FACES, num_queries: int = 100_
     from facegeom.ops import reference
 
     vertices, faces = head_mesh(num_faces)
-    points = near_surface_queries(vertices, faces, num_queries).to(device).requires_grad_(True)
-    vertices, faces = vertices.to(device).requires_grad_(True), faces.to(device)
-    label = f"{vertices.shape[0]}v/{faces.shape[0]}f, {num_queries} near"
+    # Batched [1, ...] inputs: the reference takes only those.
+    points = near_surface_queries(vertices, faces, num_queries)[None].to(device).requires_grad_(True)
+    vertices, faces = vertices[None].to(device).requires_grad_(True), faces.to(device)
+    label = f"{vertices.shape[1]}v/{faces.shape[0]}f, {num_queries} near"
     rows = []
-    build = time_call(lambda: torch.ops.facegeom._bvh_build(vertices.detach()[None], faces), seconds, device)
+    build = time_call(lambda: torch.ops.facegeom._bvh_build(vertices.detach(), faces), seconds, device)
     rows.append(_row("point_to_surface", label, 1, "BVH build", build, None, "n/a (the reference has no BVH)"))
     skip = _brute_force_note(num_queries * faces.shape[0])
     impl = {ops: _modes(lambda ops=ops: ops.point_to_surface(points, vertices, faces),
