@@ -78,6 +78,20 @@ def test_bench_skips_unaffordable_reference(monkeypatch, capsys):
         assert _figures(row)[2] is None and "reference skipped (brute force" in row
 
 
+@pytest.mark.skipif(not _native.AVAILABLE, reason="facegeom._C is not built")
+def test_bench_skips_slow_reference(monkeypatch, capsys):
+    """A reference whose single call exceeds the time budget is run once, not
+    repeated, and the costlier modes after it are not run at all."""
+    from facegeom import bench
+
+    monkeypatch.setattr(bench, "REFERENCE_BUDGET_S", 0.0)
+    assert cli.main(["bench", "--op", "shading", "--seconds", "0.01", "--quick"]) == 0
+    rows = _table_rows(capsys.readouterr().out)
+    assert len(rows) == 4
+    for row in rows:
+        assert _figures(row)[2] is None and "s, over the 0 s budget)" in row and "forward: one call took" in row
+
+
 def test_bench_rejects_bad_options(capsys):
     for argv in (["bench", "--op", "nope"], ["bench", "--threads", "0"]):
         with pytest.raises(SystemExit):
