@@ -1,5 +1,6 @@
 """The CLI: info reports the build, bench prints its table, demo converges."""
 import json
+import math
 import re
 
 import pytest
@@ -127,6 +128,9 @@ def test_head_mesh_is_closed_with_target_size():
         # closed and consistently oriented: each directed edge once, its reverse present
         assert directed.unique().numel() == directed.numel()
         assert torch.isin(reverse, directed).all()
+        corners = vertices.double()[faces]  # outward winding: positive signed volume, near the ellipsoid's
+        volume = (corners[:, 0] * torch.linalg.cross(corners[:, 1], corners[:, 2])).sum() / 6
+        assert volume == pytest.approx(4 / 3 * math.pi * 0.08 * 0.1 * 0.09, rel=0.05)
     ndc = bench.clip_space(vertices, batch=3)
     ndc = ndc[..., :3] / ndc[..., 3:]
     assert ndc.abs().max() < 1 and ndc[..., :2].abs().max() > 0.6  # in view and filling it
