@@ -6,7 +6,8 @@ import re
 import pytest
 import torch
 
-from facegeom import _native, cli, demo
+from facegeom import cli, demo
+from tests.conftest import cuda, requires_native
 
 
 def test_info_reports_build(capsys):
@@ -44,7 +45,7 @@ def restore_threads():
     torch.set_num_threads(threads)
 
 
-@pytest.mark.skipif(not _native.AVAILABLE, reason="facegeom._C is not built")
+@requires_native
 @pytest.mark.parametrize("op, modes, reference_skipped", [
     ("lbs", {"forward", "forward+backward"}, set()),
     ("rasterize", {"forward", "forward+backward"}, set()),
@@ -72,7 +73,27 @@ def test_bench_prints_one_table_per_op(capsys, restore_threads, op, modes, refer
             assert float(re.search(r"(\S+) M(pixel|vertex|query)/s", row).group(1)) > 0
 
 
-@pytest.mark.skipif(not _native.AVAILABLE, reason="facegeom._C is not built")
+@cuda
+@pytest.mark.parametrize("op", ["lbs", "rasterize", "antialias", "shading", "point_to_surface"])
+def test_bench_cuda_rows(capsys, op):
+    assert cli.main(["bench", "--op", op, "--seconds", "0.05", "--quick", "--cuda"]) == 0
+    out = capsys.readouterr().out
+    assert "float32, cpu," in out and "float32, cuda," in out
+    rows = _table_rows(out)
+    assert len(rows) % 2 == 0 and rows
+    for row in rows:
+        kernel_min, kernel_median, *_ = _figures(row)
+        assert 0 < kernel_min <= kernel_median
+
+
+def test_bench_tables_rejects_unknown_family():
+    from facegeom import bench
+
+    with pytest.raises(ValueError, match="unknown op families"):
+        bench.bench_tables(["lbs", "raster"])
+
+
+@requires_native
 def test_bench_skips_unaffordable_reference(monkeypatch, capsys):
     """Above the brute-force budget the reference is not run, and the row says so."""
     from facegeom import bench
@@ -87,7 +108,7 @@ def test_bench_skips_unaffordable_reference(monkeypatch, capsys):
         assert _figures(row)[2] is None and "reference skipped (brute force" in row
 
 
-@pytest.mark.skipif(not _native.AVAILABLE, reason="facegeom._C is not built")
+@requires_native
 def test_bench_skips_slow_reference(monkeypatch, capsys):
     """A reference whose single call exceeds the time budget is run once, not
     repeated, and the costlier modes after it are not run at all."""
