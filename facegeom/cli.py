@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import sys
+
+# facegeom.bench.OPS's keys, here so that --help does not import torch.
+OPS_BENCHED = ("lbs", "rasterize", "antialias", "shading", "point_to_surface")
 
 
 def cmd_info(args) -> int:
@@ -32,13 +34,21 @@ def cmd_info(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from facegeom import bench
+    import torch
 
-    devices = ["cpu"] + (["cuda"] if args.cuda else [])
-    for device in devices:
-        batches = (1, 64, 1024) if device == "cuda" else (1, 64)
-        print(f"\nlbs, FLAME-shaped (V=5023, K=400, J=5), float32, {device}")
-        print(bench.format_table(bench.lbs_table(batches, seconds=args.seconds, device=device)))
+    from facegeom import _native, bench
+
+    if not _native.AVAILABLE:
+        print(f"facegeom._C is not built ({_native.IMPORT_ERROR}): the ops run their pure-PyTorch "
+              "references, there is no kernel to time", file=sys.stderr)
+        return 1
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    tables = bench.bench_tables(args.op or list(bench.OPS), quick=args.quick)
+    for device in ["cpu"] + (["cuda"] if args.cuda else []):
+        for title, table in tables:
+            print(f"\n{title}, float32, {device}, {torch.get_num_threads()} cpu threads")
+            print(bench.format_table(table(seconds=args.seconds, device=device)))
     return 0
 
 
@@ -65,9 +75,13 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="facegeom", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="build information: version, torch, back ends, threads, CUDA device")
-    bench_parser = sub.add_parser("bench", help="kernel vs reference timings of the ops that exist")
+    bench_parser = sub.add_parser("bench", help="kernel vs reference timings, one table per op family")
     bench_parser.add_argument("--seconds", type=float, default=1.0, help="time spent per measurement")
     bench_parser.add_argument("--cuda", action="store_true", help="also time on the CUDA device")
+    bench_parser.add_argument("--op", action="append", choices=OPS_BENCHED,
+                              help="op family to time (repeatable; default: all)")
+    bench_parser.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads)")
+    bench_parser.add_argument("--quick", action="store_true", help=argparse.SUPPRESS)  # tiny cases, for tests
     demo_parser = sub.add_parser("demo", help="analysis-by-synthesis: recover a head's shape, expression, pose "
                                  "and light from a rendered image and its landmarks")
     demo_parser.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
@@ -87,6 +101,8 @@ def main(argv=None) -> int:
 
     add_now_eval_arguments(now_parser)
     args = parser.parse_args(argv)
+    if args.command == "bench" and args.threads is not None and args.threads < 1:
+        parser.error(f"--threads: expected a positive integer, got {args.threads}")
     if args.command == "bench" and args.cuda:
         import torch
 
