@@ -6,9 +6,6 @@ import re
 import pytest
 import torch
 
-import pytest
-import torch
-
 from facegeom import cli, demo
 from tests.conftest import cuda, requires_native
 

@@ -428,8 +428,8 @@ def interpolate(attr: Tensor, rast: Tensor, tri: Tensor, rast_db: Optional[Tenso
 POINT_TO_SURFACE_CHUNK = 1 << 18
 
 
-def _dot(x: Tensor, y: Tensor) -> Tensor:
-    return (x * y).sum(-1)
+def _dot(a: Tensor, b: Tensor) -> Tensor:
+    return a[..., 0] * b[..., 0] + a[..., 1] * b[..., 1] + a[..., 2] * b[..., 2]
 
 
 def _closest_on_triangles(p: Tensor, a: Tensor, b: Tensor, c: Tensor) -> Tuple[Tensor, Tensor]:
@@ -566,10 +566,6 @@ def _cross(a: Tensor, b: Tensor) -> Tensor:
     return torch.stack([a[..., 1] * b[..., 2] - a[..., 2] * b[..., 1],
                         a[..., 2] * b[..., 0] - a[..., 0] * b[..., 2],
                         a[..., 0] * b[..., 1] - a[..., 1] * b[..., 0]], -1)
-
-
-def _dot(a: Tensor, b: Tensor) -> Tensor:
-    return a[..., 0] * b[..., 0] + a[..., 1] * b[..., 1] + a[..., 2] * b[..., 2]
 
 
 def _pick(stacked: Tensor, index: Tensor) -> Tensor:

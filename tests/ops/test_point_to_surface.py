@@ -11,7 +11,7 @@ import torch
 import facegeom.ops as fo
 from facegeom import _native
 from facegeom.ops import reference
-from tests.conftest import cuda, requires_native
+from tests.conftest import cuda
 
 p2s_module = importlib.import_module("facegeom.ops.point_to_surface")
 requires_kernel = pytest.mark.skipif(not p2s_module.KERNEL_AVAILABLE,
