@@ -19,23 +19,6 @@ namespace facegeom {
 namespace cuda {
 namespace {
 
-__device__ void atomic_add(float* address, float value) { atomicAdd(address, value); }
-
-__device__ void atomic_add(double* address, double value) {
-#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 600
-  atomicAdd(address, value);
-#else
-  // Devices before sm_60 have no native double atomicAdd.
-  auto* bits = reinterpret_cast<unsigned long long*>(address);
-  unsigned long long old = *bits, assumed;
-  do {
-    assumed = old;
-    old = atomicCAS(bits, assumed,
-                    __double_as_longlong(value + __longlong_as_double(assumed)));
-  } while (assumed != old);
-#endif
-}
-
 template <typename T>
 __global__ void antialias_forward_kernel(int64_t count, AntialiasProblem<T> problem, T* out) {
   const int64_t pixels_per_image = problem.height * problem.width;

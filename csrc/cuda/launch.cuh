@@ -33,6 +33,23 @@ __device__ inline double quiet_nan<double>() {
   return __longlong_as_double(0x7fffffffffffffffLL);
 }
 
+__device__ inline void atomic_add(float* address, float value) { atomicAdd(address, value); }
+
+__device__ inline void atomic_add(double* address, double value) {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 600
+  atomicAdd(address, value);
+#else
+  // Devices before sm_60 have no native double atomicAdd.
+  auto* bits = reinterpret_cast<unsigned long long*>(address);
+  unsigned long long old = *bits, assumed;
+  do {
+    assumed = old;
+    old = atomicCAS(bits, assumed,
+                    __double_as_longlong(value + __longlong_as_double(assumed)));
+  } while (assumed != old);
+#endif
+}
+
 // Blocks for `count` threads; at least one, because CUDA rejects an empty
 // grid (the kernels' index checks or grid-stride loops then do nothing).
 inline unsigned int blocks_for(int64_t count, int threads = kThreadsPerBlock) {

@@ -197,16 +197,9 @@ __global__ void interpolate_forward_kernel(int64_t batch, int64_t pixels, int64_
     const T* a0 = a + channels * tri[3 * id];
     const T* a1 = a + channels * tri[3 * id + 1];
     const T* a2 = a + channels * tri[3 * id + 2];
-    const T u = r[0], v = r[1], w = T(1) - u - v;
-    for (int64_t c = 0; c < channels; ++c) o[c] = u * a0[c] + v * a1[c] + w * a2[c];
-    if (o_da == nullptr) continue;
-    const T* db = rast_db + 4 * pixel;
-    for (int64_t j = 0; j < num_diff; ++j) {
-      const int64_t c = diff_channels[j];
-      const T d0 = a0[c] - a2[c], d1 = a1[c] - a2[c];
-      o_da[2 * j] = db[0] * d0 + db[2] * d1;
-      o_da[2 * j + 1] = db[1] * d0 + db[3] * d1;
-    }
+    raster::interpolate_pixel(r, a0, a1, a2, channels, o,
+                              o_da != nullptr ? rast_db + 4 * pixel : nullptr, diff_channels,
+                              num_diff, o_da);
   }
 }
 

@@ -25,23 +25,6 @@ namespace {
 
 constexpr int kWarp = 32;
 
-__device__ void atomic_add(float* address, float value) { atomicAdd(address, value); }
-
-__device__ void atomic_add(double* address, double value) {
-#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 600
-  atomicAdd(address, value);
-#else
-  // Devices before sm_60 have no native double atomicAdd.
-  auto* bits = reinterpret_cast<unsigned long long*>(address);
-  unsigned long long old = *bits, assumed;
-  do {
-    assumed = old;
-    old = atomicCAS(bits, assumed,
-                    __double_as_longlong(value + __longlong_as_double(assumed)));
-  } while (assumed != old);
-#endif
-}
-
 // Sum over the 32 lanes of a warp; the result is valid in lane 0.
 template <typename T>
 __device__ T warp_sum(T value) {

@@ -388,5 +388,24 @@ FG_HD void pixel_gradient(const double clip[3][4], double qx, double qy, double 
   }
 }
 
+// Attributes of one covered pixel: out = u a0 + v a1 + (1 - u - v) a2 for every
+// channel and, when out_da is given, the screen-space derivatives of the
+// channels named in diff_channels from the pixel's rast_db (du/dX, du/dY,
+// dv/dX, dv/dY): out_da[2j], out_da[2j + 1] = d/dX, d/dY of channel j.
+template <typename T>
+FG_HD void interpolate_pixel(const T* rast, const T* a0, const T* a1, const T* a2, int64_t channels,
+                             T* out, const T* db, const int64_t* diff_channels, int64_t num_diff,
+                             T* out_da) {
+  const T u = rast[0], v = rast[1], w = T(1) - u - v;
+  for (int64_t c = 0; c < channels; ++c) out[c] = u * a0[c] + v * a1[c] + w * a2[c];
+  if (out_da == nullptr) return;
+  for (int64_t j = 0; j < num_diff; ++j) {
+    const int64_t c = diff_channels[j];
+    const T d0 = a0[c] - a2[c], d1 = a1[c] - a2[c];
+    out_da[2 * j] = db[0] * d0 + db[2] * d1;
+    out_da[2 * j + 1] = db[1] * d0 + db[3] * d1;
+  }
+}
+
 }  // namespace raster
 }  // namespace facegeom
