@@ -240,24 +240,13 @@ void interpolate_forward(int64_t batch, int64_t height, int64_t width, int64_t n
   const int64_t pixels = height * width;
   at::parallel_for(0, batch * pixels, 1024, [&](int64_t begin, int64_t end) {
     for (int64_t pixel = begin; pixel < end; ++pixel) {
-      T* o = out + channels * pixel;
-      T* o_da = out_da == nullptr ? nullptr : out_da + 2 * num_diff * pixel;
       const T* r = rast + 4 * pixel;
-      const int64_t id = pixel_triangle(r, num_triangles);
-      if (id < 0) {
-        // Background is zero; a value naming no triangle is flagged, not read.
-        const T fill = r[3] == T(0) ? T(0) : std::numeric_limits<T>::quiet_NaN();
-        std::fill(o, o + channels, fill);
-        if (o_da != nullptr) std::fill(o_da, o_da + 2 * num_diff, fill);
-        continue;
-      }
-      const T* a = attr + (pixel / pixels) * attr_batch_stride;
-      const T* a0 = a + channels * tri[3 * id];
-      const T* a1 = a + channels * tri[3 * id + 1];
-      const T* a2 = a + channels * tri[3 * id + 2];
-      raster::interpolate_pixel(r, a0, a1, a2, channels, o,
-                                o_da != nullptr ? rast_db + 4 * pixel : nullptr, diff_channels,
-                                num_diff, o_da);
+      raster::interpolate_pixel(r, pixel_triangle(r, num_triangles),
+                                attr + (pixel / pixels) * attr_batch_stride, tri, channels,
+                                out_da == nullptr ? nullptr : rast_db + 4 * pixel, diff_channels,
+                                num_diff, std::numeric_limits<T>::quiet_NaN(),
+                                out + channels * pixel,
+                                out_da == nullptr ? nullptr : out_da + 2 * num_diff * pixel);
     }
   });
 }

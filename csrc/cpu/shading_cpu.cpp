@@ -179,10 +179,9 @@ void blinn_phong_forward(int64_t batch, int64_t num_points, const T* normals, co
   at::parallel_for(0, batch * num_points, kPointGrain, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const int64_t b = i / num_points;
-      const T lobe = facegeom::blinn_phong_lobe(normals + 3 * i, points + 3 * i, light + 3 * b,
-                                                camera + 3 * b, shininess[b]);
-      const T* a = albedo + albedo_channels * i;
-      for (int c = 0; c < 3; ++c) out[3 * i + c] = a[albedo_channels == 3 ? c : 0] * lobe;
+      facegeom::blinn_phong_point(normals + 3 * i, points + 3 * i, light + 3 * b, camera + 3 * b,
+                                  albedo + albedo_channels * i, albedo_channels, shininess[b],
+                                  out + 3 * i);
     }
   });
 }

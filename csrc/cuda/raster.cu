@@ -181,25 +181,12 @@ __global__ void interpolate_forward_kernel(int64_t batch, int64_t pixels, int64_
                                            const int64_t* diff_channels, int64_t num_diff, T* out,
                                            T* out_da) {
   for (int64_t pixel = first_index(); pixel < batch * pixels; pixel += grid_stride()) {
-    T* o = out + channels * pixel;
-    T* o_da = out_da == nullptr ? nullptr : out_da + 2 * num_diff * pixel;
     const T* r = rast + 4 * pixel;
-    const int64_t id = raster::stored_triangle(static_cast<double>(r[3]), num_triangles);
-    if (id < 0) {
-      // Background is zero; a value naming no triangle is flagged, not read.
-      const T fill = r[3] == T(0) ? T(0) : quiet_nan<T>();
-      for (int64_t c = 0; c < channels; ++c) o[c] = fill;
-      if (o_da != nullptr)
-        for (int64_t c = 0; c < 2 * num_diff; ++c) o_da[c] = fill;
-      continue;
-    }
-    const T* a = attr + (pixel / pixels) * attr_batch_stride;
-    const T* a0 = a + channels * tri[3 * id];
-    const T* a1 = a + channels * tri[3 * id + 1];
-    const T* a2 = a + channels * tri[3 * id + 2];
-    raster::interpolate_pixel(r, a0, a1, a2, channels, o,
-                              o_da != nullptr ? rast_db + 4 * pixel : nullptr, diff_channels,
-                              num_diff, o_da);
+    raster::interpolate_pixel(r, raster::stored_triangle(static_cast<double>(r[3]), num_triangles),
+                              attr + (pixel / pixels) * attr_batch_stride, tri, channels,
+                              out_da == nullptr ? nullptr : rast_db + 4 * pixel, diff_channels,
+                              num_diff, quiet_nan<T>(), out + channels * pixel,
+                              out_da == nullptr ? nullptr : out_da + 2 * num_diff * pixel);
   }
 }
 

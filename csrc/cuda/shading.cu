@@ -154,10 +154,9 @@ __global__ void blinn_phong_forward_kernel(int64_t count, int64_t num_points, co
                                            const T* shininess, T* out) {
   for (int64_t i = first_index(); i < count; i += grid_stride()) {
     const int64_t b = i / num_points;
-    const T lobe = facegeom::blinn_phong_lobe(normals + 3 * i, points + 3 * i, light + 3 * b,
-                                              camera + 3 * b, shininess[b]);
-    const T* a = albedo + albedo_channels * i;
-    for (int c = 0; c < 3; ++c) out[3 * i + c] = a[albedo_channels == 3 ? c : 0] * lobe;
+    facegeom::blinn_phong_point(normals + 3 * i, points + 3 * i, light + 3 * b, camera + 3 * b,
+                                albedo + albedo_channels * i, albedo_channels, shininess[b],
+                                out + 3 * i);
   }
 }
 

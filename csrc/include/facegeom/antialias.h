@@ -284,6 +284,28 @@ FG_HD void aa_for_pairs_of_pixel(int64_t height, int64_t width, int64_t y, int64
   if (y + 1 < height) visit(y, x, false, true);
 }
 
+// The blends of the (up to) four pairs containing pixel (b, y, x), in
+// aa_for_pairs_of_pixel's order: calls visit(pixel_is_modified, weight, other)
+// for each pair that blends, where `other` is the pair's other pixel (flat
+// index) and the modified pixel becomes itself + weight * (source - itself).
+template <typename T, typename Visit>
+FG_HD void aa_for_blends_of_pixel(const AntialiasProblem<T>& p, int64_t b, int64_t y, int64_t x,
+                                  Visit&& visit) {
+  const int64_t pixel = (b * p.height + y) * p.width + x;
+  aa_for_pairs_of_pixel(p.height, p.width, y, x, [&](int64_t fy, int64_t fx, bool horizontal,
+                                                     bool pixel_is_first) {
+    AntialiasCrossing<T> crossing;
+    T c0[2], c1[2];
+    if (!aa_pair_at(p, b, fy, fx, horizontal, &crossing, c0, c1)) return;
+    bool modified_is_first;
+    T weight;
+    aa_blend(crossing, &modified_is_first, &weight);
+    const int64_t other = pixel_is_first ? (horizontal ? pixel + 1 : pixel + p.width)
+                                         : (horizontal ? pixel - 1 : pixel - p.width);
+    visit(modified_is_first == pixel_is_first, weight, other);
+  });
+}
+
 // out[pixel] = color[pixel] + the blends of every pair in which this pixel is
 // the one modified. A gather: each output pixel is written by one thread, so
 // no atomics and a fixed summation order on every back end.
@@ -294,17 +316,8 @@ FG_HD void aa_pixel_forward(const AntialiasProblem<T>& p, int64_t b, int64_t y, 
   const int64_t C = p.channels;
   const T* own = p.color + C * pixel;
   for (int64_t c = 0; c < C; ++c) out[C * pixel + c] = own[c];
-  aa_for_pairs_of_pixel(p.height, p.width, y, x, [&](int64_t fy, int64_t fx, bool horizontal,
-                                                     bool pixel_is_first) {
-    AntialiasCrossing<T> crossing;
-    T c0[2], c1[2];
-    if (!aa_pair_at(p, b, fy, fx, horizontal, &crossing, c0, c1)) return;
-    bool modified_is_first;
-    T weight;
-    aa_blend(crossing, &modified_is_first, &weight);
-    if (modified_is_first != pixel_is_first) return;
-    const int64_t other = pixel_is_first ? (horizontal ? pixel + 1 : pixel + p.width)
-                                         : (horizontal ? pixel - 1 : pixel - p.width);
+  aa_for_blends_of_pixel(p, b, y, x, [&](bool pixel_is_modified, T weight, int64_t other) {
+    if (!pixel_is_modified) return;
     const T* source = p.color + C * other;
     for (int64_t c = 0; c < C; ++c) out[C * pixel + c] += weight * (source[c] - own[c]);
   });
@@ -320,19 +333,10 @@ FG_HD void aa_pixel_grad_color(const AntialiasProblem<T>& p, const T* grad_out, 
   const int64_t C = p.channels;
   T* g = grad_color + C * pixel;
   for (int64_t c = 0; c < C; ++c) g[c] = grad_out[C * pixel + c];
-  aa_for_pairs_of_pixel(p.height, p.width, y, x, [&](int64_t fy, int64_t fx, bool horizontal,
-                                                     bool pixel_is_first) {
-    AntialiasCrossing<T> crossing;
-    T c0[2], c1[2];
-    if (!aa_pair_at(p, b, fy, fx, horizontal, &crossing, c0, c1)) return;
-    bool modified_is_first;
-    T weight;
-    aa_blend(crossing, &modified_is_first, &weight);
-    if (modified_is_first == pixel_is_first) {
+  aa_for_blends_of_pixel(p, b, y, x, [&](bool pixel_is_modified, T weight, int64_t other) {
+    if (pixel_is_modified) {
       for (int64_t c = 0; c < C; ++c) g[c] -= weight * grad_out[C * pixel + c];
     } else {
-      const int64_t other = pixel_is_first ? (horizontal ? pixel + 1 : pixel + p.width)
-                                           : (horizontal ? pixel - 1 : pixel - p.width);
       for (int64_t c = 0; c < C; ++c) g[c] += weight * grad_out[C * other + c];
     }
   });

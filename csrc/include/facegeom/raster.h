@@ -388,14 +388,28 @@ FG_HD void pixel_gradient(const double clip[3][4], double qx, double qy, double 
   }
 }
 
-// Attributes of one covered pixel: out = u a0 + v a1 + (1 - u - v) a2 for every
-// channel and, when out_da is given, the screen-space derivatives of the
-// channels named in diff_channels from the pixel's rast_db (du/dX, du/dY,
-// dv/dX, dv/dY): out_da[2j], out_da[2j + 1] = d/dX, d/dY of channel j.
+// One output pixel of interpolate. Without a triangle (id < 0) out and out_da
+// are filled with 0 on background (id channel 0) or with `nan` where the id
+// channel names no triangle (a corrupt rast is flagged, not read). Otherwise
+// out = u a0 + v a1 + (1 - u - v) a2 for every channel of the triangle's
+// vertex attributes in `attr` (this image's [V, channels]) and, when out_da is
+// given, the screen-space derivatives of the channels named in diff_channels
+// from the pixel's rast_db `db` (du/dX, du/dY, dv/dX, dv/dY):
+// out_da[2j], out_da[2j + 1] = d/dX, d/dY of channel j.
 template <typename T>
-FG_HD void interpolate_pixel(const T* rast, const T* a0, const T* a1, const T* a2, int64_t channels,
-                             T* out, const T* db, const int64_t* diff_channels, int64_t num_diff,
-                             T* out_da) {
+FG_HD void interpolate_pixel(const T* rast, int64_t id, const T* attr, const int32_t* tri,
+                             int64_t channels, const T* db, const int64_t* diff_channels,
+                             int64_t num_diff, T nan, T* out, T* out_da) {
+  if (id < 0) {
+    const T fill = rast[3] == T(0) ? T(0) : nan;
+    for (int64_t c = 0; c < channels; ++c) out[c] = fill;
+    if (out_da != nullptr)
+      for (int64_t c = 0; c < 2 * num_diff; ++c) out_da[c] = fill;
+    return;
+  }
+  const T* a0 = attr + channels * tri[3 * id];
+  const T* a1 = attr + channels * tri[3 * id + 1];
+  const T* a2 = attr + channels * tri[3 * id + 2];
   const T u = rast[0], v = rast[1], w = T(1) - u - v;
   for (int64_t c = 0; c < channels; ++c) out[c] = u * a0[c] + v * a1[c] + w * a2[c];
   if (out_da == nullptr) return;

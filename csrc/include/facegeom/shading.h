@@ -236,6 +236,15 @@ FG_HD T blinn_phong_lobe(const T* n, const T* p, const T* light, const T* camera
   return d > T(0) ? exp(shininess * log(d)) : T(0);
 }
 
+// One point's specular colour: out[c] = albedo[c] * lobe, where a one-channel
+// specular albedo (albedo_channels == 1) serves all three colours.
+template <typename T>
+FG_HD void blinn_phong_point(const T* n, const T* p, const T* light, const T* camera,
+                             const T* albedo, int64_t albedo_channels, T shininess, T* out) {
+  const T lobe = blinn_phong_lobe(n, p, light, camera, shininess);
+  for (int c = 0; c < 3; ++c) out[c] = albedo[albedo_channels == 3 ? c : 0] * lobe;
+}
+
 // Reverse of blinn_phong_lobe given grad_lobe. Writes grad_n, grad_p,
 // grad_light and grad_camera (all [3]) and *grad_shininess; returns the lobe.
 template <typename T>
