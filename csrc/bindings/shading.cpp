@@ -17,9 +17,9 @@ namespace facegeom {
 namespace {
 
 int parse_convention(c10::string_view convention) {
-  if (convention == "deep3d") return kShDeep3d;
-  if (convention == "deca") return kShDeca;
-  if (convention == "irradiance") return kShIrradiance;
+  if (convention == "deep3d") return shading::kShDeep3d;
+  if (convention == "deca") return shading::kShDeca;
+  if (convention == "irradiance") return shading::kShIrradiance;
   TORCH_CHECK_VALUE(false, "convention must be \"deep3d\", \"deca\" or \"irradiance\", got \"",
                     std::string(convention), "\"");
   return -1;
@@ -174,7 +174,7 @@ at::Tensor sh_basis(const at::Tensor& normals, c10::string_view convention) {
   auto basis = at::empty({n.size(0), 9}, n.options());
   if (n.size(0) == 0) return basis;
   AT_DISPATCH_FLOATING_TYPES(n.scalar_type(), "sh_basis", [&] {
-    const auto table = sh_table<scalar_t>(conv);
+    const auto table = shading::sh_table<scalar_t>(conv);
     if (n.is_cuda()) {
       FACEGEOM_CUDA_LAUNCH(cuda::sh_basis_forward<scalar_t>(
           n.size(0), table, n.data_ptr<scalar_t>(), basis.data_ptr<scalar_t>(), current_stream()));
@@ -199,7 +199,7 @@ at::Tensor sh_basis_backward(const at::Tensor& grad_basis, const at::Tensor& nor
   auto grad = at::empty_like(n);
   if (n.size(0) == 0) return grad;
   AT_DISPATCH_FLOATING_TYPES(n.scalar_type(), "sh_basis_backward", [&] {
-    const auto table = sh_table<scalar_t>(conv);
+    const auto table = shading::sh_table<scalar_t>(conv);
     if (n.is_cuda()) {
       FACEGEOM_CUDA_LAUNCH(cuda::sh_basis_backward<scalar_t>(
           n.size(0), table, n.data_ptr<scalar_t>(), g.data_ptr<scalar_t>(),
@@ -234,7 +234,7 @@ at::Tensor sh_shading(const at::Tensor& normals, const at::Tensor& albedo,
   if (out.numel() == 0) return out;
   AT_DISPATCH_FLOATING_TYPES(n.scalar_type(), "sh_shading", [&] {
     using T = scalar_t;
-    const auto table = sh_table<T>(conv);
+    const auto table = shading::sh_table<T>(conv);
     if (n.is_cuda()) {
       FACEGEOM_CUDA_LAUNCH(cuda::sh_shading_forward<T>(batch, num_points, table, n.data_ptr<T>(),
                                                        a.data_ptr<T>(), c.data_ptr<T>(),
@@ -264,7 +264,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sh_shading_backward(
   if (n.numel() == 0) return {grad_normals, grad_albedo, grad_coeffs};
   AT_DISPATCH_FLOATING_TYPES(n.scalar_type(), "sh_shading_backward", [&] {
     using T = scalar_t;
-    const auto table = sh_table<T>(conv);
+    const auto table = shading::sh_table<T>(conv);
     if (n.is_cuda()) {
       FACEGEOM_CUDA_LAUNCH({
         at::Tensor partial;

@@ -21,11 +21,11 @@ constexpr int64_t kPixelsPerTask = 16384;
 int64_t row_grain(int64_t width) { return std::max<int64_t>(1, kPixelsPerTask / std::max<int64_t>(width, 1)); }
 
 template <typename T>
-AntialiasProblem<T> make_problem(int64_t height, int64_t width, int64_t channels, const T* color,
+aa::AntialiasProblem<T> make_problem(int64_t height, int64_t width, int64_t channels, const T* color,
                                  const T* rast, const T* pos, int64_t pos_batch_stride,
                                  int64_t num_vertices, const int32_t* tri,
                                  const int32_t* topology, int64_t num_triangles) {
-  return AntialiasProblem<T>{height,           width,        channels, color, rast, pos,
+  return aa::AntialiasProblem<T>{height,           width,        channels, color, rast, pos,
                              pos_batch_stride, num_vertices, tri,      topology, num_triangles};
 }
 
@@ -48,7 +48,7 @@ struct PairBlends {
 };
 
 template <typename T>
-PairBlends<T> analyse_pairs(const AntialiasProblem<T>& p, int64_t batch) {
+PairBlends<T> analyse_pairs(const aa::AntialiasProblem<T>& p, int64_t batch) {
   const int64_t pixels = batch * p.height * p.width;
   PairBlends<T> blends{std::vector<int8_t>(2 * pixels, 0), std::vector<T>(2 * pixels, T(0))};
   at::parallel_for(0, batch * p.height, row_grain(p.width), [&](int64_t begin, int64_t end) {
@@ -59,11 +59,11 @@ PairBlends<T> analyse_pairs(const AntialiasProblem<T>& p, int64_t batch) {
         for (int direction = 0; direction < 2; ++direction) {
           const bool horizontal = direction == 0;
           if (horizontal ? x + 1 >= p.width : y + 1 >= p.height) continue;
-          AntialiasCrossing<T> crossing;
+          aa::AntialiasCrossing<T> crossing;
           T c0[2], c1[2];
-          if (!aa_pair_at(p, b, y, x, horizontal, &crossing, c0, c1)) continue;
+          if (!aa::aa_pair_at(p, b, y, x, horizontal, &crossing, c0, c1)) continue;
           bool modified_is_first;
-          aa_blend(crossing, &modified_is_first, &blends.weight[pair + direction]);
+          aa::aa_blend(crossing, &modified_is_first, &blends.weight[pair + direction]);
           blends.target[pair + direction] = modified_is_first ? 1 : 2;
         }
       }
@@ -166,7 +166,7 @@ void antialias_backward(int64_t batch, int64_t height, int64_t width, int64_t ch
             const bool horizontal = direction == 0;
             if (blends.target[2 * (row * width + x) + direction] == 0) continue;
             EdgeGradient<T> e;
-            if (aa_pair_grad_pos(problem, grad_out, b, y, x, horizontal, &e.vi, &e.vj, e.gi, e.gj)) {
+            if (aa::aa_pair_grad_pos(problem, grad_out, b, y, x, horizontal, &e.vi, &e.vj, e.gi, e.gj)) {
               e.vi += base;
               e.vj += base;
               found[block].push_back(e);

@@ -111,7 +111,7 @@ class Builder {
       centroid_bounds.grow(refs_[i].centroid, refs_[i].centroid);
     }
     int32_t mid = -1;
-    if (depth < kBvhSahDepth) {
+    if (depth < bvh::kBvhSahDepth) {
       if (count <= 1) return make_leaf(node, begin, count);
       mid = sah_split(begin, end, bounds, centroid_bounds);
       if (mid < 0) {
@@ -330,7 +330,7 @@ void refit_bvh(int64_t batch, int64_t num_vertices, int64_t num_faces, const T* 
     at::parallel_for(0, batch * width, 1024, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
         const int64_t b = i / width, node = first + i % width;
-        facegeom::refit_node(topology.nodes.data(), node, triangles + 9 * num_faces * b,
+        bvh::refit_node(topology.nodes.data(), node, triangles + 9 * num_faces * b,
                              bounds + 6 * num_nodes * b);
       }
     });
@@ -344,7 +344,7 @@ void point_to_surface_forward(int64_t batch, int64_t num_points, int64_t num_fac
                               const T* triangles, T* dist2, int64_t* face_index, T* bary) {
   std::vector<int64_t> sorted(num_points);
   std::vector<WideNode<T>> wide;
-  std::vector<TriangleTerms<T>> terms(num_faces);
+  std::vector<geometry::TriangleTerms<T>> terms(num_faces);
   for (int64_t b = 0; b < batch; ++b) {
     const int64_t mesh = b * mesh_batch_stride;
     const T* mesh_triangles = triangles + 9 * num_faces * mesh;
@@ -354,7 +354,7 @@ void point_to_surface_forward(int64_t batch, int64_t num_points, int64_t num_fac
       at::parallel_for(0, num_faces, 4096, [&](int64_t begin, int64_t end) {
         for (int64_t slot = begin; slot < end; ++slot) {
           const T* tri = mesh_triangles + 9 * slot;
-          terms[slot] = triangle_terms(load3(tri), load3(tri + 3), load3(tri + 6));
+          terms[slot] = geometry::triangle_terms(load3(tri), load3(tri + 3), load3(tri + 6));
         }
       });
     }
@@ -380,7 +380,7 @@ void point_to_surface_forward(int64_t batch, int64_t num_points, int64_t num_fac
           const Vec3<T> p = load3(points + 3 * i);
           // A neighbouring query's triangle gives a starting bound that is
           // usually close to the answer.
-          const NearestHit<T> hit =
+          const bvh::NearestHit<T> hit =
               wide_bvh_nearest(p, wide.data(), mesh_triangles, terms.data(), previous);
           if (hit.slot < 0) {  // NaN query or mesh
             dist2[i] = std::numeric_limits<T>::quiet_NaN();

@@ -76,7 +76,7 @@ void collapse_bvh(const int32_t* nodes, const T* bounds, const T* triangles,
       const T inf = std::numeric_limits<T>::infinity();
       for (int i = 0; i < 4; ++i) {
         T box[6] = {inf, inf, inf, -inf, -inf, -inf};
-        if (i < count) triangle_bounds(triangles + 9 * (static_cast<int64_t>(first) + i), box);
+        if (i < count) bvh::triangle_bounds(triangles + 9 * (static_cast<int64_t>(first) + i), box);
         for (int k = 0; k < 3; ++k) node.lo[k][i] = box[k], node.hi[k][i] = box[3 + k];
         node.first[i] = first + i;
         node.count[i] = i < count ? 1 : -1;
@@ -141,26 +141,26 @@ void collapse_bvh(const int32_t* nodes, const T* bounds, const T* triangles,
 // flatten: inlines closest_point_on_triangle, which GCC otherwise calls with its
 // corners passed through memory.
 template <typename T>
-__attribute__((flatten)) NearestHit<T> wide_bvh_nearest(Vec3<T> p, const WideNode<T>* wide,
+__attribute__((flatten)) bvh::NearestHit<T> wide_bvh_nearest(Vec3<T> p, const WideNode<T>* wide,
                                                        const T* triangles,
-                                                       const TriangleTerms<T>* terms,
+                                                       const geometry::TriangleTerms<T>* terms,
                                                        int32_t start) {
-  NearestHit<T> hit =
-      start >= 0 ? hit_on_slot(p, triangles, start, terms[start]) : empty_hit<T>();
+  bvh::NearestHit<T> hit =
+      start >= 0 ? bvh::hit_on_slot(p, triangles, start, terms[start]) : bvh::empty_hit<T>();
   typedef typename Lanes<T>::type V;
   struct Entry {
     int32_t first, count;
     T dist2;
   };
   // Each wide level pushes at most three siblings; depth < kBvhMaxDepth.
-  Entry stack[3 * kBvhMaxDepth + 1];
+  Entry stack[3 * bvh::kBvhMaxDepth + 1];
   int top = 0;
   const V px = {p.x, p.x, p.x, p.x}, py = {p.y, p.y, p.y, p.y}, pz = {p.z, p.z, p.z, p.z};
   const V zero = {T(0), T(0), T(0), T(0)};
   auto test_triangle = [&](int32_t slot) {
     const T* tri = triangles + 9 * static_cast<int64_t>(slot);
     T bary[3];
-    const T d = closest_point_on_triangle(p, load3(tri), load3(tri + 3), load3(tri + 6),
+    const T d = geometry::closest_point_on_triangle(p, load3(tri), load3(tri + 3), load3(tri + 6),
                                           terms[slot], bary);
     if (d < hit.dist2) {
       hit.dist2 = d;
@@ -174,7 +174,7 @@ __attribute__((flatten)) NearestHit<T> wide_bvh_nearest(Vec3<T> p, const WideNod
       // A triangle whose box was found closer than the best.
       test_triangle(current.first);
     } else if (current.count > 1) {
-      nearest_in_leaf(p, triangles, current.first, current.count, hit);
+      bvh::nearest_in_leaf(p, triangles, current.first, current.count, hit);
     } else {
       const WideNode<T>& node = wide[current.first];
       // box_distance2 lane by lane: max2(max2(lo - p, p - hi), 0), squared, summed.

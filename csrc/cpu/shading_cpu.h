@@ -42,18 +42,18 @@ void vertex_normals_backward(int64_t batch, int64_t num_vertices, int64_t num_fa
                              T* grad_vertices);
 
 template <typename T>
-void sh_basis_forward(int64_t n, const ShTable<T>& table, const T* normals, T* basis);
+void sh_basis_forward(int64_t n, const shading::ShTable<T>& table, const T* normals, T* basis);
 template <typename T>
-void sh_basis_backward(int64_t n, const ShTable<T>& table, const T* normals, const T* grad_basis,
+void sh_basis_backward(int64_t n, const shading::ShTable<T>& table, const T* normals, const T* grad_basis,
                        T* grad_normals);
 
 // normals, albedo, out [B, N, 3]; coeffs [B, 9, 3].
 template <typename T>
-void sh_shading_forward(int64_t batch, int64_t num_points, const ShTable<T>& table,
+void sh_shading_forward(int64_t batch, int64_t num_points, const shading::ShTable<T>& table,
                         const T* normals, const T* albedo, const T* coeffs, T* out);
 // Null outputs are skipped.
 template <typename T>
-void sh_shading_backward(int64_t batch, int64_t num_points, const ShTable<T>& table,
+void sh_shading_backward(int64_t batch, int64_t num_points, const shading::ShTable<T>& table,
                          const T* normals, const T* albedo, const T* coeffs, const T* grad_out,
                          T* grad_normals, T* grad_albedo, T* grad_coeffs);
 

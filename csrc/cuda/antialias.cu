@@ -20,28 +20,28 @@ namespace cuda {
 namespace {
 
 template <typename T>
-__global__ void antialias_forward_kernel(int64_t count, AntialiasProblem<T> problem, T* out) {
+__global__ void antialias_forward_kernel(int64_t count, aa::AntialiasProblem<T> problem, T* out) {
   const int64_t pixels_per_image = problem.height * problem.width;
   for (int64_t i = first_index(); i < count; i += grid_stride()) {
     const int64_t b = i / pixels_per_image, rest = i % pixels_per_image;
-    aa_pixel_forward(problem, b, rest / problem.width, rest % problem.width, out);
+    aa::aa_pixel_forward(problem, b, rest / problem.width, rest % problem.width, out);
   }
 }
 
 template <typename T>
-__global__ void antialias_grad_color_kernel(int64_t count, AntialiasProblem<T> problem,
+__global__ void antialias_grad_color_kernel(int64_t count, aa::AntialiasProblem<T> problem,
                                             const T* grad_out, T* grad_color) {
   const int64_t pixels_per_image = problem.height * problem.width;
   for (int64_t i = first_index(); i < count; i += grid_stride()) {
     const int64_t b = i / pixels_per_image, rest = i % pixels_per_image;
-    aa_pixel_grad_color(problem, grad_out, b, rest / problem.width, rest % problem.width,
+    aa::aa_pixel_grad_color(problem, grad_out, b, rest / problem.width, rest % problem.width,
                         grad_color);
   }
 }
 
 // One thread per pixel, for the pairs it is the first pixel of (right, up).
 template <typename T>
-__global__ void antialias_grad_pos_kernel(int64_t count, AntialiasProblem<T> problem,
+__global__ void antialias_grad_pos_kernel(int64_t count, aa::AntialiasProblem<T> problem,
                                           const T* grad_out, T* grad_pos) {
   const int64_t pixels_per_image = problem.height * problem.width;
   for (int64_t i = first_index(); i < count; i += grid_stride()) {
@@ -53,7 +53,7 @@ __global__ void antialias_grad_pos_kernel(int64_t count, AntialiasProblem<T> pro
       if (horizontal ? x + 1 >= problem.width : y + 1 >= problem.height) continue;
       int64_t vi, vj;
       T gi[3], gj[3];
-      if (!aa_pair_grad_pos(problem, grad_out, b, y, x, horizontal, &vi, &vj, gi, gj)) continue;
+      if (!aa::aa_pair_grad_pos(problem, grad_out, b, y, x, horizontal, &vi, &vj, gi, gj)) continue;
       atomic_add(grad_image + 4 * vi, gi[0]);
       atomic_add(grad_image + 4 * vi + 1, gi[1]);
       atomic_add(grad_image + 4 * vi + 3, gi[2]);
@@ -71,7 +71,7 @@ void antialias_forward(int64_t batch, int64_t height, int64_t width, int64_t cha
                        const T* color, const T* rast, const T* pos, int64_t pos_batch_stride,
                        int64_t num_vertices, const int32_t* tri, const int32_t* topology,
                        int64_t num_triangles, T* out, void* stream) {
-  const AntialiasProblem<T> problem{height, width, channels, color, rast, pos,
+  const aa::AntialiasProblem<T> problem{height, width, channels, color, rast, pos,
                                     pos_batch_stride, num_vertices, tri, topology, num_triangles};
   launch("antialias_forward_kernel", antialias_forward_kernel<T>, batch * height * width, stream,
          problem, out);
@@ -83,7 +83,7 @@ void antialias_backward(int64_t batch, int64_t height, int64_t width, int64_t ch
                         int64_t pos_batch_stride, int64_t num_vertices, const int32_t* tri,
                         const int32_t* topology, int64_t num_triangles, T* grad_color,
                         T* grad_pos, void* stream) {
-  const AntialiasProblem<T> problem{height, width, channels, color, rast, pos,
+  const aa::AntialiasProblem<T> problem{height, width, channels, color, rast, pos,
                                     pos_batch_stride, num_vertices, tri, topology, num_triangles};
   const int64_t pixels = batch * height * width;
   if (grad_color != nullptr) {

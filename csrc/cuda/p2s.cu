@@ -46,7 +46,7 @@ __global__ void refit_level_kernel(int64_t count, int64_t level_first, int64_t l
                                    const T* triangles, T* bounds) {
   for (int64_t i = first_index(); i < count; i += grid_stride()) {
     const int64_t b = i / level_width, node = level_first + i % level_width;
-    refit_node(nodes, node, triangles + 9 * num_faces * b, bounds + 6 * num_nodes * b);
+    bvh::refit_node(nodes, node, triangles + 9 * num_faces * b, bounds + 6 * num_nodes * b);
   }
 }
 
@@ -58,9 +58,9 @@ __global__ void point_to_surface_kernel(int64_t count, int64_t num_points, int64
                                         T* dist2, int64_t* face_index, T* bary) {
   for (int64_t i = first_index(); i < count; i += grid_stride()) {
     const int64_t mesh = (i / num_points) * mesh_batch_stride;
-    const NearestHit<T> hit =
-        bvh_nearest(load3(points + 3 * i), nodes, bounds + 6 * num_nodes * mesh,
-                    triangles + 9 * num_faces * mesh, empty_hit<T>());
+    const bvh::NearestHit<T> hit =
+        bvh::bvh_nearest(load3(points + 3 * i), nodes, bounds + 6 * num_nodes * mesh,
+                    triangles + 9 * num_faces * mesh, bvh::empty_hit<T>());
     if (hit.slot < 0) {  // NaN query or mesh
       dist2[i] = quiet_nan<T>();
       face_index[i] = -1;

@@ -29,18 +29,18 @@ void vertex_normals_backward(int64_t batch, int64_t num_vertices, int64_t num_fa
                              T* grad_vertices, void* stream);
 
 template <typename T>
-void sh_basis_forward(int64_t n, const ShTable<T>& table, const T* normals, T* basis,
+void sh_basis_forward(int64_t n, const shading::ShTable<T>& table, const T* normals, T* basis,
                       void* stream);
 template <typename T>
-void sh_basis_backward(int64_t n, const ShTable<T>& table, const T* normals, const T* grad_basis,
+void sh_basis_backward(int64_t n, const shading::ShTable<T>& table, const T* normals, const T* grad_basis,
                        T* grad_normals, void* stream);
 
 template <typename T>
-void sh_shading_forward(int64_t batch, int64_t num_points, const ShTable<T>& table,
+void sh_shading_forward(int64_t batch, int64_t num_points, const shading::ShTable<T>& table,
                         const T* normals, const T* albedo, const T* coeffs, T* out, void* stream);
 // coeff_partials [B, num_warps(N), 27]; null outputs are skipped.
 template <typename T>
-void sh_shading_backward(int64_t batch, int64_t num_points, const ShTable<T>& table,
+void sh_shading_backward(int64_t batch, int64_t num_points, const shading::ShTable<T>& table,
                          const T* normals, const T* albedo, const T* coeffs, const T* grad_out,
                          T* grad_normals, T* grad_albedo, T* coeff_partials, void* stream);
 

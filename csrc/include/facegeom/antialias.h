@@ -17,9 +17,10 @@
 // a ratio of two edge-function values (any scale of L cancels).
 #pragma once
 
-#include "facegeom/common.h"
+#include "facegeom/vec.h"
 
 namespace facegeom {
+namespace aa {
 
 // Crossings this far outside the segment (in pixels) are still taken (and
 // clamped): the rasterizer's coverage and these edge functions may disagree
@@ -30,18 +31,6 @@ constexpr double kAntialiasCrossingSlack = 1.0 / 16.0;
 template <typename T>
 FG_HD T pixel_centre_ndc(int64_t index, int64_t size) {
   return T(2 * index + 1) / T(size) - T(1);
-}
-
-template <typename T>
-FG_HD void cross3(const T* a, const T* b, T* out) {
-  out[0] = a[1] * b[2] - a[2] * b[1];
-  out[1] = a[2] * b[0] - a[0] * b[2];
-  out[2] = a[0] * b[1] - a[1] * b[0];
-}
-
-template <typename T>
-FG_HD T dot3(const T* a, const T* b) {
-  return a[0] * b[0] + a[1] * b[1] + a[2] * b[2];
 }
 
 // det[a; b; c] of homogeneous (x, y, w) rows: the signed orientation of the
@@ -372,4 +361,5 @@ FG_HD bool aa_pair_grad_pos(const AntialiasProblem<T>& p, const T* grad_out, int
   return true;
 }
 
+}  // namespace aa
 }  // namespace facegeom

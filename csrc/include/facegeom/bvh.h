@@ -18,21 +18,13 @@
 #include "facegeom/closest_point.h"
 
 namespace facegeom {
+namespace bvh {
 
 // The build keeps every leaf at depth < kBvhMaxDepth (binned SAH down to
 // kBvhSahDepth, then median splits, which halve the count: 2^30 faces at most),
 // so the traversal stack below never overflows.
 constexpr int kBvhMaxDepth = 64;
 constexpr int kBvhSahDepth = 32;
-
-template <typename T>
-FG_HD T min2(T a, T b) {
-  return b < a ? b : a;
-}
-template <typename T>
-FG_HD T max2(T a, T b) {
-  return a < b ? b : a;
-}
 
 // Box of the three corners of a slot (9 values).
 template <typename T>
@@ -99,11 +91,11 @@ FG_HD NearestHit<T> empty_hit() {
 // triangle_terms of the slot's triangle.
 template <typename T>
 FG_HD NearestHit<T> hit_on_slot(Vec3<T> p, const T* triangles, int32_t slot,
-                                const TriangleTerms<T>& terms) {
+                                const geometry::TriangleTerms<T>& terms) {
   NearestHit<T> hit;
   const T* tri = triangles + 9 * static_cast<int64_t>(slot);
   hit.dist2 =
-      closest_point_on_triangle(p, load3(tri), load3(tri + 3), load3(tri + 6), terms, hit.bary);
+      geometry::closest_point_on_triangle(p, load3(tri), load3(tri + 3), load3(tri + 6), terms, hit.bary);
   hit.slot = slot;
   if (!(hit.dist2 == hit.dist2)) return empty_hit<T>();  // NaN: no bound
   return hit;
@@ -122,7 +114,7 @@ FG_HD void nearest_in_leaf(Vec3<T> p, const T* triangles, int32_t first, int32_t
     triangle_bounds(tri, box);
     if (!(box_distance2(p, box) < hit.dist2)) continue;
     T bary[3];
-    const T d = closest_point_on_triangle(p, load3(tri), load3(tri + 3), load3(tri + 6), bary);
+    const T d = geometry::closest_point_on_triangle(p, load3(tri), load3(tri + 3), load3(tri + 6), bary);
     if (d < hit.dist2) {
       hit.dist2 = d;
       hit.slot = slot;
@@ -181,4 +173,5 @@ FG_HD NearestHit<T> bvh_nearest(Vec3<T> p, const int32_t* nodes, const T* bounds
   }
 }
 
+}  // namespace bvh
 }  // namespace facegeom

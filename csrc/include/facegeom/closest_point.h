@@ -14,43 +14,10 @@
 //    not depend on the scale either.
 #pragma once
 
-#include "facegeom/common.h"
+#include "facegeom/vec.h"
 
 namespace facegeom {
-
-template <typename T>
-struct Vec3 {
-  T x, y, z;
-};
-
-template <typename T>
-FG_HD Vec3<T> load3(const T* p) {
-  return {p[0], p[1], p[2]};
-}
-template <typename T>
-FG_HD Vec3<T> operator-(Vec3<T> a, Vec3<T> b) {
-  return {a.x - b.x, a.y - b.y, a.z - b.z};
-}
-template <typename T>
-FG_HD Vec3<T> operator+(Vec3<T> a, Vec3<T> b) {
-  return {a.x + b.x, a.y + b.y, a.z + b.z};
-}
-template <typename T>
-FG_HD Vec3<T> operator*(T s, Vec3<T> a) {
-  return {s * a.x, s * a.y, s * a.z};
-}
-template <typename T>
-FG_HD T dot(Vec3<T> a, Vec3<T> b) {
-  return a.x * b.x + a.y * b.y + a.z * b.z;
-}
-template <typename T>
-FG_HD Vec3<T> cross(Vec3<T> a, Vec3<T> b) {
-  return {a.y * b.z - a.z * b.y, a.z * b.x - a.x * b.z, a.x * b.y - a.y * b.x};
-}
-template <typename T>
-FG_HD T squared_norm(Vec3<T> a) {
-  return dot(a, a);
-}
+namespace geometry {
 
 // t = num / den clamped to [0, 1]; 0 when den is not positive (a zero-length edge).
 template <typename T>
@@ -191,4 +158,5 @@ FG_HD T closest_point_on_triangle(Vec3<T> p, Vec3<T> a, Vec3<T> b, Vec3<T> c, T*
   return closest_point_on_triangle(p, a, b, c, triangle_terms(a, b, c), bary);
 }
 
+}  // namespace geometry
 }  // namespace facegeom

@@ -7,6 +7,7 @@
 #include "facegeom/common.h"
 
 namespace facegeom {
+namespace lbs {
 
 // Local transform of joint j: [R_j | J_j - J_parent(j)] (the root uses J_0).
 template <typename T>
@@ -114,4 +115,5 @@ FG_HD void kinematic_chain_backward(int64_t num_joints, const T* rot, const T* j
   }
 }
 
+}  // namespace lbs
 }  // namespace facegeom

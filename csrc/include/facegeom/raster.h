@@ -17,7 +17,7 @@
 #include <cmath>
 #include <cstdint>
 
-#include "facegeom/common.h"
+#include "facegeom/vec.h"
 
 namespace facegeom {
 namespace raster {
@@ -311,12 +311,6 @@ FG_HD int64_t stored_triangle(double stored, int64_t num_triangles) {
   if (!(stored >= 1 && stored <= static_cast<double>(num_triangles))) return -1;
   const int64_t id = static_cast<int64_t>(stored);
   return static_cast<double>(id) == stored ? id - 1 : -1;
-}
-
-FG_HD void cross3(const double* a, const double* b, double* out) {
-  out[0] = a[1] * b[2] - a[2] * b[1];
-  out[1] = a[2] * b[0] - a[0] * b[2];
-  out[2] = a[0] * b[1] - a[1] * b[0];
 }
 
 // Gradient of one pixel's (u, v, z/w) and, when grad_db is given, of its

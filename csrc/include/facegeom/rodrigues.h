@@ -5,6 +5,7 @@
 #include "facegeom/common.h"
 
 namespace facegeom {
+namespace lbs {
 
 // smplx adds 1e-8 to every component before taking the norm (not to the norm),
 // so the zero vector maps to the identity with a finite gradient. We keep that
@@ -66,4 +67,5 @@ FG_HD void rodrigues_backward(const T* r, const T* gR, T* gr) {
   for (int i = 0; i < 3; ++i) gr[i] = gk[i] / angle + g_angle * u[i] / angle;
 }
 
+}  // namespace lbs
 }  // namespace facegeom

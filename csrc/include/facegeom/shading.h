@@ -3,29 +3,15 @@
 // Blinn-Phong specular lobe, each with its reverse mode.
 #pragma once
 
-#include "facegeom/common.h"
+#include "facegeom/vec.h"
 
 namespace facegeom {
+namespace shading {
 
 #if !defined(__CUDACC__)
 using std::exp;
 using std::log;
 #endif
-
-// ---------------------------------------------------------------------------
-// Small vec3 helpers on T[3] arrays.
-
-template <typename T>
-FG_HD T dot3(const T* a, const T* b) {
-  return a[0] * b[0] + a[1] * b[1] + a[2] * b[2];
-}
-
-template <typename T>
-FG_HD void cross3(const T* a, const T* b, T* out) {
-  out[0] = a[1] * b[2] - a[2] * b[1];
-  out[1] = a[2] * b[0] - a[0] * b[2];
-  out[2] = a[0] * b[1] - a[1] * b[0];
-}
 
 // out = x / |x| and returns 1 / |x|; a vector whose squared length is zero
 // (or underflows to zero) has no direction: out = 0 and 0 is returned, which
@@ -281,4 +267,5 @@ FG_HD T blinn_phong_lobe_backward(const T* n, const T* p, const T* light, const 
   return lobe;
 }
 
+}  // namespace shading
 }  // namespace facegeom

@@ -4,6 +4,7 @@
 #include "facegeom/common.h"
 
 namespace facegeom {
+namespace lbs {
 
 // blended = sum_j w_j A_j (top 3x4 of each 4x4), the per-vertex transform.
 template <typename T>
@@ -146,4 +147,5 @@ inline void skin_block_backward(int64_t n, int64_t num_joints, const T* __restri
   }
 }
 
+}  // namespace lbs
 }  // namespace facegeom
