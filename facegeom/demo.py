@@ -261,7 +261,7 @@ def converged(metrics: Dict[str, float]) -> Dict[str, bool]:
 
 
 #: The op the demo calls -> the compiled op whose presence means its kernel serves it.
-KERNEL_OPS = {"lbs": "shape_pose_blend", "rasterize": "rasterize", "interpolate": "interpolate",
+KERNEL_OPS = {"lbs": "lbs_shape_pose_blend", "rasterize": "rasterize", "interpolate": "interpolate",
               "antialias": "antialias", "vertex_normals": "vertex_normals", "sh_shading": "sh_shading"}
 
 

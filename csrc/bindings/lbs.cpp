@@ -97,13 +97,13 @@ std::tuple<at::Tensor, at::Tensor> rigid_transform(const at::Tensor& rot_mats,
     if (rot.is_cuda()) {
       FACEGEOM_CUDA_LAUNCH({
         auto world = at::empty({batch, num_joints, 12}, rot.options());
-        cuda::kinematic_chain_forward<scalar_t>(
+        cuda::rigid_transform_forward<scalar_t>(
             batch, num_joints, rot.data_ptr<scalar_t>(), jts.data_ptr<scalar_t>(),
             par.data_ptr<int64_t>(), world.data_ptr<scalar_t>(), posed.data_ptr<scalar_t>(),
             rel.data_ptr<scalar_t>(), current_stream());
       });
     } else {
-      cpu::kinematic_chain_forward<scalar_t>(batch, num_joints, rot.data_ptr<scalar_t>(),
+      cpu::rigid_transform_forward<scalar_t>(batch, num_joints, rot.data_ptr<scalar_t>(),
                                              jts.data_ptr<scalar_t>(), par.data_ptr<int64_t>(),
                                              posed.data_ptr<scalar_t>(), rel.data_ptr<scalar_t>());
     }
@@ -136,14 +136,14 @@ std::tuple<at::Tensor, at::Tensor> rigid_transform_backward(const at::Tensor& gr
       FACEGEOM_CUDA_LAUNCH({
         auto world = at::empty({batch, num_joints, 12}, rot.options());
         auto grad_world = at::empty({batch, num_joints, 12}, rot.options());
-        cuda::kinematic_chain_backward<scalar_t>(
+        cuda::rigid_transform_backward<scalar_t>(
             batch, num_joints, rot.data_ptr<scalar_t>(), jts.data_ptr<scalar_t>(),
             par.data_ptr<int64_t>(), gp.data_ptr<scalar_t>(), gr.data_ptr<scalar_t>(),
             world.data_ptr<scalar_t>(), grad_world.data_ptr<scalar_t>(),
             grad_rot.data_ptr<scalar_t>(), grad_joints.data_ptr<scalar_t>(), current_stream());
       });
     } else {
-      cpu::kinematic_chain_backward<scalar_t>(
+      cpu::rigid_transform_backward<scalar_t>(
           batch, num_joints, rot.data_ptr<scalar_t>(), jts.data_ptr<scalar_t>(),
           par.data_ptr<int64_t>(), gp.data_ptr<scalar_t>(), gr.data_ptr<scalar_t>(),
           grad_rot.data_ptr<scalar_t>(), grad_joints.data_ptr<scalar_t>());
@@ -286,7 +286,7 @@ void check_blend_inputs(const at::Tensor& betas, const at::Tensor& rot_mats,
                     J_regressor.sizes());
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> shape_pose_blend(
+std::tuple<at::Tensor, at::Tensor, at::Tensor> lbs_shape_pose_blend(
     const at::Tensor& betas, const at::Tensor& rot_mats, const at::Tensor& v_template,
     const at::Tensor& shapedirs, const at::Tensor& posedirs, const at::Tensor& J_regressor) {
   check_blend_inputs(betas, rot_mats, v_template, shapedirs, posedirs, J_regressor);
@@ -303,8 +303,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> shape_pose_blend(
     auto v_posed = at::empty_like(v_shaped);
     auto joints = at::empty({batch, num_joints, 3}, be.options());
     if (batch == 0) return {v_shaped, v_posed, joints};
-    AT_DISPATCH_FLOATING_TYPES(be.scalar_type(), "shape_pose_blend", [&] {
-      cpu::shape_pose_blend_forward<scalar_t>(
+    AT_DISPATCH_FLOATING_TYPES(be.scalar_type(), "lbs_shape_pose_blend", [&] {
+      cpu::lbs_shape_pose_blend_forward<scalar_t>(
           batch, num_vertices, num_betas, num_pose, num_joints, be.data_ptr<scalar_t>(),
           pf.data_ptr<scalar_t>(), vt.data_ptr<scalar_t>(), vt.dim() == 3 ? rows : 0,
           sd.data_ptr<scalar_t>(), pd.data_ptr<scalar_t>(), jr.data_ptr<scalar_t>(),
@@ -327,7 +327,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> shape_pose_blend(
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
-shape_pose_blend_backward(const std::optional<at::Tensor>& grad_v_shaped,
+lbs_shape_pose_blend_backward(const std::optional<at::Tensor>& grad_v_shaped,
                           const at::Tensor& grad_v_posed,
                           const at::Tensor& grad_joints, const at::Tensor& betas,
                           const at::Tensor& rot_mats, const at::Tensor& v_template,
@@ -360,8 +360,8 @@ shape_pose_blend_backward(const std::optional<at::Tensor>& grad_v_shaped,
     grad_betas = output_mask[0] ? at::empty_like(betas) : empty_grad(betas);
     grad_pose = output_mask[1] ? at::empty({batch, num_pose}, betas.options()) : empty_grad(betas);
     if (batch > 0) {
-      AT_DISPATCH_FLOATING_TYPES(betas.scalar_type(), "shape_pose_blend_backward", [&] {
-        cpu::shape_pose_blend_backward<scalar_t>(
+      AT_DISPATCH_FLOATING_TYPES(betas.scalar_type(), "lbs_shape_pose_blend_backward", [&] {
+        cpu::lbs_shape_pose_blend_backward<scalar_t>(
             batch, num_vertices, num_betas, num_pose, num_joints, gvs.data_ptr<scalar_t>(),
             gvp.data_ptr<scalar_t>(), gj.data_ptr<scalar_t>(), sd.data_ptr<scalar_t>(),
             pd.data_ptr<scalar_t>(), jr.data_ptr<scalar_t>(), total.data_ptr<scalar_t>(),
@@ -410,11 +410,15 @@ TORCH_LIBRARY_FRAGMENT(facegeom, m) {
   m.def(
       "skin_backward(Tensor grad_out, Tensor vertices, Tensor transforms, Tensor weights, "
       "bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
+  // lbs_shape_pose_blend is an internal stage of facegeom.ops.lbs (it has no
+  // public Python function of its own): smplx lbs's blend_shapes + joint
+  // regression + pose correctives, fused. It carries the lbs_ prefix so that a
+  // grep for "lbs" finds it in every layer (schema, cpu/lbs_cpu.*, ops/lbs.py).
   m.def(
-      "shape_pose_blend(Tensor betas, Tensor rot_mats, Tensor v_template, Tensor shapedirs, "
+      "lbs_shape_pose_blend(Tensor betas, Tensor rot_mats, Tensor v_template, Tensor shapedirs, "
       "Tensor posedirs, Tensor J_regressor) -> (Tensor, Tensor, Tensor)");
   m.def(
-      "shape_pose_blend_backward(Tensor? grad_v_shaped, Tensor grad_v_posed, Tensor grad_joints, "
+      "lbs_shape_pose_blend_backward(Tensor? grad_v_shaped, Tensor grad_v_posed, Tensor grad_joints, "
       "Tensor betas, Tensor rot_mats, Tensor v_template, Tensor shapedirs, Tensor posedirs, "
       "Tensor J_regressor, Tensor v_shaped, bool[6] output_mask) "
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
@@ -429,8 +433,8 @@ void register_lbs_kernels(torch::Library& m) {
   m.impl("rigid_transform_backward", &rigid_transform_backward);
   m.impl("skin", &skin);
   m.impl("skin_backward", &skin_backward);
-  m.impl("shape_pose_blend", &shape_pose_blend);
-  m.impl("shape_pose_blend_backward", &shape_pose_blend_backward);
+  m.impl("lbs_shape_pose_blend", &lbs_shape_pose_blend);
+  m.impl("lbs_shape_pose_blend_backward", &lbs_shape_pose_blend_backward);
 }
 }  // namespace
 

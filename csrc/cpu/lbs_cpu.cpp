@@ -5,7 +5,7 @@
 #include <algorithm>
 #include <vector>
 
-#include "facegeom/kinematics.h"
+#include "facegeom/rigid_transform.h"
 #include "facegeom/rodrigues.h"
 #include "facegeom/skinning.h"
 
@@ -67,12 +67,12 @@ void rodrigues_backward(int64_t n, const T* axis_angle, const T* grad_rot, T* gr
 }
 
 template <typename T>
-void kinematic_chain_forward(int64_t batch, int64_t num_joints, const T* rot, const T* joints,
+void rigid_transform_forward(int64_t batch, int64_t num_joints, const T* rot, const T* joints,
                              const int64_t* parents, T* posed, T* rel) {
   at::parallel_for(0, batch, 64, [&](int64_t begin, int64_t end) {
     std::vector<T> world(12 * num_joints);
     for (int64_t b = begin; b < end; ++b) {
-      facegeom::lbs::kinematic_chain_forward(num_joints, rot + 9 * num_joints * b,
+      facegeom::lbs::rigid_transform_forward(num_joints, rot + 9 * num_joints * b,
                                         joints + 3 * num_joints * b, parents, world.data(),
                                         posed + 3 * num_joints * b, rel + 16 * num_joints * b);
     }
@@ -80,7 +80,7 @@ void kinematic_chain_forward(int64_t batch, int64_t num_joints, const T* rot, co
 }
 
 template <typename T>
-void kinematic_chain_backward(int64_t batch, int64_t num_joints, const T* rot, const T* joints,
+void rigid_transform_backward(int64_t batch, int64_t num_joints, const T* rot, const T* joints,
                               const int64_t* parents, const T* grad_posed, const T* grad_rel,
                               T* grad_rot, T* grad_joints) {
   at::parallel_for(0, batch, 64, [&](int64_t begin, int64_t end) {
@@ -89,8 +89,8 @@ void kinematic_chain_backward(int64_t batch, int64_t num_joints, const T* rot, c
       const T* rot_b = rot + 9 * num_joints * b;
       const T* joints_b = joints + 3 * num_joints * b;
       // Recomputing the chain is cheaper than saving [B,J,3,4] for backward.
-      facegeom::lbs::kinematic_chain_world(num_joints, rot_b, joints_b, parents, world.data());
-      facegeom::lbs::kinematic_chain_backward(num_joints, rot_b, joints_b, parents, world.data(),
+      facegeom::lbs::rigid_transform_world(num_joints, rot_b, joints_b, parents, world.data());
+      facegeom::lbs::rigid_transform_backward(num_joints, rot_b, joints_b, parents, world.data(),
                                          grad_posed + 3 * num_joints * b,
                                          grad_rel + 16 * num_joints * b, grad_world.data(),
                                          grad_rot + 9 * num_joints * b,
@@ -179,7 +179,7 @@ __attribute__((target_clones("arch=x86-64-v3", "default"))) void skin_backward(
 }
 
 template <typename T>
-void shape_pose_blend_forward(int64_t batch, int64_t num_vertices, int64_t num_betas,
+void lbs_shape_pose_blend_forward(int64_t batch, int64_t num_vertices, int64_t num_betas,
                               int64_t num_pose_features, int64_t num_joints, const T* betas,
                               const T* pose_feature, const T* v_template,
                               int64_t template_batch_stride, const T* shapedirs,
@@ -235,7 +235,7 @@ void shape_pose_blend_forward(int64_t batch, int64_t num_vertices, int64_t num_b
 }
 
 template <typename T>
-void shape_pose_blend_backward(int64_t batch, int64_t num_vertices, int64_t num_betas,
+void lbs_shape_pose_blend_backward(int64_t batch, int64_t num_vertices, int64_t num_betas,
                                int64_t num_pose_features, int64_t num_joints,
                                const T* grad_v_shaped, const T* grad_v_posed, const T* grad_joints,
                                const T* shapedirs, const T* posedirs, const T* J_regressor,
@@ -297,18 +297,18 @@ void shape_pose_blend_backward(int64_t batch, int64_t num_vertices, int64_t num_
 #define FACEGEOM_INSTANTIATE(T)                                                                   \
   template void rodrigues_forward<T>(int64_t, const T*, T*);                                      \
   template void rodrigues_backward<T>(int64_t, const T*, const T*, T*);                           \
-  template void kinematic_chain_forward<T>(int64_t, int64_t, const T*, const T*, const int64_t*,  \
+  template void rigid_transform_forward<T>(int64_t, int64_t, const T*, const T*, const int64_t*,  \
                                            T*, T*);                                               \
-  template void kinematic_chain_backward<T>(int64_t, int64_t, const T*, const T*, const int64_t*, \
+  template void rigid_transform_backward<T>(int64_t, int64_t, const T*, const T*, const int64_t*, \
                                             const T*, const T*, T*, T*);                          \
   template void skin_forward<T>(int64_t, int64_t, int64_t, const T*, const T*, int64_t, const T*, \
                                 T*);                                                              \
   template void skin_backward<T>(int64_t, int64_t, int64_t, const T*, const T*, int64_t,          \
                                  const T*, const T*, T*, T*, T*);                                 \
-  template void shape_pose_blend_forward<T>(int64_t, int64_t, int64_t, int64_t, int64_t, const T*, \
+  template void lbs_shape_pose_blend_forward<T>(int64_t, int64_t, int64_t, int64_t, int64_t, const T*, \
                                             const T*, const T*, int64_t, const T*, const T*,      \
                                             const T*, T*, T*, T*);                                \
-  template void shape_pose_blend_backward<T>(int64_t, int64_t, int64_t, int64_t, int64_t,         \
+  template void lbs_shape_pose_blend_backward<T>(int64_t, int64_t, int64_t, int64_t, int64_t,         \
                                              const T*, const T*, const T*, const T*, const T*,    \
                                              const T*, T*, T*, T*);
 

@@ -17,10 +17,10 @@ template <typename T>
 void rodrigues_backward(int64_t n, const T* axis_angle, const T* grad_rot, T* grad_axis_angle);
 
 template <typename T>
-void kinematic_chain_forward(int64_t batch, int64_t num_joints, const T* rot, const T* joints,
+void rigid_transform_forward(int64_t batch, int64_t num_joints, const T* rot, const T* joints,
                              const int64_t* parents, T* posed, T* rel);
 template <typename T>
-void kinematic_chain_backward(int64_t batch, int64_t num_joints, const T* rot, const T* joints,
+void rigid_transform_backward(int64_t batch, int64_t num_joints, const T* rot, const T* joints,
                               const int64_t* parents, const T* grad_posed, const T* grad_rel,
                               T* grad_rot, T* grad_joints);
 
@@ -39,7 +39,7 @@ void skin_backward(int64_t batch, int64_t num_vertices, int64_t num_joints, cons
 // v_posed = v_shaped + posedirs^T . pose_feature, joints = J_regressor v_shaped.
 // shapedirs [V*3, K] (smplx's [V,3,K]), posedirs [P, V*3], J_regressor [J, V].
 template <typename T>
-void shape_pose_blend_forward(int64_t batch, int64_t num_vertices, int64_t num_betas,
+void lbs_shape_pose_blend_forward(int64_t batch, int64_t num_vertices, int64_t num_betas,
                               int64_t num_pose_features, int64_t num_joints, const T* betas,
                               const T* pose_feature, const T* v_template,
                               int64_t template_batch_stride, const T* shapedirs,
@@ -49,7 +49,7 @@ void shape_pose_blend_forward(int64_t batch, int64_t num_vertices, int64_t num_b
 // (its own, through v_posed and through the joints); grad_betas and
 // grad_pose_feature may be null.
 template <typename T>
-void shape_pose_blend_backward(int64_t batch, int64_t num_vertices, int64_t num_betas,
+void lbs_shape_pose_blend_backward(int64_t batch, int64_t num_vertices, int64_t num_betas,
                                int64_t num_pose_features, int64_t num_joints,
                                const T* grad_v_shaped, const T* grad_v_posed, const T* grad_joints,
                                const T* shapedirs, const T* posedirs, const T* J_regressor,

@@ -18,7 +18,7 @@
 #include "cuda/lbs_cuda.h"
 #include "cuda/launch.cuh"
 #include "facegeom/common.h"
-#include "facegeom/kinematics.h"
+#include "facegeom/rigid_transform.h"
 #include "facegeom/rodrigues.h"
 #include "facegeom/skinning.h"
 
@@ -56,7 +56,7 @@ __global__ void rodrigues_backward_kernel(int64_t n, const T* axis_angle, const 
 }
 
 template <typename T>
-__global__ void kinematic_chain_forward_kernel(int64_t batch, int64_t num_joints, const T* rot,
+__global__ void rigid_transform_forward_kernel(int64_t batch, int64_t num_joints, const T* rot,
                                                const T* joints, const int64_t* parents, T* world,
                                                T* posed, T* rel) {
   for (int64_t b = first_index(); b < batch; b += grid_stride()) {
@@ -67,14 +67,14 @@ __global__ void kinematic_chain_forward_kernel(int64_t batch, int64_t num_joints
       fill_nan(rel_b, 16 * num_joints);
       continue;
     }
-    facegeom::lbs::kinematic_chain_forward(num_joints, rot + 9 * num_joints * b,
+    facegeom::lbs::rigid_transform_forward(num_joints, rot + 9 * num_joints * b,
                                       joints + 3 * num_joints * b, parents,
                                       world + 12 * num_joints * b, posed_b, rel_b);
   }
 }
 
 template <typename T>
-__global__ void kinematic_chain_backward_kernel(int64_t batch, int64_t num_joints, const T* rot,
+__global__ void rigid_transform_backward_kernel(int64_t batch, int64_t num_joints, const T* rot,
                                                 const T* joints, const int64_t* parents,
                                                 const T* grad_posed, const T* grad_rel, T* world,
                                                 T* grad_world, T* grad_rot, T* grad_joints) {
@@ -90,8 +90,8 @@ __global__ void kinematic_chain_backward_kernel(int64_t batch, int64_t num_joint
     const T* joints_b = joints + 3 * num_joints * b;
     T* world_b = world + 12 * num_joints * b;
     // Recomputing the chain is cheaper than saving [B,J,3,4] for backward.
-    facegeom::lbs::kinematic_chain_world(num_joints, rot_b, joints_b, parents, world_b);
-    facegeom::lbs::kinematic_chain_backward(num_joints, rot_b, joints_b, parents, world_b,
+    facegeom::lbs::rigid_transform_world(num_joints, rot_b, joints_b, parents, world_b);
+    facegeom::lbs::rigid_transform_backward(num_joints, rot_b, joints_b, parents, world_b,
                                        grad_posed + 3 * num_joints * b,
                                        grad_rel + 16 * num_joints * b,
                                        grad_world + 12 * num_joints * b, grad_rot_b,
@@ -175,17 +175,17 @@ void rodrigues_backward(int64_t n, const T* axis_angle, const T* grad_rot, T* gr
 }
 
 template <typename T>
-void kinematic_chain_forward(int64_t batch, int64_t num_joints, const T* rot, const T* joints,
+void rigid_transform_forward(int64_t batch, int64_t num_joints, const T* rot, const T* joints,
                              const int64_t* parents, T* world, T* posed, T* rel, void* stream) {
-  launch("kinematic_chain_forward_kernel", kinematic_chain_forward_kernel<T>, batch, stream,
+  launch("rigid_transform_forward_kernel", rigid_transform_forward_kernel<T>, batch, stream,
          num_joints, rot, joints, parents, world, posed, rel);
 }
 
 template <typename T>
-void kinematic_chain_backward(int64_t batch, int64_t num_joints, const T* rot, const T* joints,
+void rigid_transform_backward(int64_t batch, int64_t num_joints, const T* rot, const T* joints,
                               const int64_t* parents, const T* grad_posed, const T* grad_rel,
                               T* world, T* grad_world, T* grad_rot, T* grad_joints, void* stream) {
-  launch("kinematic_chain_backward_kernel", kinematic_chain_backward_kernel<T>, batch, stream,
+  launch("rigid_transform_backward_kernel", rigid_transform_backward_kernel<T>, batch, stream,
          num_joints, rot, joints, parents, grad_posed, grad_rel, world, grad_world, grad_rot,
          grad_joints);
 }
@@ -219,9 +219,9 @@ void skin_backward_shared_weights(int64_t batch, int64_t num_vertices, int64_t n
 #define FACEGEOM_INSTANTIATE_LBS_CUDA(T)                                                          \
   template void rodrigues_forward<T>(int64_t, const T*, T*, void*);                               \
   template void rodrigues_backward<T>(int64_t, const T*, const T*, T*, void*);                    \
-  template void kinematic_chain_forward<T>(int64_t, int64_t, const T*, const T*, const int64_t*, \
+  template void rigid_transform_forward<T>(int64_t, int64_t, const T*, const T*, const int64_t*, \
                                            T*, T*, T*, void*);                                    \
-  template void kinematic_chain_backward<T>(int64_t, int64_t, const T*, const T*,                \
+  template void rigid_transform_backward<T>(int64_t, int64_t, const T*, const T*,                \
                                             const int64_t*, const T*, const T*, T*, T*, T*, T*,  \
                                             void*);                                               \
   template void skin_forward<T>(int64_t, int64_t, int64_t, const T*, const T*, int64_t,          \

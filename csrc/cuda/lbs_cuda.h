@@ -15,10 +15,10 @@ void rodrigues_backward(int64_t n, const T* axis_angle, const T* grad_rot, T* gr
 
 // world (and grad_world) are [B, J, 3, 4] scratch buffers.
 template <typename T>
-void kinematic_chain_forward(int64_t batch, int64_t num_joints, const T* rot, const T* joints,
+void rigid_transform_forward(int64_t batch, int64_t num_joints, const T* rot, const T* joints,
                              const int64_t* parents, T* world, T* posed, T* rel, void* stream);
 template <typename T>
-void kinematic_chain_backward(int64_t batch, int64_t num_joints, const T* rot, const T* joints,
+void rigid_transform_backward(int64_t batch, int64_t num_joints, const T* rot, const T* joints,
                               const int64_t* parents, const T* grad_posed, const T* grad_rel,
                               T* world, T* grad_world, T* grad_rot, T* grad_joints, void* stream);
 

@@ -104,14 +104,14 @@ if _native.AVAILABLE:
 
     torch.library.register_autograd("facegeom::skin", _skin_backward, setup_context=_skin_setup)
 
-    # -- shape_pose_blend --------------------------------------------------- #
-    @torch.library.register_fake("facegeom::shape_pose_blend")
+    # -- lbs_shape_pose_blend ----------------------------------------------- #
+    @torch.library.register_fake("facegeom::lbs_shape_pose_blend")
     def _(betas, rot_mats, v_template, shapedirs, posedirs, J_regressor):
         batch, num_vertices, num_joints = betas.shape[0], shapedirs.shape[0], J_regressor.shape[0]
         v_shaped = betas.new_empty(batch, num_vertices, 3)
         return v_shaped, torch.empty_like(v_shaped), betas.new_empty(batch, num_joints, 3)
 
-    @torch.library.register_fake("facegeom::shape_pose_blend_backward")
+    @torch.library.register_fake("facegeom::lbs_shape_pose_blend_backward")
     def _(grad_v_shaped, grad_v_posed, grad_joints, betas, rot_mats, v_template, shapedirs,
           posedirs, J_regressor, v_shaped, output_mask):
         inputs = (betas, rot_mats, v_template, shapedirs, posedirs, J_regressor)
@@ -125,7 +125,7 @@ if _native.AVAILABLE:
     def _blend_backward(ctx, grad_v_shaped, grad_v_posed, grad_joints):
         *inputs, v_shaped = ctx.saved_tensors
         mask = list(ctx.needs_input_grad[:6])
-        grads = ops.shape_pose_blend_backward(
+        grads = ops.lbs_shape_pose_blend_backward(
             grad_v_shaped,
             _zeros_if_none(grad_v_posed, v_shaped),
             _zeros_if_none(grad_joints, v_shaped.new_empty(v_shaped.shape[0], inputs[5].shape[0], 3)),
@@ -136,7 +136,7 @@ if _native.AVAILABLE:
         return tuple(_grad_or_none(g, wanted) for g, wanted in zip(grads, mask))
 
     torch.library.register_autograd(
-        "facegeom::shape_pose_blend", _blend_backward, setup_context=_blend_setup
+        "facegeom::lbs_shape_pose_blend", _blend_backward, setup_context=_blend_setup
     )
 
     # -- blendshapes (an ATen composition: its backward is two GEMMs) ------- #
@@ -167,7 +167,7 @@ if _native.AVAILABLE:
     )
 
     forbid_double_backward("rodrigues_backward", "rigid_transform_backward", "skin_backward",
-                           "shape_pose_blend_backward")
+                           "lbs_shape_pose_blend_backward")
 
 
 def _not_compiling() -> bool:
@@ -423,7 +423,7 @@ def lbs(
     rot_mats = rot_mats.expand(batch, -1, -1, -1)
     if v_template.dim() == 3:
         v_template = v_template.expand(batch, -1, -1)
-    v_shaped, v_posed, joints = ops.shape_pose_blend(
+    v_shaped, v_posed, joints = ops.lbs_shape_pose_blend(
         betas.expand(batch, -1), rot_mats, v_template, shapedirs, posedirs, J_regressor
     )
     posed_joints, rel_transforms = ops.rigid_transform(rot_mats, joints, parents)

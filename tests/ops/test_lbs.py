@@ -261,12 +261,12 @@ def _opcheck_cases():
     ]
     for batch in (2, 10):
         blend = (rg(batch, 3), rg(batch, 4, 3, 3), rg(7, 3), rg(7, 3, 3), rg(27, 21), rg(4, 7))
-        cases.append((f"shape_pose_blend_b{batch}", ops.shape_pose_blend, blend))
+        cases.append((f"shape_pose_blend_b{batch}", ops.lbs_shape_pose_blend, blend))
         grads = (rn(batch, 7, 3), rn(batch, 7, 3), rn(batch, 4, 3))
         plain = tuple(t.detach() for t in blend)
-        cases.append((f"shape_pose_blend_backward_b{batch}", ops.shape_pose_blend_backward,
+        cases.append((f"shape_pose_blend_backward_b{batch}", ops.lbs_shape_pose_blend_backward,
                       grads + plain + (rn(batch, 7, 3), [True] * 6)))
-    cases.append(("shape_pose_blend_backward_no_vshaped_grad", ops.shape_pose_blend_backward,
+    cases.append(("shape_pose_blend_backward_no_vshaped_grad", ops.lbs_shape_pose_blend_backward,
                   (None,) + cases[-1][2][1:-1] + ([True, False, True, False, True, False],)))
     return cases
 

@@ -1,6 +1,6 @@
 // Bounding volume hierarchy over triangles: flat-array layout, refit steps and
 // the nearest-point traversal, shared by the CPU and CUDA back ends. The build
-// (binned SAH) is host code in csrc/cpu/p2s_cpu.cpp.
+// (binned SAH) is host code in csrc/cpu/point_to_surface_cpu.cpp.
 //
 // Layout (N nodes, F faces; one topology, boxes and triangles per mesh of a batch):
 //   nodes     int32 [N, 2]   (first, count). count == 0: internal node whose

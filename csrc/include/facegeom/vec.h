@@ -2,7 +2,7 @@
 // of Warp's vec.h and nvdiffrast's common.h): a Vec3 value type with its
 // arithmetic, the same dot/cross on plain T[3] arrays (the layout the tensors
 // have), and min2/max2. Templated on the scalar; FG_HD, so host and device code
-// use the same definitions. Family headers (closest_point.h, bvh.h, raster.h,
+// use the same definitions. Family headers (closest_point.h, bvh.h, rasterize.h,
 // shading.h, antialias.h, ...) include this one and keep their own namespace.
 #pragma once
 

@@ -24,7 +24,7 @@ FG_HD void local_joint_transform(const T* rot, const T* joints, const int64_t* p
 
 // Global transforms world [J,3,4] of every joint: world_j = world_parent(j) * local_j.
 template <typename T>
-FG_HD void kinematic_chain_world(int64_t num_joints, const T* rot, const T* joints,
+FG_HD void rigid_transform_world(int64_t num_joints, const T* rot, const T* joints,
                                  const int64_t* parents, T* world) {
   for (int64_t j = 0; j < num_joints; ++j) {
     if (j == 0) {
@@ -41,9 +41,9 @@ FG_HD void kinematic_chain_world(int64_t num_joints, const T* rot, const T* join
 // posed [J,3] (transformed joints), rel [J,4,4] (global transform with the rest
 // pose joint removed: the matrices LBS blends, smplx's "A").
 template <typename T>
-FG_HD void kinematic_chain_forward(int64_t num_joints, const T* rot, const T* joints,
+FG_HD void rigid_transform_forward(int64_t num_joints, const T* rot, const T* joints,
                                    const int64_t* parents, T* world, T* posed, T* rel) {
-  kinematic_chain_world(num_joints, rot, joints, parents, world);
+  rigid_transform_world(num_joints, rot, joints, parents, world);
   for (int64_t j = 0; j < num_joints; ++j) {
     const T* g = world + 12 * j;
     T* a = rel + 16 * j;
@@ -62,11 +62,11 @@ FG_HD void kinematic_chain_forward(int64_t num_joints, const T* rot, const T* jo
   }
 }
 
-// Reverse mode of kinematic_chain_forward. world must hold the forward's global
+// Reverse mode of rigid_transform_forward. world must hold the forward's global
 // transforms; grad_world [J,3,4] is scratch. The bottom row of rel is constant,
 // so its incoming gradient is ignored.
 template <typename T>
-FG_HD void kinematic_chain_backward(int64_t num_joints, const T* rot, const T* joints,
+FG_HD void rigid_transform_backward(int64_t num_joints, const T* rot, const T* joints,
                                     const int64_t* parents, const T* world, const T* grad_posed,
                                     const T* grad_rel, T* grad_world, T* grad_rot, T* grad_joints) {
   for (int64_t j = 0; j < num_joints; ++j) {

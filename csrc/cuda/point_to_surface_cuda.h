@@ -1,4 +1,4 @@
-// CUDA launchers of point-to-surface (see csrc/cuda/p2s.cu). Plain pointers and
+// CUDA launchers of point-to-surface (see csrc/cuda/point_to_surface.cu). Plain pointers and
 // a cudaStream_t passed as void*, so this header needs neither torch nor CUDA.
 // The BVH topology (nodes, order, levels) is built on the host by
 // cpu::build_bvh and copied to the device by the bindings.

@@ -46,7 +46,7 @@ void rasterize_backward(int64_t batch, int64_t num_vertices, const T* pos,
                         int64_t height, int64_t width, const T* rast, const T* grad_rast,
                         const T* grad_db, T* grad_pos, void* stream);
 
-// As the CPU launchers (cpu/raster_cpu.h); grad_attr is zeroed by the caller.
+// As the CPU launchers (cpu/rasterize_cpu.h); grad_attr is zeroed by the caller.
 template <typename T>
 void interpolate_forward(int64_t batch, int64_t height, int64_t width, int64_t channels,
                          const T* attr, int64_t attr_batch_stride, const T* rast,

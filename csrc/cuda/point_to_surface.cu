@@ -1,4 +1,4 @@
-// CUDA kernels of point-to-surface (see p2s_cuda.h).
+// CUDA kernels of point-to-surface (see point_to_surface_cuda.h).
 //
 // The BVH topology comes from the host build (cpu::build_bvh); here the refit
 // runs level by level (one launch per breadth-first level, deepest first, one
@@ -15,7 +15,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "cuda/p2s_cuda.h"
+#include "cuda/point_to_surface_cuda.h"
 #include "cuda/launch.cuh"
 #include "facegeom/bvh.h"
 

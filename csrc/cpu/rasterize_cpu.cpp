@@ -3,7 +3,7 @@
 // parallel with a tile-local depth buffer. The depth test is a min over
 // (depth, id) keys, so the result does not depend on the order triangles are
 // visited or on the thread count.
-#include "cpu/raster_cpu.h"
+#include "cpu/rasterize_cpu.h"
 
 #include <ATen/Parallel.h>
 
@@ -13,7 +13,7 @@
 #include <memory>
 #include <vector>
 
-#include "facegeom/raster.h"
+#include "facegeom/rasterize.h"
 
 namespace facegeom {
 namespace cpu {

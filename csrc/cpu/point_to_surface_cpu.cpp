@@ -1,4 +1,4 @@
-#include "cpu/p2s_cpu.h"
+#include "cpu/point_to_surface_cpu.h"
 
 #include <ATen/Parallel.h>
 
@@ -8,7 +8,7 @@
 #include <limits>
 #include <numeric>
 
-#include "cpu/p2s_wide_bvh.h"
+#include "cpu/point_to_surface_wide_bvh.h"
 #include "facegeom/bvh.h"
 
 namespace facegeom {

@@ -19,9 +19,9 @@
 
 #include "bindings/checks.h"
 #include "bindings/dispatch.h"
-#include "cpu/p2s_cpu.h"
+#include "cpu/point_to_surface_cpu.h"
 #ifdef FACEGEOM_WITH_CUDA
-#include "cuda/p2s_cuda.h"
+#include "cuda/point_to_surface_cuda.h"
 #endif
 
 namespace facegeom {
@@ -320,7 +320,7 @@ TORCH_LIBRARY_FRAGMENT(facegeom, m) {
 }
 
 namespace {
-void register_p2s_kernels(torch::Library& m) {
+void register_point_to_surface_kernels(torch::Library& m) {
   m.impl("point_to_surface", &point_to_surface);
   m.impl("point_to_surface_backward", &point_to_surface_backward);
   m.impl("_bvh_build", &bvh_build);
@@ -328,10 +328,10 @@ void register_p2s_kernels(torch::Library& m) {
 }
 }  // namespace
 
-TORCH_LIBRARY_IMPL(facegeom, CPU, m) { register_p2s_kernels(m); }
+TORCH_LIBRARY_IMPL(facegeom, CPU, m) { register_point_to_surface_kernels(m); }
 
 #ifdef FACEGEOM_WITH_CUDA
-TORCH_LIBRARY_IMPL(facegeom, CUDA, m) { register_p2s_kernels(m); }
+TORCH_LIBRARY_IMPL(facegeom, CUDA, m) { register_point_to_surface_kernels(m); }
 #endif
 
 }  // namespace facegeom

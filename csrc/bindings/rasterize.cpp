@@ -7,9 +7,9 @@
 
 #include "bindings/checks.h"
 #include "bindings/dispatch.h"
-#include "cpu/raster_cpu.h"
+#include "cpu/rasterize_cpu.h"
 #ifdef FACEGEOM_WITH_CUDA
-#include "cuda/raster_cuda.h"
+#include "cuda/rasterize_cuda.h"
 #endif
 
 namespace facegeom {
@@ -304,7 +304,7 @@ TORCH_LIBRARY_FRAGMENT(facegeom, m) {
 }
 
 namespace {
-void register_raster_kernels(torch::Library& m) {
+void register_rasterize_kernels(torch::Library& m) {
   m.impl("rasterize", &rasterize);
   m.impl("rasterize_backward", &rasterize_backward);
   m.impl("interpolate", &interpolate);
@@ -312,10 +312,10 @@ void register_raster_kernels(torch::Library& m) {
 }
 }  // namespace
 
-TORCH_LIBRARY_IMPL(facegeom, CPU, m) { register_raster_kernels(m); }
+TORCH_LIBRARY_IMPL(facegeom, CPU, m) { register_rasterize_kernels(m); }
 
 #ifdef FACEGEOM_WITH_CUDA
-TORCH_LIBRARY_IMPL(facegeom, CUDA, m) { register_raster_kernels(m); }
+TORCH_LIBRARY_IMPL(facegeom, CUDA, m) { register_rasterize_kernels(m); }
 #endif
 
 }  // namespace facegeom

@@ -1,6 +1,6 @@
-// CUDA rasterizer (see raster_cuda.h): bin, then one thread per triangle-tile
+// CUDA rasterizer (see rasterize_cuda.h): bin, then one thread per triangle-tile
 // pair with a 64-bit atomicMin depth test, then one thread per pixel to write
-// rast. The coverage and depth math is the shared raster.h, evaluated with
+// rast. The coverage and depth math is the shared rasterize.h, evaluated with
 // exactly rounded float64 operations, so the winning triangle at every pixel is
 // the CPU's. No torch headers: the bindings own allocation, checks and streams.
 // Indices are int64 and loops grid-stride, so large images and meshes are safe;
@@ -12,9 +12,9 @@
 #include <stdexcept>
 #include <string>
 
-#include "cuda/raster_cuda.h"
+#include "cuda/rasterize_cuda.h"
 #include "cuda/launch.cuh"
-#include "facegeom/raster.h"
+#include "facegeom/rasterize.h"
 
 namespace facegeom {
 namespace cuda {
