@@ -26,18 +26,21 @@ def sources(pattern):
 
 
 with_cuda = want_cuda()
-cpu_sources = sources("csrc/cpu/*.cpp") + sources("csrc/bindings/*.cpp")
-cuda_sources = sources("csrc/cuda/*.cu")
+# bindings: schemas, checks, registrations; aten: ATen-level compositions (both
+# devices); cpu: CPU launchers; cuda: kernels (.cu, torch-free) and their
+# host-side orchestration (.cpp, ATen).
+cpu_sources = (sources("csrc/cpu/*.cpp") + sources("csrc/aten/*.cpp")
+               + sources("csrc/bindings/*.cpp"))
+cuda_sources = sources("csrc/cuda/*.cu") + sources("csrc/cuda/*.cpp")
 include_dirs = [os.path.join(ROOT, "csrc", "include"), os.path.join(ROOT, "csrc")]
 cxx_flags = ["-O3", "-fopenmp", "-fno-math-errno"]
-define_macros = []
 
 if with_cuda:
     extension = CUDAExtension(
         "facegeom._C",
         cpu_sources + cuda_sources,
         include_dirs=include_dirs,
-        define_macros=define_macros + [("FACEGEOM_WITH_CUDA", "1")],
+        define_macros=[("FACEGEOM_WITH_CUDA", "1")],
         extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-std=c++17"]},
         extra_link_args=["-fopenmp"],
     )
@@ -46,7 +49,6 @@ else:
         "facegeom._C",
         cpu_sources,
         include_dirs=include_dirs,
-        define_macros=define_macros,
         extra_compile_args={"cxx": cxx_flags},
         extra_link_args=["-fopenmp"],
     )

@@ -53,7 +53,7 @@ void from_columns(const T* columns, int64_t n, int64_t width, T* rows) {
 template <typename T>
 void rodrigues_forward(int64_t n, const T* axis_angle, T* rot) {
   at::parallel_for(0, n, 2048, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) facegeom::lbs::rodrigues_forward(axis_angle + 3 * i, rot + 9 * i);
+    for (int64_t i = begin; i < end; ++i) lbs::rodrigues_forward(axis_angle + 3 * i, rot + 9 * i);
   });
 }
 
@@ -61,7 +61,7 @@ template <typename T>
 void rodrigues_backward(int64_t n, const T* axis_angle, const T* grad_rot, T* grad_axis_angle) {
   at::parallel_for(0, n, 2048, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
-      facegeom::lbs::rodrigues_backward(axis_angle + 3 * i, grad_rot + 9 * i, grad_axis_angle + 3 * i);
+      lbs::rodrigues_backward(axis_angle + 3 * i, grad_rot + 9 * i, grad_axis_angle + 3 * i);
     }
   });
 }
@@ -72,7 +72,7 @@ void rigid_transform_forward(int64_t batch, int64_t num_joints, const T* rot, co
   at::parallel_for(0, batch, 64, [&](int64_t begin, int64_t end) {
     std::vector<T> world(12 * num_joints);
     for (int64_t b = begin; b < end; ++b) {
-      facegeom::lbs::rigid_transform_forward(num_joints, rot + 9 * num_joints * b,
+      lbs::rigid_transform_forward(num_joints, rot + 9 * num_joints * b,
                                         joints + 3 * num_joints * b, parents, world.data(),
                                         posed + 3 * num_joints * b, rel + 16 * num_joints * b);
     }
@@ -89,8 +89,8 @@ void rigid_transform_backward(int64_t batch, int64_t num_joints, const T* rot, c
       const T* rot_b = rot + 9 * num_joints * b;
       const T* joints_b = joints + 3 * num_joints * b;
       // Recomputing the chain is cheaper than saving [B,J,3,4] for backward.
-      facegeom::lbs::rigid_transform_world(num_joints, rot_b, joints_b, parents, world.data());
-      facegeom::lbs::rigid_transform_backward(num_joints, rot_b, joints_b, parents, world.data(),
+      lbs::rigid_transform_world(num_joints, rot_b, joints_b, parents, world.data());
+      lbs::rigid_transform_backward(num_joints, rot_b, joints_b, parents, world.data(),
                                          grad_posed + 3 * num_joints * b,
                                          grad_rel + 16 * num_joints * b, grad_world.data(),
                                          grad_rot + 9 * num_joints * b,
@@ -115,7 +115,7 @@ __attribute__((target_clones("arch=x86-64-v3", "default"))) void skin_forward(
           to_columns(weights + weights_batch_stride * b + num_joints * v0, n, num_joints, w.data());
         }
         to_columns(vertices + 3 * (b * num_vertices + v0), n, 3, xyz.data());
-        facegeom::lbs::skin_block_forward(n, num_joints, xyz.data(), w.data(),
+        lbs::skin_block_forward(n, num_joints, xyz.data(), w.data(),
                                      transforms + 16 * num_joints * b, moved.data());
         from_columns(moved.data(), n, 3, out + 3 * (b * num_vertices + v0));
       }
@@ -150,7 +150,7 @@ __attribute__((target_clones("arch=x86-64-v3", "default"))) void skin_backward(
         const int64_t row0 = b * num_vertices + v0;
         to_columns(vertices + 3 * row0, n, 3, xyz.data());
         to_columns(grad_out + 3 * row0, n, 3, g.data());
-        facegeom::lbs::skin_block_backward(
+        lbs::skin_block_backward(
             n, num_joints, xyz.data(), w.data(), transforms + per_batch * b, g.data(),
             grad_vertices != nullptr ? gx.data() : nullptr,
             grad_weights != nullptr ? gw.data() : nullptr,

@@ -154,191 +154,83 @@ void rasterize_image(const T* pos, const int32_t* tri, int64_t first, int64_t co
 }  // namespace
 
 template <typename T>
-void rasterize_forward(int64_t batch, int64_t num_vertices, const T* pos, int64_t pos_batch_stride,
-                       const int32_t* tri, int64_t num_triangles, const int32_t* ranges,
-                       int64_t height, int64_t width, T* rast, T* rast_db) {
-  const auto qx = pixel_centres(width), qy = pixel_centres(height);
-  const int64_t image = 4 * height * width;
-  for (int64_t b = 0; b < batch; ++b) {
-    const int64_t first = ranges == nullptr ? 0 : ranges[2 * b];
-    const int64_t count = ranges == nullptr ? num_triangles : ranges[2 * b + 1];
-    rasterize_image(pos + b * pos_batch_stride, tri, first, count, height, width, qx, qy,
-                    rast + b * image, rast_db == nullptr ? nullptr : rast_db + b * image);
+void rasterize_forward(const raster::RasterizeParams<T>& p) {
+  const auto qx = pixel_centres(p.width), qy = pixel_centres(p.height);
+  const int64_t image = 4 * p.height * p.width;
+  for (int64_t b = 0; b < p.batch; ++b) {
+    const int64_t first = p.ranges == nullptr ? 0 : p.ranges[2 * b];
+    const int64_t count = p.ranges == nullptr ? p.num_triangles : p.ranges[2 * b + 1];
+    rasterize_image(p.pos + b * p.pos_batch_stride, p.tri, first, count, p.height, p.width, qx, qy,
+                    p.rast + b * image, p.rast_db == nullptr ? nullptr : p.rast_db + b * image);
   }
 }
 
 template <typename T>
-void rasterize_backward(int64_t batch, int64_t num_vertices, const T* pos,
-                        int64_t pos_batch_stride, const int32_t* tri, int64_t num_triangles,
-                        int64_t height, int64_t width, const T* rast, const T* grad_rast,
-                        const T* grad_db, T* grad_pos) {
-  const auto qx = pixel_centres(width), qy = pixel_centres(height);
-  const bool shared_pos = pos_batch_stride == 0;
-  std::vector<double> total(4 * num_vertices, 0.0);
-  const int64_t band_rows = std::max<int64_t>(1, kBackwardBandPixels / width);
-  std::vector<double> terms(12 * band_rows * width);
-  std::vector<int64_t> ids(band_rows * width);
-  for (int64_t b = 0; b < batch; ++b) {
-    const T* pos_b = pos + b * pos_batch_stride;
+void rasterize_backward(const raster::RasterizeParams<T>& p) {
+  const auto qx = pixel_centres(p.width), qy = pixel_centres(p.height);
+  const bool shared_pos = p.pos_batch_stride == 0;
+  std::vector<double> total(4 * p.num_vertices, 0.0);
+  const int64_t band_rows = std::max<int64_t>(1, kBackwardBandPixels / p.width);
+  std::vector<double> terms(12 * band_rows * p.width);
+  std::vector<int64_t> ids(band_rows * p.width);
+  for (int64_t b = 0; b < p.batch; ++b) {
+    const T* pos_b = p.pos + b * p.pos_batch_stride;
     if (!shared_pos) std::fill(total.begin(), total.end(), 0.0);
-    for (int64_t y_begin = 0; y_begin < height; y_begin += band_rows) {
-      const int64_t rows = std::min(band_rows, height - y_begin);
+    for (int64_t y_begin = 0; y_begin < p.height; y_begin += band_rows) {
+      const int64_t rows = std::min(band_rows, p.height - y_begin);
       // Per-pixel terms in parallel, then summed in pixel order (deterministic).
       at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
         for (int64_t r = begin; r < end; ++r) {
           const int64_t y = y_begin + r;
-          for (int64_t x = 0; x < width; ++x) {
-            const int64_t pixel = (b * height + y) * width + x, slot = r * width + x;
-            const int64_t id = pixel_triangle(rast + 4 * pixel, num_triangles);
+          for (int64_t x = 0; x < p.width; ++x) {
+            const int64_t pixel = (b * p.height + y) * p.width + x, slot = r * p.width + x;
+            const int64_t id = pixel_triangle(p.rast + 4 * pixel, p.num_triangles);
             ids[slot] = -1;
             if (id < 0) continue;
-            const T* g = grad_rast + 4 * pixel;
+            const T* g = p.grad_rast + 4 * pixel;
             double g_db[4] = {0, 0, 0, 0};
             bool any = g[0] != T(0) || g[1] != T(0) || g[2] != T(0);
-            if (grad_db != nullptr) {
-              const T* gd = grad_db + 4 * pixel;
+            if (p.grad_db != nullptr) {
+              const T* gd = p.grad_db + 4 * pixel;
               // rast_db is per pixel; the math works per NDC unit (2 / W per pixel).
-              g_db[0] = gd[0] * (2.0 / width);
-              g_db[1] = gd[1] * (2.0 / height);
-              g_db[2] = gd[2] * (2.0 / width);
-              g_db[3] = gd[3] * (2.0 / height);
+              g_db[0] = gd[0] * (2.0 / p.width);
+              g_db[1] = gd[1] * (2.0 / p.height);
+              g_db[2] = gd[2] * (2.0 / p.width);
+              g_db[3] = gd[3] * (2.0 / p.height);
               any = any || g_db[0] != 0 || g_db[1] != 0 || g_db[2] != 0 || g_db[3] != 0;
             }
             if (!any) continue;
             double clip[3][4];
-            load_triangle(pos_b, tri, id, clip);
+            load_triangle(pos_b, p.tri, id, clip);
             raster::pixel_gradient(clip, qx[x], qy[y], g[0], g[1], g[2],
-                                   grad_db == nullptr ? nullptr : g_db,
+                                   p.grad_db == nullptr ? nullptr : g_db,
                                    reinterpret_cast<double(*)[4]>(terms.data() + 12 * slot));
             ids[slot] = id;
           }
         }
       });
-      for (int64_t slot = 0; slot < rows * width; ++slot) {
+      for (int64_t slot = 0; slot < rows * p.width; ++slot) {
         if (ids[slot] < 0) continue;
         for (int v = 0; v < 3; ++v) {
-          double* dst = total.data() + 4 * static_cast<int64_t>(tri[3 * ids[slot] + v]);
+          double* dst = total.data() + 4 * static_cast<int64_t>(p.tri[3 * ids[slot] + v]);
           for (int c = 0; c < 4; ++c) dst[c] += terms[12 * slot + 4 * v + c];
         }
       }
     }
     if (!shared_pos) {
-      T* out = grad_pos + b * pos_batch_stride;
-      for (int64_t i = 0; i < 4 * num_vertices; ++i) out[i] = static_cast<T>(total[i]);
+      T* out = p.grad_pos + b * p.pos_batch_stride;
+      for (int64_t i = 0; i < 4 * p.num_vertices; ++i) out[i] = static_cast<T>(total[i]);
     }
   }
   if (shared_pos) {
-    for (int64_t i = 0; i < 4 * num_vertices; ++i) grad_pos[i] = static_cast<T>(total[i]);
+    for (int64_t i = 0; i < 4 * p.num_vertices; ++i) p.grad_pos[i] = static_cast<T>(total[i]);
   }
 }
 
-template <typename T>
-void interpolate_forward(int64_t batch, int64_t height, int64_t width, int64_t num_vertices,
-                         int64_t channels, const T* attr, int64_t attr_batch_stride, const T* rast,
-                         const int32_t* tri, int64_t num_triangles, const T* rast_db,
-                         const int64_t* diff_channels, int64_t num_diff, T* out, T* out_da) {
-  const int64_t pixels = height * width;
-  at::parallel_for(0, batch * pixels, 1024, [&](int64_t begin, int64_t end) {
-    for (int64_t pixel = begin; pixel < end; ++pixel) {
-      const T* r = rast + 4 * pixel;
-      raster::interpolate_pixel(r, pixel_triangle(r, num_triangles),
-                                attr + (pixel / pixels) * attr_batch_stride, tri, channels,
-                                out_da == nullptr ? nullptr : rast_db + 4 * pixel, diff_channels,
-                                num_diff, std::numeric_limits<T>::quiet_NaN(),
-                                out + channels * pixel,
-                                out_da == nullptr ? nullptr : out_da + 2 * num_diff * pixel);
-    }
-  });
-}
-
-template <typename T>
-void interpolate_backward(int64_t batch, int64_t height, int64_t width, int64_t num_vertices,
-                          int64_t channels, const T* attr, int64_t attr_batch_stride,
-                          const T* rast, const int32_t* tri, int64_t num_triangles,
-                          const T* rast_db, const int64_t* diff_channels, int64_t num_diff,
-                          const T* grad_out, const T* grad_da, T* grad_attr, T* grad_rast,
-                          T* grad_rast_db) {
-  const int64_t pixels = height * width;
-  // Gradients w.r.t. rast and rast_db: independent per pixel.
-  at::parallel_for(0, batch * pixels, 1024, [&](int64_t begin, int64_t end) {
-    for (int64_t pixel = begin; pixel < end; ++pixel) {
-      T* gr = grad_rast + 4 * pixel;
-      T* gdb = grad_rast_db == nullptr ? nullptr : grad_rast_db + 4 * pixel;
-      std::fill(gr, gr + 4, T(0));
-      if (gdb != nullptr) std::fill(gdb, gdb + 4, T(0));
-      const int64_t id = pixel_triangle(rast + 4 * pixel, num_triangles);
-      if (id < 0) continue;
-      const T* a = attr + (pixel / pixels) * attr_batch_stride;
-      const T* a0 = a + channels * tri[3 * id];
-      const T* a1 = a + channels * tri[3 * id + 1];
-      const T* a2 = a + channels * tri[3 * id + 2];
-      const T* g = grad_out + channels * pixel;
-      for (int64_t c = 0; c < channels; ++c) {
-        gr[0] += g[c] * (a0[c] - a2[c]);
-        gr[1] += g[c] * (a1[c] - a2[c]);
-      }
-      if (gdb == nullptr || grad_da == nullptr) continue;
-      const T* gda = grad_da + 2 * num_diff * pixel;
-      for (int64_t j = 0; j < num_diff; ++j) {
-        const int64_t c = diff_channels[j];
-        const T d0 = a0[c] - a2[c], d1 = a1[c] - a2[c];
-        gdb[0] += gda[2 * j] * d0;
-        gdb[1] += gda[2 * j + 1] * d0;
-        gdb[2] += gda[2 * j] * d1;
-        gdb[3] += gda[2 * j + 1] * d1;
-      }
-    }
-  });
-  // Gradient w.r.t. attr: scattered in pixel order (deterministic), summed in
-  // float64 over every pixel that reads a vertex.
-  const bool shared = attr_batch_stride == 0;
-  std::vector<double> total((shared ? 1 : batch) * num_vertices * channels, 0.0);
-  for (int64_t pixel = 0; pixel < batch * pixels; ++pixel) {
-    const T* r = rast + 4 * pixel;
-    const int64_t id = pixel_triangle(r, num_triangles);
-    if (id < 0) continue;
-    double* acc = total.data() + (shared ? 0 : (pixel / pixels) * num_vertices * channels);
-    double* g0 = acc + channels * tri[3 * id];
-    double* g1 = acc + channels * tri[3 * id + 1];
-    double* g2 = acc + channels * tri[3 * id + 2];
-    const T* g = grad_out + channels * pixel;
-    const double u = r[0], v = r[1], w = 1.0 - u - v;
-    for (int64_t c = 0; c < channels; ++c) {
-      g0[c] += u * g[c];
-      g1[c] += v * g[c];
-      g2[c] += w * g[c];
-    }
-    if (grad_da == nullptr || num_diff == 0) continue;
-    const T* db = rast_db + 4 * pixel;
-    const T* gda = grad_da + 2 * num_diff * pixel;
-    for (int64_t j = 0; j < num_diff; ++j) {
-      const int64_t c = diff_channels[j];
-      const double along_u = gda[2 * j] * db[0] + gda[2 * j + 1] * db[1];
-      const double along_v = gda[2 * j] * db[2] + gda[2 * j + 1] * db[3];
-      g0[c] += along_u;
-      g1[c] += along_v;
-      g2[c] -= along_u + along_v;
-    }
-  }
-  for (size_t i = 0; i < total.size(); ++i) grad_attr[i] = static_cast<T>(total[i]);
-}
-
-#define FACEGEOM_INSTANTIATE(T)                                                                  \
-  template void rasterize_forward<T>(int64_t, int64_t, const T*, int64_t, const int32_t*,      \
-                                     int64_t, const int32_t*, int64_t, int64_t, T*, T*);        \
-  template void rasterize_backward<T>(int64_t, int64_t, const T*, int64_t, const int32_t*,     \
-                                      int64_t, int64_t, int64_t, const T*, const T*, const T*, \
-                                      T*);                                                       \
-  template void interpolate_forward<T>(int64_t, int64_t, int64_t, int64_t, int64_t, const T*,  \
-                                       int64_t, const T*, const int32_t*, int64_t, const T*,   \
-                                       const int64_t*, int64_t, T*, T*);                         \
-  template void interpolate_backward<T>(int64_t, int64_t, int64_t, int64_t, int64_t, const T*, \
-                                        int64_t, const T*, const int32_t*, int64_t, const T*,  \
-                                        const int64_t*, int64_t, const T*, const T*, T*, T*,    \
-                                        T*);
-FACEGEOM_INSTANTIATE(float)
-FACEGEOM_INSTANTIATE(double)
-#undef FACEGEOM_INSTANTIATE
+template void rasterize_forward<float>(const raster::RasterizeParams<float>&);
+template void rasterize_forward<double>(const raster::RasterizeParams<double>&);
+template void rasterize_backward<float>(const raster::RasterizeParams<float>&);
+template void rasterize_backward<double>(const raster::RasterizeParams<double>&);
 
 }  // namespace cpu
 }  // namespace facegeom

@@ -56,7 +56,7 @@ void vertex_normals_forward(int64_t batch, int64_t num_vertices, int64_t num_fac
     at::parallel_for(0, num_faces, kPointGrain, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
         const I* f = faces + 3 * i;
-        facegeom::shading::face_normal(v + 3 * int64_t(f[0]), v + 3 * int64_t(f[1]),
+        shading::face_normal(v + 3 * int64_t(f[0]), v + 3 * int64_t(f[1]),
                               v + 3 * int64_t(f[2]), face_normals + 3 * i);
       }
     });
@@ -65,7 +65,7 @@ void vertex_normals_forward(int64_t batch, int64_t num_vertices, int64_t num_fac
         T sum[3];
         gather_corners<T, true>(i, offsets, entries, face_normals, sum);
         const int64_t row = num_vertices * b + i;
-        inv_len[row] = facegeom::shading::normalize3_scaled(sum, out + 3 * row);
+        inv_len[row] = shading::normalize3_scaled(sum, out + 3 * row);
       }
     });
   }
@@ -84,7 +84,7 @@ void vertex_normals_backward(int64_t batch, int64_t num_vertices, int64_t num_fa
     at::parallel_for(0, num_vertices, kPointGrain, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
         const int64_t row = row0 + i;
-        facegeom::shading::normalize3_backward(normals + 3 * row, inv_len[row], grad_out + 3 * row,
+        shading::normalize3_backward(normals + 3 * row, inv_len[row], grad_out + 3 * row,
                                       vertex_scratch + 3 * i);
       }
     });
@@ -99,7 +99,7 @@ void vertex_normals_backward(int64_t batch, int64_t num_vertices, int64_t num_fa
                              g[3 * i0 + 1] + g[3 * i1 + 1] + g[3 * i2 + 1],
                              g[3 * i0 + 2] + g[3 * i1 + 2] + g[3 * i2 + 2]};
         T* corner = face_scratch + 9 * i;
-        facegeom::shading::face_normal_backward(v + 3 * i0, v + 3 * i1, v + 3 * i2, grad_n, corner,
+        shading::face_normal_backward(v + 3 * i0, v + 3 * i1, v + 3 * i2, grad_n, corner,
                                        corner + 3, corner + 6);
       }
     });
@@ -115,7 +115,7 @@ void vertex_normals_backward(int64_t batch, int64_t num_vertices, int64_t num_fa
 template <typename T>
 void sh_basis_forward(int64_t n, const shading::ShTable<T>& table, const T* normals, T* basis) {
   at::parallel_for(0, n, kPointGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) facegeom::shading::sh_basis_forward(table, normals + 3 * i, basis + 9 * i);
+    for (int64_t i = begin; i < end; ++i) shading::sh_basis_forward(table, normals + 3 * i, basis + 9 * i);
   });
 }
 
@@ -124,7 +124,7 @@ void sh_basis_backward(int64_t n, const shading::ShTable<T>& table, const T* nor
                        T* grad_normals) {
   at::parallel_for(0, n, kPointGrain, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
-      facegeom::shading::sh_basis_backward(table, normals + 3 * i, grad_basis + 9 * i, grad_normals + 3 * i);
+      shading::sh_basis_backward(table, normals + 3 * i, grad_basis + 9 * i, grad_normals + 3 * i);
     }
   });
 }
@@ -135,7 +135,7 @@ void sh_shading_forward(int64_t batch, int64_t num_points, const shading::ShTabl
   at::parallel_for(0, batch * num_points, kPointGrain, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const T* c = coeffs + 27 * (i / num_points);
-      facegeom::shading::sh_shade_forward(table, normals + 3 * i, albedo + 3 * i, c, out + 3 * i);
+      shading::sh_shade_forward(table, normals + 3 * i, albedo + 3 * i, c, out + 3 * i);
     }
   });
 }
@@ -157,7 +157,7 @@ void sh_shading_backward(int64_t batch, int64_t num_points, const shading::ShTab
       T* gc = grad_coeffs != nullptr ? acc : nullptr;
       for (int64_t p = p0; p < p1; ++p) {
         const int64_t i = b * num_points + p;
-        facegeom::shading::sh_shade_backward(table, normals + 3 * i, albedo + 3 * i, c, grad_out + 3 * i,
+        shading::sh_shade_backward(table, normals + 3 * i, albedo + 3 * i, c, grad_out + 3 * i,
                                     grad_normals != nullptr ? grad_normals + 3 * i : nullptr,
                                     grad_albedo != nullptr ? grad_albedo + 3 * i : nullptr, gc);
       }
@@ -179,7 +179,7 @@ void blinn_phong_forward(int64_t batch, int64_t num_points, const T* normals, co
   at::parallel_for(0, batch * num_points, kPointGrain, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const int64_t b = i / num_points;
-      facegeom::shading::blinn_phong_point(normals + 3 * i, points + 3 * i, light + 3 * b, camera + 3 * b,
+      shading::blinn_phong_point(normals + 3 * i, points + 3 * i, light + 3 * b, camera + 3 * b,
                                   albedo + albedo_channels * i, albedo_channels, shininess[b],
                                   out + 3 * i);
     }
@@ -213,7 +213,7 @@ void blinn_phong_backward(int64_t batch, int64_t num_points, const T* normals, c
           grad_lobe = (g[0] + g[1] + g[2]) * a[0];
         }
         T gn[3], gp[3], gl[3], gc[3], gk;
-        const T lobe = facegeom::shading::blinn_phong_lobe_backward(normals + 3 * i, points + 3 * i, light + 3 * b,
+        const T lobe = shading::blinn_phong_lobe_backward(normals + 3 * i, points + 3 * i, light + 3 * b,
                                             camera + 3 * b, shininess[b], grad_lobe, gn, gp, gl,
                                             gc, &gk);
         if (grad_albedo != nullptr) {

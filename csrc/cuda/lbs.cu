@@ -43,7 +43,7 @@ __device__ bool parents_are_topological(int64_t num_joints, const int64_t* paren
 template <typename T>
 __global__ void rodrigues_forward_kernel(int64_t n, const T* axis_angle, T* rot) {
   for (int64_t i = first_index(); i < n; i += grid_stride()) {
-    facegeom::lbs::rodrigues_forward(axis_angle + 3 * i, rot + 9 * i);
+    lbs::rodrigues_forward(axis_angle + 3 * i, rot + 9 * i);
   }
 }
 
@@ -51,7 +51,7 @@ template <typename T>
 __global__ void rodrigues_backward_kernel(int64_t n, const T* axis_angle, const T* grad_rot,
                                           T* grad_axis_angle) {
   for (int64_t i = first_index(); i < n; i += grid_stride()) {
-    facegeom::lbs::rodrigues_backward(axis_angle + 3 * i, grad_rot + 9 * i, grad_axis_angle + 3 * i);
+    lbs::rodrigues_backward(axis_angle + 3 * i, grad_rot + 9 * i, grad_axis_angle + 3 * i);
   }
 }
 
@@ -67,7 +67,7 @@ __global__ void rigid_transform_forward_kernel(int64_t batch, int64_t num_joints
       fill_nan(rel_b, 16 * num_joints);
       continue;
     }
-    facegeom::lbs::rigid_transform_forward(num_joints, rot + 9 * num_joints * b,
+    lbs::rigid_transform_forward(num_joints, rot + 9 * num_joints * b,
                                       joints + 3 * num_joints * b, parents,
                                       world + 12 * num_joints * b, posed_b, rel_b);
   }
@@ -90,8 +90,8 @@ __global__ void rigid_transform_backward_kernel(int64_t batch, int64_t num_joint
     const T* joints_b = joints + 3 * num_joints * b;
     T* world_b = world + 12 * num_joints * b;
     // Recomputing the chain is cheaper than saving [B,J,3,4] for backward.
-    facegeom::lbs::rigid_transform_world(num_joints, rot_b, joints_b, parents, world_b);
-    facegeom::lbs::rigid_transform_backward(num_joints, rot_b, joints_b, parents, world_b,
+    lbs::rigid_transform_world(num_joints, rot_b, joints_b, parents, world_b);
+    lbs::rigid_transform_backward(num_joints, rot_b, joints_b, parents, world_b,
                                        grad_posed + 3 * num_joints * b,
                                        grad_rel + 16 * num_joints * b,
                                        grad_world + 12 * num_joints * b, grad_rot_b,
@@ -106,7 +106,7 @@ __global__ void skin_forward_kernel(int64_t num_points, int64_t num_vertices, in
                                     int64_t weights_batch_stride, const T* transforms, T* out) {
   for (int64_t i = first_index(); i < num_points; i += grid_stride()) {
     const int64_t b = i / num_vertices, v = i % num_vertices;
-    facegeom::lbs::skin_vertex_forward(num_joints, vertices + 3 * i,
+    lbs::skin_vertex_forward(num_joints, vertices + 3 * i,
                                   weights + weights_batch_stride * b + num_joints * v,
                                   transforms + 16 * num_joints * b, out + 3 * i);
   }
@@ -125,7 +125,7 @@ __global__ void skin_backward_pointwise_kernel(int64_t num_points, int64_t num_v
     const T* g = grad_out + 3 * i;
     T* grad_x = grad_vertices != nullptr ? grad_vertices + 3 * i : nullptr;
     T* grad_w = grad_weights != nullptr ? grad_weights + num_joints * i : nullptr;
-    facegeom::lbs::skin_vertex_backward(num_joints, x, w, transforms + 16 * num_joints * b, g, grad_x,
+    lbs::skin_vertex_backward(num_joints, x, w, transforms + 16 * num_joints * b, g, grad_x,
                                    grad_w, /*grad_transforms=*/static_cast<T*>(nullptr));
     // grad_transforms is formed by the bindings from outer = grad_out (x) [x; 1] ([3, 4]).
     if (outer != nullptr) {

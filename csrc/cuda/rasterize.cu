@@ -1,10 +1,12 @@
-// CUDA rasterizer (see rasterize_cuda.h): bin, then one thread per triangle-tile
-// pair with a 64-bit atomicMin depth test, then one thread per pixel to write
-// rast. The coverage and depth math is the shared rasterize.h, evaluated with
-// exactly rounded float64 operations, so the winning triangle at every pixel is
-// the CPU's. No torch headers: the bindings own allocation, checks and streams.
-// Indices are int64 and loops grid-stride, so large images and meshes are safe;
-// vertex indices are re-checked on the device (a bad one draws nothing).
+// CUDA rasterizer kernels (see rasterize_cuda.h): bin, then one thread per
+// triangle-tile pair with a 64-bit atomicMin depth test, then one thread per
+// pixel to write rast; rasterize_host.cpp allocates the scratch and runs the
+// three passes. The coverage and depth math is the shared rasterize.h,
+// evaluated with exactly rounded float64 operations, so the winning triangle at
+// every pixel is the CPU's. No torch headers: the bindings own checks, the host
+// file allocation and streams. Indices are int64 and loops grid-stride, so
+// large images and meshes are safe; vertex indices are re-checked on the
+// device (a bad one draws nothing).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -40,52 +42,48 @@ __device__ int64_t slot_triangle(int64_t b, int64_t i, int64_t num_triangles,
 }
 
 template <typename T>
-__global__ void bin_kernel(int64_t batch, int64_t max_count, int64_t num_vertices, const T* pos,
-                           int64_t pos_batch_stride, const int32_t* tri, int64_t num_triangles,
-                           const int32_t* ranges, int64_t height, int64_t width, int32_t* boxes,
-                           int64_t* tile_counts) {
-  for (int64_t slot = first_index(); slot < batch * max_count; slot += grid_stride()) {
-    const int64_t b = slot / max_count;
-    const int64_t t = slot_triangle(b, slot % max_count, num_triangles, ranges);
-    tile_counts[slot] = 0;
+__global__ void bin_kernel(const raster::RasterizeParams<T> p, const RasterizeBins bins) {
+  for (int64_t slot = first_index(); slot < p.batch * bins.max_count; slot += grid_stride()) {
+    const int64_t b = slot / bins.max_count;
+    const int64_t t = slot_triangle(b, slot % bins.max_count, p.num_triangles, p.ranges);
+    bins.tile_counts[slot] = 0;
     double clip[3][4];
     int64_t box[4];
     raster::TriangleSetup setup;
-    if (t < 0 || !load_triangle(pos + b * pos_batch_stride, tri, num_vertices, t, clip)) continue;
-    if (!raster::pixel_bounds(clip, width, height, box) || !raster::setup_triangle(clip, setup)) {
+    if (t < 0 || !load_triangle(p.pos + b * p.pos_batch_stride, p.tri, p.num_vertices, t, clip)) {
       continue;
     }
-    for (int c = 0; c < 4; ++c) boxes[4 * slot + c] = static_cast<int32_t>(box[c]);
-    tile_counts[slot] = (box[1] / kRasterTile - box[0] / kRasterTile + 1) *
-                        (box[3] / kRasterTile - box[2] / kRasterTile + 1);
+    if (!raster::pixel_bounds(clip, p.width, p.height, box) ||
+        !raster::setup_triangle(clip, setup)) {
+      continue;
+    }
+    for (int c = 0; c < 4; ++c) bins.boxes[4 * slot + c] = static_cast<int32_t>(box[c]);
+    bins.tile_counts[slot] = (box[1] / kRasterTile - box[0] / kRasterTile + 1) *
+                             (box[3] / kRasterTile - box[2] / kRasterTile + 1);
   }
 }
 
 template <typename T>
-__global__ void pairs_kernel(int64_t batch, int64_t max_count, int64_t num_vertices, const T* pos,
-                             int64_t pos_batch_stride, const int32_t* tri, int64_t num_triangles,
-                             const int32_t* ranges, int64_t height, int64_t width,
-                             const int32_t* boxes, const int64_t* pair_end, int64_t num_pairs,
-                             unsigned long long* keys) {
-  const int64_t num_slots = batch * max_count;
-  for (int64_t pair = first_index(); pair < num_pairs; pair += grid_stride()) {
+__global__ void pairs_kernel(const raster::RasterizeParams<T> p, const RasterizeBins bins) {
+  const int64_t num_slots = p.batch * bins.max_count;
+  for (int64_t pair = first_index(); pair < bins.num_pairs; pair += grid_stride()) {
     // The slot owning this pair: the first whose inclusive prefix exceeds it.
     int64_t lo = 0, hi = num_slots - 1;
     while (lo < hi) {
       const int64_t mid = (lo + hi) / 2;
-      if (pair_end[mid] > pair) hi = mid; else lo = mid + 1;
+      if (bins.pair_end[mid] > pair) hi = mid; else lo = mid + 1;
     }
     const int64_t slot = lo;
-    const int64_t local = pair - (slot > 0 ? pair_end[slot - 1] : 0);
-    const int64_t b = slot / max_count;
-    const int64_t t = slot_triangle(b, slot % max_count, num_triangles, ranges);
-    const int32_t* box = boxes + 4 * slot;
+    const int64_t local = pair - (slot > 0 ? bins.pair_end[slot - 1] : 0);
+    const int64_t b = slot / bins.max_count;
+    const int64_t t = slot_triangle(b, slot % bins.max_count, p.num_triangles, p.ranges);
+    const int32_t* box = bins.boxes + 4 * slot;
     const int64_t tiles_x = box[1] / kRasterTile - box[0] / kRasterTile + 1;
     const int64_t tx = box[0] / kRasterTile + local % tiles_x;
     const int64_t ty = box[2] / kRasterTile + local / tiles_x;
     double clip[3][4];
     raster::TriangleSetup setup;
-    if (!load_triangle(pos + b * pos_batch_stride, tri, num_vertices, t, clip) ||
+    if (!load_triangle(p.pos + b * p.pos_batch_stride, p.tri, p.num_vertices, t, clip) ||
         !raster::setup_triangle(clip, setup)) {
       continue;
     }
@@ -93,13 +91,13 @@ __global__ void pairs_kernel(int64_t batch, int64_t max_count, int64_t num_verti
     const int64_t x1 = min(static_cast<int64_t>(box[1]), tx * kRasterTile + kRasterTile - 1);
     const int64_t y0 = max(static_cast<int64_t>(box[2]), ty * kRasterTile);
     const int64_t y1 = min(static_cast<int64_t>(box[3]), ty * kRasterTile + kRasterTile - 1);
-    unsigned long long* image_keys = keys + b * height * width;
+    unsigned long long* image_keys = bins.keys + b * p.height * p.width;
     for (int64_t y = y0; y <= y1; ++y) {
-      const double qy = raster::pixel_centre(y, height);
+      const double qy = raster::pixel_centre(y, p.height);
       for (int64_t x = x0; x <= x1; ++x) {
         double e[3], depth;
-        if (!raster::covers(setup, raster::pixel_centre(x, width), qy, e, depth)) continue;
-        atomicMin(image_keys + y * width + x,
+        if (!raster::covers(setup, raster::pixel_centre(x, p.width), qy, e, depth)) continue;
+        atomicMin(image_keys + y * p.width + x,
                   static_cast<unsigned long long>(raster::depth_key(depth, t)));
       }
     }
@@ -107,20 +105,18 @@ __global__ void pairs_kernel(int64_t batch, int64_t max_count, int64_t num_verti
 }
 
 template <typename T>
-__global__ void resolve_kernel(int64_t batch, int64_t num_vertices, const T* pos,
-                               int64_t pos_batch_stride, const int32_t* tri, int64_t height,
-                               int64_t width, const unsigned long long* keys, T* rast, T* rast_db) {
-  const int64_t pixels = height * width;
-  for (int64_t pixel = first_index(); pixel < batch * pixels; pixel += grid_stride()) {
-    const unsigned long long key = keys[pixel];
-    T* out = rast + 4 * pixel;
-    T* out_db = rast_db == nullptr ? nullptr : rast_db + 4 * pixel;
+__global__ void resolve_kernel(const raster::RasterizeParams<T> p, const RasterizeBins bins) {
+  const int64_t pixels = p.height * p.width;
+  for (int64_t pixel = first_index(); pixel < p.batch * pixels; pixel += grid_stride()) {
+    const unsigned long long key = bins.keys[pixel];
+    T* out = p.rast + 4 * pixel;
+    T* out_db = p.rast_db == nullptr ? nullptr : p.rast_db + 4 * pixel;
     double clip[3][4];
     raster::TriangleSetup setup;
     const int64_t id = static_cast<int64_t>(key & 0xffffffffull);
-    const int64_t b = pixel / pixels, y = (pixel % pixels) / width, x = pixel % width;
+    const int64_t b = pixel / pixels, y = (pixel % pixels) / p.width, x = pixel % p.width;
     if (key == raster::kEmptyKey ||
-        !load_triangle(pos + b * pos_batch_stride, tri, num_vertices, id, clip) ||
+        !load_triangle(p.pos + b * p.pos_batch_stride, p.tri, p.num_vertices, id, clip) ||
         !raster::setup_triangle(clip, setup)) {
       for (int c = 0; c < 4; ++c) out[c] = T(0);
       if (out_db != nullptr)
@@ -128,9 +124,10 @@ __global__ void resolve_kernel(int64_t batch, int64_t num_vertices, const T* pos
       continue;
     }
     double e[3], depth, uv[2], db[4];
-    raster::covers(setup, raster::pixel_centre(x, width), raster::pixel_centre(y, height), e, depth);
-    raster::barycentrics(setup, e, uv, out_db == nullptr ? nullptr : db, 2.0 / width,
-                         2.0 / height);
+    raster::covers(setup, raster::pixel_centre(x, p.width), raster::pixel_centre(y, p.height), e,
+                   depth);
+    raster::barycentrics(setup, e, uv, out_db == nullptr ? nullptr : db, 2.0 / p.width,
+                         2.0 / p.height);
     out[0] = static_cast<T>(uv[0]);
     out[1] = static_cast<T>(uv[1]);
     out[2] = static_cast<T>(depth);
@@ -141,101 +138,32 @@ __global__ void resolve_kernel(int64_t batch, int64_t num_vertices, const T* pos
 }
 
 template <typename T>
-__global__ void rasterize_backward_kernel(int64_t batch, int64_t num_vertices, const T* pos,
-                                          int64_t pos_batch_stride, const int32_t* tri,
-                                          int64_t num_triangles, int64_t height, int64_t width,
-                                          const T* rast, const T* grad_rast, const T* grad_db,
-                                          T* grad_pos) {
-  const int64_t pixels = height * width;
-  for (int64_t pixel = first_index(); pixel < batch * pixels; pixel += grid_stride()) {
-    const int64_t id = raster::stored_triangle(static_cast<double>(rast[4 * pixel + 3]), num_triangles);
+__global__ void rasterize_backward_kernel(const raster::RasterizeParams<T> p) {
+  const int64_t pixels = p.height * p.width;
+  for (int64_t pixel = first_index(); pixel < p.batch * pixels; pixel += grid_stride()) {
+    const int64_t id =
+        raster::stored_triangle(static_cast<double>(p.rast[4 * pixel + 3]), p.num_triangles);
     if (id < 0) continue;
-    const int64_t b = pixel / pixels, y = (pixel % pixels) / width, x = pixel % width;
-    const T* g = grad_rast + 4 * pixel;
+    const int64_t b = pixel / pixels, y = (pixel % pixels) / p.width, x = pixel % p.width;
+    const T* g = p.grad_rast + 4 * pixel;
     double g_db[4] = {0, 0, 0, 0};
-    if (grad_db != nullptr) {
+    if (p.grad_db != nullptr) {
       // rast_db is per pixel; the math works per NDC unit (2 / W per pixel).
-      g_db[0] = grad_db[4 * pixel] * (2.0 / width);
-      g_db[1] = grad_db[4 * pixel + 1] * (2.0 / height);
-      g_db[2] = grad_db[4 * pixel + 2] * (2.0 / width);
-      g_db[3] = grad_db[4 * pixel + 3] * (2.0 / height);
+      g_db[0] = p.grad_db[4 * pixel] * (2.0 / p.width);
+      g_db[1] = p.grad_db[4 * pixel + 1] * (2.0 / p.height);
+      g_db[2] = p.grad_db[4 * pixel + 2] * (2.0 / p.width);
+      g_db[3] = p.grad_db[4 * pixel + 3] * (2.0 / p.height);
     }
     double clip[3][4], grad[3][4];
-    const T* pos_b = pos + b * pos_batch_stride;
-    if (!load_triangle(pos_b, tri, num_vertices, id, clip)) continue;
-    raster::pixel_gradient(clip, raster::pixel_centre(x, width), raster::pixel_centre(y, height),
-                           g[0], g[1], g[2], grad_db == nullptr ? nullptr : g_db, grad);
-    T* grad_b = grad_pos + b * pos_batch_stride;
+    const T* pos_b = p.pos + b * p.pos_batch_stride;
+    if (!load_triangle(pos_b, p.tri, p.num_vertices, id, clip)) continue;
+    raster::pixel_gradient(clip, raster::pixel_centre(x, p.width),
+                           raster::pixel_centre(y, p.height),
+                           g[0], g[1], g[2], p.grad_db == nullptr ? nullptr : g_db, grad);
+    T* grad_b = p.grad_pos + b * p.pos_batch_stride;
     for (int v = 0; v < 3; ++v) {
-      T* dst = grad_b + 4 * static_cast<int64_t>(tri[3 * id + v]);
+      T* dst = grad_b + 4 * static_cast<int64_t>(p.tri[3 * id + v]);
       for (int c = 0; c < 4; ++c) atomicAdd(dst + c, static_cast<T>(grad[v][c]));
-    }
-  }
-}
-
-template <typename T>
-__global__ void interpolate_forward_kernel(int64_t batch, int64_t pixels, int64_t channels,
-                                           const T* attr, int64_t attr_batch_stride,
-                                           const T* rast, const int32_t* tri,
-                                           int64_t num_triangles, const T* rast_db,
-                                           const int64_t* diff_channels, int64_t num_diff, T* out,
-                                           T* out_da) {
-  for (int64_t pixel = first_index(); pixel < batch * pixels; pixel += grid_stride()) {
-    const T* r = rast + 4 * pixel;
-    raster::interpolate_pixel(r, raster::stored_triangle(static_cast<double>(r[3]), num_triangles),
-                              attr + (pixel / pixels) * attr_batch_stride, tri, channels,
-                              out_da == nullptr ? nullptr : rast_db + 4 * pixel, diff_channels,
-                              num_diff, quiet_nan<T>(), out + channels * pixel,
-                              out_da == nullptr ? nullptr : out_da + 2 * num_diff * pixel);
-  }
-}
-
-template <typename T>
-__global__ void interpolate_backward_kernel(int64_t batch, int64_t pixels, int64_t channels,
-                                            const T* attr, int64_t attr_batch_stride,
-                                            const T* rast, const int32_t* tri,
-                                            int64_t num_triangles, const T* rast_db,
-                                            const int64_t* diff_channels, int64_t num_diff,
-                                            const T* grad_out, const T* grad_da, T* grad_attr,
-                                            T* grad_rast, T* grad_rast_db) {
-  for (int64_t pixel = first_index(); pixel < batch * pixels; pixel += grid_stride()) {
-    T* gr = grad_rast + 4 * pixel;
-    T* gdb = grad_rast_db == nullptr ? nullptr : grad_rast_db + 4 * pixel;
-    for (int c = 0; c < 4; ++c) gr[c] = T(0);
-    if (gdb != nullptr)
-      for (int c = 0; c < 4; ++c) gdb[c] = T(0);
-    const T* r = rast + 4 * pixel;
-    const int64_t id = raster::stored_triangle(static_cast<double>(r[3]), num_triangles);
-    if (id < 0) continue;
-    const int64_t image_offset = (pixel / pixels) * attr_batch_stride;
-    const T* a = attr + image_offset;
-    T* ga = grad_attr + image_offset;
-    const int64_t i0 = channels * tri[3 * id], i1 = channels * tri[3 * id + 1],
-                  i2 = channels * tri[3 * id + 2];
-    const T* g = grad_out + channels * pixel;
-    const T u = r[0], v = r[1], w = T(1) - u - v;
-    for (int64_t c = 0; c < channels; ++c) {
-      gr[0] += g[c] * (a[i0 + c] - a[i2 + c]);
-      gr[1] += g[c] * (a[i1 + c] - a[i2 + c]);
-      atomicAdd(ga + i0 + c, u * g[c]);
-      atomicAdd(ga + i1 + c, v * g[c]);
-      atomicAdd(ga + i2 + c, w * g[c]);
-    }
-    if (gdb == nullptr || grad_da == nullptr) continue;
-    const T* db = rast_db + 4 * pixel;
-    const T* gda = grad_da + 2 * num_diff * pixel;
-    for (int64_t j = 0; j < num_diff; ++j) {
-      const int64_t c = diff_channels[j];
-      const T d0 = a[i0 + c] - a[i2 + c], d1 = a[i1 + c] - a[i2 + c];
-      gdb[0] += gda[2 * j] * d0;
-      gdb[1] += gda[2 * j + 1] * d0;
-      gdb[2] += gda[2 * j] * d1;
-      gdb[3] += gda[2 * j + 1] * d1;
-      const T along_u = gda[2 * j] * db[0] + gda[2 * j + 1] * db[1];
-      const T along_v = gda[2 * j] * db[2] + gda[2 * j + 1] * db[3];
-      atomicAdd(ga + i0 + c, along_u);
-      atomicAdd(ga + i1 + c, along_v);
-      atomicAdd(ga + i2 + c, -(along_u + along_v));
     }
   }
 }
@@ -243,98 +171,42 @@ __global__ void interpolate_backward_kernel(int64_t batch, int64_t pixels, int64
 }  // namespace
 
 template <typename T>
-void rasterize_bin(int64_t batch, int64_t max_count, int64_t num_vertices, const T* pos,
-                   int64_t pos_batch_stride, const int32_t* tri, int64_t num_triangles,
-                   const int32_t* ranges, int64_t height, int64_t width, int32_t* boxes,
-                   int64_t* tile_counts, void* stream) {
-  const int64_t n = batch * max_count;
-  bin_kernel<T><<<blocks_for(n), kThreadsPerBlock, 0, static_cast<cudaStream_t>(stream)>>>(
-      batch, max_count, num_vertices, pos, pos_batch_stride, tri, num_triangles, ranges, height,
-      width, boxes, tile_counts);
+void rasterize_bin(const raster::RasterizeParams<T>& p, const RasterizeBins& bins, void* stream) {
+  bin_kernel<T><<<blocks_for(p.batch * bins.max_count), kThreadsPerBlock, 0,
+                  static_cast<cudaStream_t>(stream)>>>(p, bins);
   check_launch("rasterize_bin");
 }
 
 template <typename T>
-void rasterize_pairs(int64_t batch, int64_t max_count, int64_t num_vertices, const T* pos,
-                     int64_t pos_batch_stride, const int32_t* tri, int64_t num_triangles,
-                     const int32_t* ranges, int64_t height, int64_t width, const int32_t* boxes,
-                     const int64_t* pair_end, int64_t num_pairs, unsigned long long* keys,
-                     void* stream) {
-  pairs_kernel<T><<<blocks_for(num_pairs), kThreadsPerBlock, 0, static_cast<cudaStream_t>(stream)>>>(
-      batch, max_count, num_vertices, pos, pos_batch_stride, tri, num_triangles, ranges, height,
-      width, boxes, pair_end, num_pairs, keys);
+void rasterize_pairs(const raster::RasterizeParams<T>& p, const RasterizeBins& bins, void* stream) {
+  pairs_kernel<T><<<blocks_for(bins.num_pairs), kThreadsPerBlock, 0,
+                    static_cast<cudaStream_t>(stream)>>>(p, bins);
   check_launch("rasterize_pairs");
 }
 
 template <typename T>
-void rasterize_resolve(int64_t batch, int64_t num_vertices, const T* pos, int64_t pos_batch_stride,
-                       const int32_t* tri, int64_t height, int64_t width,
-                       const unsigned long long* keys, T* rast, T* rast_db, void* stream) {
-  resolve_kernel<T><<<blocks_for(batch * height * width), kThreadsPerBlock, 0,
-                      static_cast<cudaStream_t>(stream)>>>(batch, num_vertices, pos,
-                                                           pos_batch_stride, tri, height, width,
-                                                           keys, rast, rast_db);
+void rasterize_resolve(const raster::RasterizeParams<T>& p, const RasterizeBins& bins,
+                       void* stream) {
+  resolve_kernel<T><<<blocks_for(p.batch * p.height * p.width), kThreadsPerBlock, 0,
+                      static_cast<cudaStream_t>(stream)>>>(p, bins);
   check_launch("rasterize_resolve");
 }
 
 template <typename T>
-void rasterize_backward(int64_t batch, int64_t num_vertices, const T* pos,
-                        int64_t pos_batch_stride, const int32_t* tri, int64_t num_triangles,
-                        int64_t height, int64_t width, const T* rast, const T* grad_rast,
-                        const T* grad_db, T* grad_pos, void* stream) {
-  rasterize_backward_kernel<T><<<blocks_for(batch * height * width), kThreadsPerBlock, 0,
-                                 static_cast<cudaStream_t>(stream)>>>(
-      batch, num_vertices, pos, pos_batch_stride, tri, num_triangles, height, width, rast,
-      grad_rast, grad_db, grad_pos);
+void rasterize_backward(const raster::RasterizeParams<T>& p, void* stream) {
+  rasterize_backward_kernel<T><<<blocks_for(p.batch * p.height * p.width), kThreadsPerBlock, 0,
+                                 static_cast<cudaStream_t>(stream)>>>(p);
   check_launch("rasterize_backward");
 }
 
-template <typename T>
-void interpolate_forward(int64_t batch, int64_t height, int64_t width, int64_t channels,
-                         const T* attr, int64_t attr_batch_stride, const T* rast,
-                         const int32_t* tri, int64_t num_triangles, const T* rast_db,
-                         const int64_t* diff_channels, int64_t num_diff, T* out, T* out_da,
-                         void* stream) {
-  interpolate_forward_kernel<T><<<blocks_for(batch * height * width), kThreadsPerBlock, 0,
-                                  static_cast<cudaStream_t>(stream)>>>(
-      batch, height * width, channels, attr, attr_batch_stride, rast, tri, num_triangles, rast_db,
-      diff_channels, num_diff, out, out_da);
-  check_launch("interpolate_forward");
-}
-
-template <typename T>
-void interpolate_backward(int64_t batch, int64_t height, int64_t width, int64_t channels,
-                          const T* attr, int64_t attr_batch_stride, const T* rast,
-                          const int32_t* tri, int64_t num_triangles, const T* rast_db,
-                          const int64_t* diff_channels, int64_t num_diff, const T* grad_out,
-                          const T* grad_da, T* grad_attr, T* grad_rast, T* grad_rast_db,
-                          void* stream) {
-  interpolate_backward_kernel<T><<<blocks_for(batch * height * width), kThreadsPerBlock, 0,
-                                   static_cast<cudaStream_t>(stream)>>>(
-      batch, height * width, channels, attr, attr_batch_stride, rast, tri, num_triangles, rast_db,
-      diff_channels, num_diff, grad_out, grad_da, grad_attr, grad_rast, grad_rast_db);
-  check_launch("interpolate_backward");
-}
-
-#define FACEGEOM_INSTANTIATE(T)                                                                   \
-  template void rasterize_bin<T>(int64_t, int64_t, int64_t, const T*, int64_t, const int32_t*,  \
-                                 int64_t, const int32_t*, int64_t, int64_t, int32_t*, int64_t*, \
-                                 void*);                                                          \
-  template void rasterize_pairs<T>(int64_t, int64_t, int64_t, const T*, int64_t, const int32_t*, \
-                                   int64_t, const int32_t*, int64_t, int64_t, const int32_t*,    \
-                                   const int64_t*, int64_t, unsigned long long*, void*);          \
-  template void rasterize_resolve<T>(int64_t, int64_t, const T*, int64_t, const int32_t*,       \
-                                     int64_t, int64_t, const unsigned long long*, T*, T*, void*); \
-  template void rasterize_backward<T>(int64_t, int64_t, const T*, int64_t, const int32_t*,      \
-                                      int64_t, int64_t, int64_t, const T*, const T*, const T*,  \
-                                      T*, void*);                                                 \
-  template void interpolate_forward<T>(int64_t, int64_t, int64_t, int64_t, const T*, int64_t,   \
-                                       const T*, const int32_t*, int64_t, const T*,             \
-                                       const int64_t*, int64_t, T*, T*, void*);                  \
-  template void interpolate_backward<T>(int64_t, int64_t, int64_t, int64_t, const T*, int64_t,  \
-                                        const T*, const int32_t*, int64_t, const T*,            \
-                                        const int64_t*, int64_t, const T*, const T*, T*, T*, T*, \
-                                        void*);
+#define FACEGEOM_INSTANTIATE(T)                                                               \
+  template void rasterize_bin<T>(const raster::RasterizeParams<T>&, const RasterizeBins&,     \
+                                 void*);                                                      \
+  template void rasterize_pairs<T>(const raster::RasterizeParams<T>&, const RasterizeBins&,   \
+                                   void*);                                                    \
+  template void rasterize_resolve<T>(const raster::RasterizeParams<T>&, const RasterizeBins&, \
+                                     void*);                                                  \
+  template void rasterize_backward<T>(const raster::RasterizeParams<T>&, void*);
 FACEGEOM_INSTANTIATE(float)
 FACEGEOM_INSTANTIATE(double)
 #undef FACEGEOM_INSTANTIATE

@@ -43,7 +43,7 @@ __global__ void scatter_face_normals_kernel(int64_t count, int64_t num_vertices,
     const I* f = faces + 3 * (i - b * num_faces);
     const T* v = vertices + 3 * num_vertices * b;
     T n[3];
-    facegeom::shading::face_normal(v + 3 * int64_t(f[0]), v + 3 * int64_t(f[1]), v + 3 * int64_t(f[2]), n);
+    shading::face_normal(v + 3 * int64_t(f[0]), v + 3 * int64_t(f[1]), v + 3 * int64_t(f[2]), n);
     for (int k = 0; k < 3; ++k) {
       T* target = sums + 3 * (num_vertices * b + int64_t(f[k]));
       for (int c = 0; c < 3; ++c) atomic_add(target + c, n[c]);
@@ -55,7 +55,7 @@ template <typename T>
 __global__ void normalize_in_place_kernel(int64_t count, T* vectors, T* inv_len) {
   for (int64_t i = first_index(); i < count; i += grid_stride()) {
     const T x[3] = {vectors[3 * i], vectors[3 * i + 1], vectors[3 * i + 2]};
-    inv_len[i] = facegeom::shading::normalize3_scaled(x, vectors + 3 * i);
+    inv_len[i] = shading::normalize3_scaled(x, vectors + 3 * i);
   }
 }
 
@@ -63,7 +63,7 @@ template <typename T>
 __global__ void normalize_backward_kernel(int64_t count, const T* normals, const T* inv_len,
                                           const T* grad_out, T* grad_sums) {
   for (int64_t i = first_index(); i < count; i += grid_stride()) {
-    facegeom::shading::normalize3_backward(normals + 3 * i, inv_len[i], grad_out + 3 * i, grad_sums + 3 * i);
+    shading::normalize3_backward(normals + 3 * i, inv_len[i], grad_out + 3 * i, grad_sums + 3 * i);
   }
 }
 
@@ -83,7 +83,7 @@ __global__ void scatter_face_normal_grads_kernel(int64_t count, int64_t num_vert
       grad_n[c] = g[3 * corner[0] + c] + g[3 * corner[1] + c] + g[3 * corner[2] + c];
     }
     T grad_p[3][3];
-    facegeom::shading::face_normal_backward(v + 3 * corner[0], v + 3 * corner[1], v + 3 * corner[2],
+    shading::face_normal_backward(v + 3 * corner[0], v + 3 * corner[1], v + 3 * corner[2],
                                    grad_n, grad_p[0], grad_p[1], grad_p[2]);
     for (int k = 0; k < 3; ++k) {
       T* target = grad_vertices + 3 * (num_vertices * b + corner[k]);
@@ -96,7 +96,7 @@ template <typename T>
 __global__ void sh_basis_forward_kernel(int64_t count, shading::ShTable<T> table, const T* normals,
                                         T* basis) {
   for (int64_t i = first_index(); i < count; i += grid_stride()) {
-    facegeom::shading::sh_basis_forward(table, normals + 3 * i, basis + 9 * i);
+    shading::sh_basis_forward(table, normals + 3 * i, basis + 9 * i);
   }
 }
 
@@ -104,7 +104,7 @@ template <typename T>
 __global__ void sh_basis_backward_kernel(int64_t count, shading::ShTable<T> table, const T* normals,
                                          const T* grad_basis, T* grad_normals) {
   for (int64_t i = first_index(); i < count; i += grid_stride()) {
-    facegeom::shading::sh_basis_backward(table, normals + 3 * i, grad_basis + 9 * i, grad_normals + 3 * i);
+    shading::sh_basis_backward(table, normals + 3 * i, grad_basis + 9 * i, grad_normals + 3 * i);
   }
 }
 
@@ -113,7 +113,7 @@ __global__ void sh_shading_forward_kernel(int64_t count, int64_t num_points, sha
                                           const T* normals, const T* albedo, const T* coeffs,
                                           T* out) {
   for (int64_t i = first_index(); i < count; i += grid_stride()) {
-    facegeom::shading::sh_shade_forward(table, normals + 3 * i, albedo + 3 * i,
+    shading::sh_shade_forward(table, normals + 3 * i, albedo + 3 * i,
                                coeffs + 27 * (i / num_points), out + 3 * i);
   }
 }
@@ -131,7 +131,7 @@ __global__ void sh_shading_backward_kernel(int64_t count, int64_t num_points, in
     T grad_coeffs[27];
     for (int k = 0; k < 27; ++k) grad_coeffs[k] = T(0);
     if (p < num_points) {
-      facegeom::shading::sh_shade_backward(table, normals + 3 * point, albedo + 3 * point,
+      shading::sh_shade_backward(table, normals + 3 * point, albedo + 3 * point,
                                   coeffs + 27 * b, grad_out + 3 * point,
                                   grad_normals != nullptr ? grad_normals + 3 * point : nullptr,
                                   grad_albedo != nullptr ? grad_albedo + 3 * point : nullptr,
@@ -154,7 +154,7 @@ __global__ void blinn_phong_forward_kernel(int64_t count, int64_t num_points, co
                                            const T* shininess, T* out) {
   for (int64_t i = first_index(); i < count; i += grid_stride()) {
     const int64_t b = i / num_points;
-    facegeom::shading::blinn_phong_point(normals + 3 * i, points + 3 * i, light + 3 * b, camera + 3 * b,
+    shading::blinn_phong_point(normals + 3 * i, points + 3 * i, light + 3 * b, camera + 3 * b,
                                 albedo + albedo_channels * i, albedo_channels, shininess[b],
                                 out + 3 * i);
   }
@@ -177,7 +177,7 @@ __global__ void blinn_phong_backward_kernel(int64_t count, int64_t num_points, i
       const T grad_lobe = albedo_channels == 3 ? g[0] * a[0] + g[1] * a[1] + g[2] * a[2]
                                                : (g[0] + g[1] + g[2]) * a[0];
       T gn[3], gp[3];
-      const T lobe = facegeom::shading::blinn_phong_lobe_backward(
+      const T lobe = shading::blinn_phong_lobe_backward(
           normals + 3 * point, points + 3 * point, light + 3 * b, camera + 3 * b, shininess[b],
           grad_lobe, gn, gp, sums, sums + 3, sums + 6);
       if (grad_albedo != nullptr) {

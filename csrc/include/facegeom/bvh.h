@@ -95,7 +95,8 @@ FG_HD NearestHit<T> hit_on_slot(Vec3<T> p, const T* triangles, int32_t slot,
   NearestHit<T> hit;
   const T* tri = triangles + 9 * static_cast<int64_t>(slot);
   hit.dist2 =
-      geometry::closest_point_on_triangle(p, load3(tri), load3(tri + 3), load3(tri + 6), terms, hit.bary);
+      geometry::closest_point_on_triangle(p, load3(tri), load3(tri + 3), load3(tri + 6), terms,
+                                          hit.bary);
   hit.slot = slot;
   if (!(hit.dist2 == hit.dist2)) return empty_hit<T>();  // NaN: no bound
   return hit;
@@ -114,7 +115,8 @@ FG_HD void nearest_in_leaf(Vec3<T> p, const T* triangles, int32_t first, int32_t
     triangle_bounds(tri, box);
     if (!(box_distance2(p, box) < hit.dist2)) continue;
     T bary[3];
-    const T d = geometry::closest_point_on_triangle(p, load3(tri), load3(tri + 3), load3(tri + 6), bary);
+    const T d =
+        geometry::closest_point_on_triangle(p, load3(tri), load3(tri + 3), load3(tri + 6), bary);
     if (d < hit.dist2) {
       hit.dist2 = d;
       hit.slot = slot;

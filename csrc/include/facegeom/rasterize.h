@@ -22,6 +22,31 @@
 namespace facegeom {
 namespace raster {
 
+// Everything a rasterize launcher needs (as nvdiffrast's RasterizeKernelParams):
+// filled field by field by the bindings. Image b draws triangles
+// [first, first + count) of tri with the vertices at pos + b * pos_batch_stride,
+// where (first, count) = ranges[b] in range mode (ranges non-null,
+// pos_batch_stride 0) and (0, num_triangles) otherwise.
+template <typename T>
+struct RasterizeParams {
+  int64_t batch = 0, height = 0, width = 0;  // rast is [B, H, W, 4]
+  int64_t num_vertices = 0;                  // V
+  int64_t num_triangles = 0;                 // F
+  const T* pos = nullptr;                    // [B, V, 4], or [V, 4] in range mode
+  int64_t pos_batch_stride = 0;              // 4 V, or 0 in range mode
+  const int32_t* tri = nullptr;              // [F, 3]
+  const int32_t* ranges = nullptr;           // [B, 2] (first, count), or null
+  // Forward outputs, backward inputs: rast [B, H, W, 4] = (u, v, z/w, id + 1);
+  // rast_db [B, H, W, 4] = (du/dX, du/dY, dv/dX, dv/dY) per pixel, or null.
+  T* rast = nullptr;
+  T* rast_db = nullptr;
+  // Backward: grad_rast [B, H, W, 4]; grad_db [B, H, W, 4] or null; grad_pos
+  // has pos's layout (summed over images in range mode), zeroed by the caller.
+  const T* grad_rast = nullptr;
+  const T* grad_db = nullptr;
+  T* grad_pos = nullptr;
+};
+
 // Exactly rounded double arithmetic: nvcc would otherwise fuse a * b + c into an
 // FMA on the device (and a host compiler targeting FMA hardware may do the
 // same), and a pixel centre on a shared edge must give bit-identical edge
@@ -379,39 +404,6 @@ FG_HD void pixel_gradient(const double clip[3][4], double qx, double qy, double 
     grad[k][0] += gk[0];
     grad[k][1] += gk[1];
     grad[k][3] += gk[2];
-  }
-}
-
-// One output pixel of interpolate. Without a triangle (id < 0) out and out_da
-// are filled with 0 on background (id channel 0) or with `nan` where the id
-// channel names no triangle (a corrupt rast is flagged, not read). Otherwise
-// out = u a0 + v a1 + (1 - u - v) a2 for every channel of the triangle's
-// vertex attributes in `attr` (this image's [V, channels]) and, when out_da is
-// given, the screen-space derivatives of the channels named in diff_channels
-// from the pixel's rast_db `db` (du/dX, du/dY, dv/dX, dv/dY):
-// out_da[2j], out_da[2j + 1] = d/dX, d/dY of channel j.
-template <typename T>
-FG_HD void interpolate_pixel(const T* rast, int64_t id, const T* attr, const int32_t* tri,
-                             int64_t channels, const T* db, const int64_t* diff_channels,
-                             int64_t num_diff, T nan, T* out, T* out_da) {
-  if (id < 0) {
-    const T fill = rast[3] == T(0) ? T(0) : nan;
-    for (int64_t c = 0; c < channels; ++c) out[c] = fill;
-    if (out_da != nullptr)
-      for (int64_t c = 0; c < 2 * num_diff; ++c) out_da[c] = fill;
-    return;
-  }
-  const T* a0 = attr + channels * tri[3 * id];
-  const T* a1 = attr + channels * tri[3 * id + 1];
-  const T* a2 = attr + channels * tri[3 * id + 2];
-  const T u = rast[0], v = rast[1], w = T(1) - u - v;
-  for (int64_t c = 0; c < channels; ++c) out[c] = u * a0[c] + v * a1[c] + w * a2[c];
-  if (out_da == nullptr) return;
-  for (int64_t j = 0; j < num_diff; ++j) {
-    const int64_t c = diff_channels[j];
-    const T d0 = a0[c] - a2[c], d1 = a1[c] - a2[c];
-    out_da[2 * j] = db[0] * d0 + db[2] * d1;
-    out_da[2 * j + 1] = db[1] * d0 + db[3] * d1;
   }
 }
 
