@@ -39,7 +39,23 @@ void check_antialias_inputs(const at::Tensor& color, const at::Tensor& rast, con
                     "pos has more vertices than int32 indices can address");
 }
 
-int64_t pos_batch_stride(const at::Tensor& pos) { return pos.dim() == 3 ? pos.size(1) * 4 : 0; }
+// The launchers' parameters, filled field by field from contiguous tensors.
+template <typename T>
+aa::AntialiasProblem<T> make_problem(const at::Tensor& color, const at::Tensor& rast,
+                                     const at::Tensor& pos, const at::Tensor& tri,
+                                     const at::Tensor& topology) {
+  aa::AntialiasProblem<T> problem;
+  problem.height = color.size(1), problem.width = color.size(2), problem.channels = color.size(3);
+  problem.color = color.data_ptr<T>();
+  problem.rast = rast.data_ptr<T>();
+  problem.pos = pos.data_ptr<T>();
+  problem.pos_batch_stride = pos.dim() == 3 ? pos.size(1) * 4 : 0;
+  problem.num_vertices = pos.size(-2);
+  problem.tri = tri.data_ptr<int32_t>();
+  problem.topology = topology.data_ptr<int32_t>();
+  problem.num_triangles = tri.size(0);
+  return problem;
+}
 
 at::Tensor antialias(const at::Tensor& color, const at::Tensor& rast, const at::Tensor& pos,
                      const at::Tensor& tri, const at::Tensor& topology) {
@@ -49,19 +65,15 @@ at::Tensor antialias(const at::Tensor& color, const at::Tensor& rast, const at::
   const auto t = tri.contiguous(), topo = topology.contiguous();
   auto out = at::empty_like(c);
   if (out.numel() == 0) return out;
-  const int64_t batch = c.size(0), height = c.size(1), width = c.size(2), channels = c.size(3);
+  const int64_t batch = c.size(0);
   AT_DISPATCH_FLOATING_TYPES(c.scalar_type(), "antialias", [&] {
+    const auto problem = make_problem<scalar_t>(c, r, p, t, topo);
     if (c.is_cuda()) {
-      FACEGEOM_CUDA_LAUNCH(cuda::antialias_forward<scalar_t>(
-          batch, height, width, channels, c.data_ptr<scalar_t>(), r.data_ptr<scalar_t>(),
-          p.data_ptr<scalar_t>(), pos_batch_stride(p), p.size(-2), t.data_ptr<int32_t>(),
-          topo.data_ptr<int32_t>(), t.size(0), out.data_ptr<scalar_t>(), current_stream()));
+      FACEGEOM_CUDA_LAUNCH(cuda::antialias_forward<scalar_t>(batch, problem,
+                                                             out.data_ptr<scalar_t>(),
+                                                             current_stream()));
     } else {
-      cpu::antialias_forward<scalar_t>(batch, height, width, channels, c.data_ptr<scalar_t>(),
-                                       r.data_ptr<scalar_t>(), p.data_ptr<scalar_t>(),
-                                       pos_batch_stride(p), p.size(-2), t.data_ptr<int32_t>(),
-                                       topo.data_ptr<int32_t>(), t.size(0),
-                                       out.data_ptr<scalar_t>());
+      cpu::antialias_forward<scalar_t>(batch, problem, out.data_ptr<scalar_t>());
     }
   });
   return out;
@@ -82,20 +94,17 @@ std::tuple<at::Tensor, at::Tensor> antialias_backward(const at::Tensor& grad_out
   auto grad_color = output_mask[0] ? at::empty_like(c) : empty_grad(c);
   auto grad_pos = output_mask[1] ? at::zeros_like(p) : empty_grad(p);
   if (c.numel() == 0) return {grad_color, grad_pos};
-  const int64_t batch = c.size(0), height = c.size(1), width = c.size(2), channels = c.size(3);
+  const int64_t batch = c.size(0);
   AT_DISPATCH_FLOATING_TYPES(c.scalar_type(), "antialias_backward", [&] {
+    const auto problem = make_problem<scalar_t>(c, r, p, t, topo);
     if (c.is_cuda()) {
       FACEGEOM_CUDA_LAUNCH(cuda::antialias_backward<scalar_t>(
-          batch, height, width, channels, g.data_ptr<scalar_t>(), c.data_ptr<scalar_t>(),
-          r.data_ptr<scalar_t>(), p.data_ptr<scalar_t>(), pos_batch_stride(p), p.size(-2),
-          t.data_ptr<int32_t>(), topo.data_ptr<int32_t>(), t.size(0),
-          ptr_or_null<scalar_t>(grad_color), ptr_or_null<scalar_t>(grad_pos), current_stream()));
+          batch, problem, g.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(grad_color),
+          ptr_or_null<scalar_t>(grad_pos), current_stream()));
     } else {
-      cpu::antialias_backward<scalar_t>(
-          batch, height, width, channels, g.data_ptr<scalar_t>(), c.data_ptr<scalar_t>(),
-          r.data_ptr<scalar_t>(), p.data_ptr<scalar_t>(), pos_batch_stride(p), p.size(-2),
-          t.data_ptr<int32_t>(), topo.data_ptr<int32_t>(), t.size(0),
-          ptr_or_null<scalar_t>(grad_color), ptr_or_null<scalar_t>(grad_pos));
+      cpu::antialias_backward<scalar_t>(batch, problem, g.data_ptr<scalar_t>(),
+                                        ptr_or_null<scalar_t>(grad_color),
+                                        ptr_or_null<scalar_t>(grad_pos));
     }
   });
   return {grad_color, grad_pos};

@@ -20,15 +20,6 @@ constexpr int64_t kPixelsPerTask = 16384;
 
 int64_t row_grain(int64_t width) { return std::max<int64_t>(1, kPixelsPerTask / std::max<int64_t>(width, 1)); }
 
-template <typename T>
-aa::AntialiasProblem<T> make_problem(int64_t height, int64_t width, int64_t channels, const T* color,
-                                 const T* rast, const T* pos, int64_t pos_batch_stride,
-                                 int64_t num_vertices, const int32_t* tri,
-                                 const int32_t* topology, int64_t num_triangles) {
-  return aa::AntialiasProblem<T>{height,           width,        channels, color, rast, pos,
-                             pos_batch_stride, num_vertices, tri,      topology, num_triangles};
-}
-
 // One pair's contribution to grad_pos, kept until the ordered reduction.
 template <typename T>
 struct EdgeGradient {
@@ -88,12 +79,9 @@ void for_pair_records(int64_t height, int64_t width, int64_t pixel, int64_t y, i
 // Same sums in the same order as aa_pixel_forward (the CUDA path), from the
 // precomputed blends.
 template <typename T>
-void antialias_forward(int64_t batch, int64_t height, int64_t width, int64_t channels,
-                       const T* color, const T* rast, const T* pos, int64_t pos_batch_stride,
-                       int64_t num_vertices, const int32_t* tri, const int32_t* topology,
-                       int64_t num_triangles, T* out) {
-  const auto problem = make_problem(height, width, channels, color, rast, pos, pos_batch_stride,
-                                    num_vertices, tri, topology, num_triangles);
+void antialias_forward(int64_t batch, const aa::AntialiasProblem<T>& problem, T* out) {
+  const int64_t height = problem.height, width = problem.width, channels = problem.channels;
+  const T* color = problem.color;
   const auto blends = analyse_pairs(problem, batch);
   const int64_t C = channels;
   at::parallel_for(0, batch * height, row_grain(width), [&](int64_t begin, int64_t end) {
@@ -116,13 +104,11 @@ void antialias_forward(int64_t batch, int64_t height, int64_t width, int64_t cha
 }
 
 template <typename T>
-void antialias_backward(int64_t batch, int64_t height, int64_t width, int64_t channels,
-                        const T* grad_out, const T* color, const T* rast, const T* pos,
-                        int64_t pos_batch_stride, int64_t num_vertices, const int32_t* tri,
-                        const int32_t* topology, int64_t num_triangles, T* grad_color,
-                        T* grad_pos) {
-  const auto problem = make_problem(height, width, channels, color, rast, pos, pos_batch_stride,
-                                    num_vertices, tri, topology, num_triangles);
+void antialias_backward(int64_t batch, const aa::AntialiasProblem<T>& problem, const T* grad_out,
+                        T* grad_color, T* grad_pos) {
+  const int64_t height = problem.height, width = problem.width, channels = problem.channels;
+  const int64_t pos_batch_stride = problem.pos_batch_stride, num_vertices = problem.num_vertices;
+  const T* color = problem.color;
   const auto blends = analyse_pairs(problem, batch);
   const int64_t rows = batch * height, C = channels;
   if (grad_color != nullptr) {
@@ -217,16 +203,12 @@ void antialias_topology(int64_t num_triangles, const int32_t* tri, int32_t* topo
   }
 }
 
-#define FACEGEOM_INSTANTIATE(T)                                                                   \
-  template void antialias_forward<T>(int64_t, int64_t, int64_t, int64_t, const T*, const T*,     \
-                                     const T*, int64_t, int64_t, const int32_t*, const int32_t*, \
-                                     int64_t, T*);                                               \
-  template void antialias_backward<T>(int64_t, int64_t, int64_t, int64_t, const T*, const T*,    \
-                                      const T*, const T*, int64_t, int64_t, const int32_t*,      \
-                                      const int32_t*, int64_t, T*, T*);
-FACEGEOM_INSTANTIATE(float)
-FACEGEOM_INSTANTIATE(double)
-#undef FACEGEOM_INSTANTIATE
+template void antialias_forward<float>(int64_t, const aa::AntialiasProblem<float>&, float*);
+template void antialias_forward<double>(int64_t, const aa::AntialiasProblem<double>&, double*);
+template void antialias_backward<float>(int64_t, const aa::AntialiasProblem<float>&, const float*,
+                                        float*, float*);
+template void antialias_backward<double>(int64_t, const aa::AntialiasProblem<double>&,
+                                         const double*, double*, double*);
 
 }  // namespace cpu
 }  // namespace facegeom

@@ -1,30 +1,26 @@
-// CPU launchers of antialias: plain pointers to contiguous row-major buffers;
-// the bindings allocate and check. T is float or double.
+// CPU launchers of antialias: plain pointers to contiguous row-major buffers in
+// aa::AntialiasProblem; the bindings allocate, check and fill it. T is float or double.
 #pragma once
 
 #include <cstdint>
 
+#include "facegeom/antialias.h"
+
 namespace facegeom {
 namespace cpu {
 
-// color, out [B, H, W, C]; rast [B, H, W, 4]; pos [B, V, 4] (pos_batch_stride
-// = V * 4) or [V, 4] shared by the batch (stride 0); tri, topology [F, 3].
+// out [B, H, W, C] from the batch of B images described by problem (color,
+// rast, pos, tri, topology: see aa::AntialiasProblem).
 template <typename T>
-void antialias_forward(int64_t batch, int64_t height, int64_t width, int64_t channels,
-                       const T* color, const T* rast, const T* pos, int64_t pos_batch_stride,
-                       int64_t num_vertices, const int32_t* tri, const int32_t* topology,
-                       int64_t num_triangles, T* out);
+void antialias_forward(int64_t batch, const aa::AntialiasProblem<T>& problem, T* out);
 
 // grad_color (like color) and grad_pos (like pos, zero-initialised by the
 // caller) may be null when not wanted. Deterministic: grad_color is gathered
 // per pixel; pos contributions are collected per fixed block of rows and
 // added in block order, whatever the number of threads.
 template <typename T>
-void antialias_backward(int64_t batch, int64_t height, int64_t width, int64_t channels,
-                        const T* grad_out, const T* color, const T* rast, const T* pos,
-                        int64_t pos_batch_stride, int64_t num_vertices, const int32_t* tri,
-                        const int32_t* topology, int64_t num_triangles, T* grad_color,
-                        T* grad_pos);
+void antialias_backward(int64_t batch, const aa::AntialiasProblem<T>& problem, const T* grad_out,
+                        T* grad_color, T* grad_pos);
 
 // topology [F, 3]: the other triangle sharing edge k of triangle f, or -1 (a
 // boundary or non-manifold edge, or a degenerate triangle), as

@@ -67,25 +67,16 @@ __global__ void antialias_grad_pos_kernel(int64_t count, aa::AntialiasProblem<T>
 }  // namespace
 
 template <typename T>
-void antialias_forward(int64_t batch, int64_t height, int64_t width, int64_t channels,
-                       const T* color, const T* rast, const T* pos, int64_t pos_batch_stride,
-                       int64_t num_vertices, const int32_t* tri, const int32_t* topology,
-                       int64_t num_triangles, T* out, void* stream) {
-  const aa::AntialiasProblem<T> problem{height, width, channels, color, rast, pos,
-                                    pos_batch_stride, num_vertices, tri, topology, num_triangles};
-  launch("antialias_forward_kernel", antialias_forward_kernel<T>, batch * height * width, stream,
-         problem, out);
+void antialias_forward(int64_t batch, const aa::AntialiasProblem<T>& problem, T* out,
+                       void* stream) {
+  launch("antialias_forward_kernel", antialias_forward_kernel<T>,
+         batch * problem.height * problem.width, stream, problem, out);
 }
 
 template <typename T>
-void antialias_backward(int64_t batch, int64_t height, int64_t width, int64_t channels,
-                        const T* grad_out, const T* color, const T* rast, const T* pos,
-                        int64_t pos_batch_stride, int64_t num_vertices, const int32_t* tri,
-                        const int32_t* topology, int64_t num_triangles, T* grad_color,
-                        T* grad_pos, void* stream) {
-  const aa::AntialiasProblem<T> problem{height, width, channels, color, rast, pos,
-                                    pos_batch_stride, num_vertices, tri, topology, num_triangles};
-  const int64_t pixels = batch * height * width;
+void antialias_backward(int64_t batch, const aa::AntialiasProblem<T>& problem, const T* grad_out,
+                        T* grad_color, T* grad_pos, void* stream) {
+  const int64_t pixels = batch * problem.height * problem.width;
   if (grad_color != nullptr) {
     launch("antialias_grad_color_kernel", antialias_grad_color_kernel<T>, pixels, stream, problem,
            grad_out, grad_color);
@@ -96,13 +87,10 @@ void antialias_backward(int64_t batch, int64_t height, int64_t width, int64_t ch
   }
 }
 
-#define FACEGEOM_INSTANTIATE_AA_CUDA(T)                                                           \
-  template void antialias_forward<T>(int64_t, int64_t, int64_t, int64_t, const T*, const T*,     \
-                                     const T*, int64_t, int64_t, const int32_t*, const int32_t*, \
-                                     int64_t, T*, void*);                                        \
-  template void antialias_backward<T>(int64_t, int64_t, int64_t, int64_t, const T*, const T*,    \
-                                      const T*, const T*, int64_t, int64_t, const int32_t*,      \
-                                      const int32_t*, int64_t, T*, T*, void*);
+#define FACEGEOM_INSTANTIATE_AA_CUDA(T)                                                      \
+  template void antialias_forward<T>(int64_t, const aa::AntialiasProblem<T>&, T*, void*); \
+  template void antialias_backward<T>(int64_t, const aa::AntialiasProblem<T>&, const T*, T*, \
+                                      T*, void*);
 FACEGEOM_INSTANTIATE_AA_CUDA(float)
 FACEGEOM_INSTANTIATE_AA_CUDA(double)
 #undef FACEGEOM_INSTANTIATE_AA_CUDA

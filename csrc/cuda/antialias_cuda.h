@@ -5,23 +5,20 @@
 
 #include <cstdint>
 
+#include "facegeom/antialias.h"
+
 namespace facegeom {
 namespace cuda {
 
 template <typename T>
-void antialias_forward(int64_t batch, int64_t height, int64_t width, int64_t channels,
-                       const T* color, const T* rast, const T* pos, int64_t pos_batch_stride,
-                       int64_t num_vertices, const int32_t* tri, const int32_t* topology,
-                       int64_t num_triangles, T* out, void* stream);
+void antialias_forward(int64_t batch, const aa::AntialiasProblem<T>& problem, T* out,
+                       void* stream);
 
 // grad_color is gathered (deterministic); grad_pos (zero-initialised by the
 // caller) is accumulated with atomics. Null outputs are skipped.
 template <typename T>
-void antialias_backward(int64_t batch, int64_t height, int64_t width, int64_t channels,
-                        const T* grad_out, const T* color, const T* rast, const T* pos,
-                        int64_t pos_batch_stride, int64_t num_vertices, const int32_t* tri,
-                        const int32_t* topology, int64_t num_triangles, T* grad_color,
-                        T* grad_pos, void* stream);
+void antialias_backward(int64_t batch, const aa::AntialiasProblem<T>& problem, const T* grad_out,
+                        T* grad_color, T* grad_pos, void* stream);
 
 }  // namespace cuda
 }  // namespace facegeom

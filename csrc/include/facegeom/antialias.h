@@ -229,17 +229,19 @@ FG_HD void aa_crossing_backward(const AntialiasCrossing<T>& x, const T* cf, cons
 }
 
 // One batch of images with their mesh: what every pixel-level routine reads.
+// Also the launchers' parameter struct (as nvdiffrast's AntialiasKernelParams),
+// filled field by field by the bindings.
 template <typename T>
 struct AntialiasProblem {
-  int64_t height, width, channels;
-  const T* color;            // [B, H, W, C]
-  const T* rast;             // [B, H, W, 4]
-  const T* pos;              // [B, V, 4], or [V, 4] with pos_batch_stride 0
-  int64_t pos_batch_stride;  // V * 4 or 0
-  int64_t num_vertices;
-  const int32_t* tri;       // [F, 3]
-  const int32_t* topology;  // [F, 3] neighbouring triangle across each edge, or -1
-  int64_t num_triangles;
+  int64_t height = 0, width = 0, channels = 0;
+  const T* color = nullptr;      // [B, H, W, C]
+  const T* rast = nullptr;       // [B, H, W, 4]
+  const T* pos = nullptr;        // [B, V, 4], or [V, 4] with pos_batch_stride 0
+  int64_t pos_batch_stride = 0;  // V * 4 or 0
+  int64_t num_vertices = 0;
+  const int32_t* tri = nullptr;       // [F, 3]
+  const int32_t* topology = nullptr;  // [F, 3] neighbouring triangle across each edge, or -1
+  int64_t num_triangles = 0;
 };
 
 // The pair whose first pixel is (b, y, x); its second pixel, one to the right
