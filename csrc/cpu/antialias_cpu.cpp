@@ -107,8 +107,7 @@ template <typename T>
 void antialias_backward(int64_t batch, const aa::AntialiasProblem<T>& problem, const T* grad_out,
                         T* grad_color, T* grad_pos) {
   const int64_t height = problem.height, width = problem.width, channels = problem.channels;
-  const int64_t pos_batch_stride = problem.pos_batch_stride, num_vertices = problem.num_vertices;
-  const T* color = problem.color;
+  const int64_t pos_batch_stride = problem.pos_batch_stride;
   const auto blends = analyse_pairs(problem, batch);
   const int64_t rows = batch * height, C = channels;
   if (grad_color != nullptr) {
