@@ -55,6 +55,6 @@ def serves(op_name: str, device: torch.device, kernel: Optional[str] = None) -> 
             f"facegeom.ops.{op_name}: {reason}; using the slower pure-PyTorch reference. "
             "Build the extension with `pip install --no-build-isolation -e .`.",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=4,  # the caller of the public op (public -> _impl -> serves)
         )
     return False
