@@ -377,3 +377,28 @@ def test_render_range_checks_the_faces_once(monkeypatch, shading):
     # The public op does check: the counter sees it, so this test can fail.
     rasterize(pos, renderer.faces, (4, 4))
     assert calls == ["tri"]
+
+
+def test_shaders_swap():
+    """The shader is a swappable step: UnlitShader renders the albedo, as the
+    default shader does without SH light; a custom shader sees the fragments."""
+    from facegeom.render import Fragments, ShadingInputs, UnlitShader
+
+    s = scene()
+    pos = ortho(s["vertices"])
+    unlit = MeshRenderer(s["faces"], SIZE, shader=UnlitShader())(s["vertices"], s["albedo"], s["sh_coeffs"], pos=pos)
+    default = MeshRenderer(s["faces"], SIZE)(s["vertices"], s["albedo"], None, pos=pos)
+    torch.testing.assert_close(unlit.image, default.image, atol=0, rtol=0)
+
+    seen = {}
+
+    class Depth(torch.nn.Module):
+        def forward(self, fragments, inputs):
+            seen["types"] = (type(fragments), type(inputs))
+            return fragments.rast[..., 2:3].expand(-1, -1, -1, 3)
+
+    out = MeshRenderer(s["faces"], SIZE, antialias=False)(s["vertices"], s["albedo"], pos=pos)
+    depth = MeshRenderer(s["faces"], SIZE, antialias=False, shader=Depth())(s["vertices"], s["albedo"], pos=pos)
+    assert seen["types"] == (Fragments, ShadingInputs)
+    covered = out.alpha[..., 0] > 0
+    torch.testing.assert_close(depth.image[..., 0][covered], out.depth[..., 0][covered], atol=0, rtol=0)
