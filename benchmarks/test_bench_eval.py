@@ -18,7 +18,7 @@ import torch
 from facegeom.eval import io, now
 from facegeom.ops.point_to_surface import KERNEL_AVAILABLE
 from facegeom.ops import reference
-from tests.eval import synthetic as syn
+from facegeom import testing as syn
 
 try:
     import trimesh

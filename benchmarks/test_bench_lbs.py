@@ -9,7 +9,7 @@ Point ``lbs_case`` at your own model tensors to measure your data.
 import pytest
 import torch
 
-from facegeom import bench
+from facegeom import bench, testing
 from facegeom.ops import lbs, reference
 
 try:
@@ -28,7 +28,7 @@ def test_lbs(benchmark, impl, mode, batch):
     if fn is None:
         pytest.skip(f"{impl} is not installed")
     benchmark.group = f"lbs B={batch} {mode}"
-    case = bench.lbs_case(batch, requires_grad=mode != "forward")
+    case = testing.lbs_case(batch, requires_grad=mode != "forward")
     if mode == "forward":
         with torch.no_grad():
             benchmark(lambda: fn(**case))
@@ -40,6 +40,6 @@ def test_lbs(benchmark, impl, mode, batch):
 def test_mv_bandwidth_floor(benchmark, batch):
     """A bare torch.mv reading the shape+expression basis once: the B = 1 floor."""
     benchmark.group = f"lbs B={batch} forward"
-    case = bench.lbs_case(1)
+    case = testing.lbs_case(1)
     basis = case["shapedirs"].reshape(-1, case["shapedirs"].shape[-1])
     benchmark(lambda: torch.mv(basis, case["betas"][0]))

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from facegeom import bench
+from facegeom import testing
 from facegeom.models import BFM, FLAME, synthetic_head
 from facegeom.ops import reference
 
@@ -25,7 +25,7 @@ except ImportError:  # a peer, not a dependency
 
 
 def flame_sized_model() -> FLAME:
-    case = bench.lbs_case(1)
+    case = testing.lbs_case(1)
     rng = np.random.default_rng(0)
     faces = rng.integers(0, 5023, (9976, 3))
     model = FLAME(case["v_template"], case["shapedirs"], case["posedirs"], case["J_regressor"],

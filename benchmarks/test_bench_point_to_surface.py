@@ -21,8 +21,8 @@ import pytest
 import torch
 
 import facegeom.ops as fo
-from benchmarks.p2s_cases import head_mesh, queries
 from facegeom import _native
+from facegeom.testing import head_mesh, near_surface_queries, uniform_queries
 
 try:
     import warp as wp
@@ -44,6 +44,13 @@ except ImportError:
 
 NUM_QUERIES = 100_000
 TRIMESH_QUERIES = 1_000
+
+
+def queries(vertices, faces, kind: str, count: int = NUM_QUERIES, seed: int = 0):
+    """``count`` query points: ``"near"`` the surface (1 % noise) or ``"uniform"`` in its box."""
+    if kind == "uniform":
+        return uniform_queries(vertices, count, seed)
+    return near_surface_queries(vertices, faces, count, noise=0.01, seed=seed)
 
 
 _MESHES = {}
@@ -192,7 +199,7 @@ def test_scaling_with_faces(benchmark, num_faces):
 
 # -- CUDA ---------------------------------------------------------------------- #
 
-@pytest.mark.skipif(not (torch.cuda.is_available() and _native.WITH_CUDA), reason="needs CUDA")
+@pytest.mark.cuda
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("num_faces", SIZES)
 @pytest.mark.parametrize("impl", ["facegeom", "warp"])

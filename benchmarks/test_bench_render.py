@@ -16,7 +16,7 @@ import math
 import pytest
 import torch
 
-from facegeom import bench, ops
+from facegeom import ops, testing
 from facegeom.ops import reference
 from facegeom.render import MeshRenderer
 
@@ -44,7 +44,7 @@ def uv_sphere(rings: int, segments: int, radius: float):
 
 def flame_sized_case(requires_grad: bool):
     template, faces = uv_sphere(rings=72, segments=70, radius=0.1)
-    model = bench.lbs_case(1, num_vertices=template.shape[0], requires_grad=requires_grad)
+    model = testing.lbs_case(1, num_vertices=template.shape[0], requires_grad=requires_grad)
     model["v_template"] = template
     # lbs_case's random bases move each vertex by ~2 cm: a crumpled ball of
     # slivers. Scaled to ~1 mm offsets the surface stays a smooth, face-like layer.

@@ -1,11 +1,15 @@
 """Loads the compiled kernels (facegeom._C) and decides, per call, whether they serve.
 
-If the extension is missing, or was built without CUDA and a CUDA tensor
-arrives, ops fall back to their pure-PyTorch reference with a one-time warning.
+If the extension is missing, was built without CUDA and a CUDA tensor arrives,
+or is a stale build that lacks an op, the op falls back to its pure-PyTorch
+reference with a one-time warning. This module is the one place that decides
+it: op modules register their fake/autograd kernels under
+``if _native.has_op(name)`` and dispatch with ``if _native.serves(name, device)``.
 """
 from __future__ import annotations
 
 import warnings
+from typing import Optional
 
 import torch
 
@@ -25,16 +29,25 @@ except ImportError as error:  # a source checkout that was never built
 _warned: set[str] = set()
 
 
-def serves(op_name: str, device: torch.device) -> bool:
-    """True when the compiled kernel handles tensors on ``device``; otherwise
-    warns once per (op, reason) that the reference implementation is used."""
-    if AVAILABLE and (device.type == "cpu" or (device.type == "cuda" and WITH_CUDA)):
+def has_op(kernel: str) -> bool:
+    """True when ``torch.ops.facegeom.<kernel>`` exists: ``_C`` is loaded and was
+    built with that op (a stale build of an older source lacks newer ops)."""
+    return AVAILABLE and hasattr(torch.ops.facegeom, kernel)
+
+
+def serves(op_name: str, device: torch.device, kernel: Optional[str] = None) -> bool:
+    """True when the compiled ``kernel`` (default: ``op_name``) handles tensors on
+    ``device``; otherwise warns once per (op, reason) that the reference
+    implementation of ``facegeom.ops.<op_name>`` is used."""
+    kernel = op_name if kernel is None else kernel
+    if not AVAILABLE:
+        reason = f"facegeom._C is not built ({IMPORT_ERROR})"
+    elif not has_op(kernel):
+        reason = f"facegeom._C was built without the {kernel} op (a stale build)"
+    elif device.type == "cpu" or (device.type == "cuda" and WITH_CUDA):
         return True
-    reason = (
-        f"facegeom._C is not built ({IMPORT_ERROR})"
-        if not AVAILABLE
-        else f"facegeom._C was built without {device.type} support"
-    )
+    else:
+        reason = f"facegeom._C was built without {device.type} support"
     key = f"{op_name}:{reason}"
     if key not in _warned:
         _warned.add(key)
@@ -42,6 +55,6 @@ def serves(op_name: str, device: torch.device) -> bool:
             f"facegeom.ops.{op_name}: {reason}; using the slower pure-PyTorch reference. "
             "Build the extension with `pip install --no-build-isolation -e .`.",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=4,  # the caller of the public op (public -> _impl -> serves)
         )
     return False

@@ -5,9 +5,10 @@ Every op family has a case builder and a ``*_table`` function returning rows
 pure-PyTorch reference's when one call of it is affordable (otherwise
 ``reference`` is ``None`` and ``reference_note`` says why), and a throughput
 note. Timings depend on sizes, not values, so the meshes are procedural:
-:func:`head_mesh` is a closed, bumpy, head-sized (0.2 m tall) surface with a
-target face count, :func:`clip_space` views it through a simple perspective
-camera, :func:`near_surface_queries` samples points near it.
+:func:`facegeom.testing.head_mesh` is a closed, bumpy, head-sized (0.2 m tall)
+surface with a target face count, :func:`facegeom.testing.clip_space` views it
+through a simple perspective camera, :func:`facegeom.testing.near_surface_queries`
+samples points near it.
 
 Example:
     >>> from facegeom import bench
@@ -16,17 +17,15 @@ Example:
 """
 from __future__ import annotations
 
-import math
 import statistics
 import time
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
-FLAME_PARENTS = [-1, 0, 1, 1, 1]
-# Face counts of the two reference face models: BFM's front face (Deep3DFaceRecon)
-# and FLAME.
-BFM_FACES, FLAME_FACES = 70789, 9976
+from facegeom.testing import (  # noqa: F401  (the cases; re-exported for bench.<name> callers)
+    BFM_FACES, FLAME_FACES, FLAME_PARENTS, clip_space, head_mesh, lbs_case, near_surface_queries)
+
 # A brute-force reference is run only below this many elementary tests (pixel x
 # triangle or query x triangle pairs) per call: ~1 s on this CPU. Any other
 # reference is timed only when one call of it takes at most REFERENCE_BUDGET_S.
@@ -34,26 +33,6 @@ BRUTE_FORCE_BUDGET = 3e7
 REFERENCE_BUDGET_S = 1.0
 
 Row = Dict[str, object]
-
-
-def lbs_case(batch: int, dtype=torch.float32, requires_grad: bool = False, seed: int = 0,
-             num_vertices: int = 5023, num_betas: int = 400, parents=FLAME_PARENTS) -> Dict[str, torch.Tensor]:
-    """Keyword arguments of ``facegeom.ops.lbs`` for a FLAME-shaped model (V = 5023,
-    K = 300 shape + 100 expression, J = 5, 36 pose features) with random bases."""
-    g = torch.Generator().manual_seed(seed)
-    num_joints = len(parents)
-    regressor = torch.rand(num_joints, num_vertices, generator=g, dtype=dtype)
-    weights = torch.rand(num_vertices, num_joints, generator=g, dtype=dtype)
-    return dict(
-        betas=torch.randn(batch, num_betas, generator=g, dtype=dtype).requires_grad_(requires_grad),
-        pose=(torch.randn(batch, 3 * num_joints, generator=g, dtype=dtype) * 0.3).requires_grad_(requires_grad),
-        v_template=torch.randn(num_vertices, 3, generator=g, dtype=dtype) * 0.1,
-        shapedirs=torch.randn(num_vertices, 3, num_betas, generator=g, dtype=dtype) * 1e-3,
-        posedirs=torch.randn(9 * (num_joints - 1), 3 * num_vertices, generator=g, dtype=dtype) * 1e-3,
-        J_regressor=regressor / regressor.sum(1, keepdim=True),
-        parents=torch.tensor(parents),
-        lbs_weights=weights / weights.sum(1, keepdim=True),
-    )
 
 
 def forward_backward(lbs: Callable, case: Dict[str, torch.Tensor]) -> None:
@@ -116,83 +95,6 @@ def _row(op: str, case: str, batch: int, mode: str, kernel: Dict[str, float],
 
 
 # -- meshes and queries ------------------------------------------------------- #
-
-def head_mesh(num_faces: int = FLAME_FACES, dtype=torch.float32) -> Tuple[torch.Tensor, torch.Tensor]:
-    """A closed, bumpy, head-sized surface (0.16 x 0.2 x 0.18 m, centred at the
-    origin, y up) with about ``num_faces`` faces.
-
-    A latitude-longitude grid of ``rows x columns`` vertices (columns ~ 1.5 rows)
-    plus two poles: ``F = 2 rows columns`` faces and ``V = rows columns + 2``
-    vertices, so ``num_faces = 9976`` gives FLAME's 9976 faces (4990 vertices)
-    and ``70789`` gives ~70.8k faces / ~35.4k vertices, BFM-front size. The
-    bumps make parts of the surface occlude others (silhouette edges inside
-    the image, as a nose and cheeks give). Faces wind counter-clockwise seen
-    from outside.
-
-    Returns:
-        vertices ``[V, 3]`` (``dtype``), faces ``[F, 3]`` int64.
-    """
-    if num_faces < 12:
-        raise ValueError(f"head_mesh: num_faces must be >= 12, got {num_faces}")
-    rows = max(2, round(math.sqrt(num_faces / 3)))
-    columns = max(3, round(num_faces / (2 * rows)))
-    theta = torch.linspace(0, math.pi, rows + 2, dtype=torch.float64)[1:-1]
-    phi = torch.arange(columns, dtype=torch.float64) * (2 * math.pi / columns)
-    t, p = torch.meshgrid(theta, phi, indexing="ij")
-    radius = 1 + 0.1 * torch.sin(4 * t) * torch.cos(3 * p) + 0.04 * torch.sin(9 * p) * torch.sin(t) ** 2
-    ring = torch.stack([0.08 * radius * torch.sin(t) * torch.sin(p), 0.1 * radius * torch.cos(t),
-                        0.09 * radius * torch.sin(t) * torch.cos(p)], -1).reshape(-1, 3)
-    vertices = torch.cat([ring, torch.tensor([[0.0, 0.1, 0.0], [0.0, -0.1, 0.0]], dtype=torch.float64)])
-    r, c = torch.meshgrid(torch.arange(rows - 1), torch.arange(columns), indexing="ij")
-    a, b = r * columns + c, r * columns + (c + 1) % columns
-    cols = torch.arange(columns)
-    top, bottom = rows * columns, rows * columns + 1
-    faces = torch.cat([
-        torch.stack([a, a + columns, b], -1).reshape(-1, 3),
-        torch.stack([b, a + columns, b + columns], -1).reshape(-1, 3),
-        torch.stack([torch.full_like(cols, top), cols, (cols + 1) % columns], -1),
-        torch.stack([torch.full_like(cols, bottom), (rows - 1) * columns + (cols + 1) % columns,
-                     (rows - 1) * columns + cols], -1),
-    ])
-    return vertices.to(dtype), faces
-
-
-def clip_space(vertices: torch.Tensor, batch: int = 1, distance: float = 0.6, focal: float = 4.8,
-               near: float = 0.1, far: float = 10.0, yaw: float = 0.05) -> torch.Tensor:
-    """Clip-space positions ``[batch, V, 4]`` of ``vertices [V, 3]`` (metres) seen by
-    an OpenGL-style perspective camera ``distance`` in front of the origin,
-    looking down -z, ``focal`` in NDC units (4.8 at 0.6 m: a 0.2 m head spans
-    ~80 % of the image height). Image ``k`` is the mesh turned by ``k * yaw``
-    radians about y, so the batch's images differ."""
-    v = vertices.double()
-    out = []
-    for k in range(batch):
-        c, s = math.cos(k * yaw), math.sin(k * yaw)
-        rot = torch.tensor([[c, 0, s], [0, 1, 0], [-s, 0, c]], dtype=torch.float64)
-        cam = v @ rot.T
-        z = cam[:, 2] - distance  # negative in front of the camera
-        clip_z = (far + near) / (near - far) * z + 2 * far * near / (near - far)
-        out.append(torch.stack([focal * cam[:, 0], focal * cam[:, 1], clip_z, -z], -1))
-    return torch.stack(out).to(vertices.dtype)
-
-
-def near_surface_queries(vertices: torch.Tensor, faces: torch.Tensor, count: int, noise: float = 0.01,
-                         seed: int = 0) -> torch.Tensor:
-    """``count`` points ``[count, 3]`` near the surface: area-weighted uniform
-    samples on the faces plus Gaussian noise of ``noise`` x the bounding box
-    diagonal (per axis)."""
-    g = torch.Generator().manual_seed(seed)
-    v = vertices.double()
-    tri = v[faces.long()]
-    area = torch.linalg.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]).norm(dim=1)
-    face = torch.multinomial(area, count, replacement=True, generator=g)
-    u = torch.rand(count, 2, generator=g, dtype=torch.float64)
-    u = torch.where((u.sum(1) > 1)[:, None], 1 - u, u)  # fold onto the triangle
-    w = torch.stack([1 - u.sum(1), u[:, 0], u[:, 1]], 1)
-    surface = (w[:, :, None] * tri[face]).sum(1)
-    diagonal = (v.max(0).values - v.min(0).values).norm()
-    return (surface + noise * diagonal * torch.randn(count, 3, generator=g, dtype=torch.float64)).to(vertices.dtype)
-
 
 # -- cases --------------------------------------------------------------------- #
 

@@ -34,7 +34,7 @@ from typing import Optional, Sequence, Tuple, Union
 
 import torch
 
-from facegeom.ops import _checks
+from facegeom import _checks
 
 Tensor = torch.Tensor
 ImageSize = Union[int, Sequence[int]]

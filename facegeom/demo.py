@@ -267,8 +267,8 @@ KERNEL_OPS = {"lbs": "lbs_shape_pose_blend", "rasterize": "rasterize", "interpol
 
 def backends() -> Dict[str, str]:
     """Which implementation serves each op the demo runs (on CPU)."""
-    return {name: ("compiled kernel (cpu)" if _native.AVAILABLE and hasattr(torch.ops.facegeom, kernel)
-                   else "pure-PyTorch reference") for name, kernel in KERNEL_OPS.items()}
+    return {name: ("compiled kernel (cpu)" if _native.has_op(kernel) else "pure-PyTorch reference")
+            for name, kernel in KERNEL_OPS.items()}
 
 
 # --------------------------------------------------------------------------- #

@@ -139,7 +139,7 @@ def test_bench_without_kernels_says_so(monkeypatch, capsys):
 
 
 def test_head_mesh_is_closed_with_target_size():
-    from facegeom import bench
+    from facegeom import testing as bench
 
     for target, vertices_expected in ((bench.FLAME_FACES, 4990), (bench.BFM_FACES, 35422)):
         vertices, faces = bench.head_mesh(target)

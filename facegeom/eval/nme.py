@@ -79,8 +79,14 @@ def nme_by_yaw(errors, yaw_degrees) -> dict:
         raise ValueError(f"errors and yaw_degrees must have the same length, got {e.size} and {yaw.size}")
     if not np.isfinite(yaw).all():
         raise ValueError("yaw_degrees has NaN or infinite values")
-    masks = [yaw <= 30, (yaw > 30) & (yaw <= 60), yaw > 60]
-    names = ["[0, 30]", "(30, 60]", "(60, 90]"]
+    masks, names = [], []
+    for k, (low, high) in enumerate(YAW_BINS):
+        first, last = k == 0, k == len(YAW_BINS) - 1
+        inside = (yaw >= low) if first else (yaw > low)
+        if not last:  # the last bin also takes yaws beyond its upper end
+            inside = inside & (yaw <= high)
+        masks.append(inside)
+        names.append(f"{'[' if first else '('}{low:g}, {high:g}]")
     table = {n: (float(100 * e[m].mean()) if m.any() else float("nan")) for n, m in zip(names, masks)}
     table["balanced"] = float(np.mean([table[n] for n in names]))
     table["all"] = float(100 * e.mean()) if e.size else float("nan")

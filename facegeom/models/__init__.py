@@ -1,7 +1,8 @@
 """Face models: FLAME, Basel Face Model variants and the built-in synthetic head.
 
 All are ``torch.nn.Module``s holding their arrays as buffers and decoding with
-:mod:`facegeom.ops`. See API.md section 5.
+:mod:`facegeom.ops`. See docs/models.md for the file formats and conventions,
+and docs/architecture.md for where the models sit among the layers.
 """
 from facegeom.models.bfm import BFM, BFMOutput
 from facegeom.models.flame import FLAME, FLAMEOutput, load_flame_masks, vertices_to_landmarks

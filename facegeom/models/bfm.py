@@ -30,7 +30,7 @@ from torch import nn
 
 from facegeom import ops
 from facegeom.models import _pickle
-from facegeom.ops import _checks
+from facegeom import _checks
 
 Tensor = torch.Tensor
 
@@ -166,8 +166,7 @@ class BFM(nn.Module):
         self.register_buffer("shape_basis", torch.cat([id_basis, exp_basis]).contiguous())
         faces = torch.as_tensor(np.asarray(faces), dtype=torch.int64).contiguous()
         _checks.shape("faces", faces, [None, 3], "[F, 3]")
-        if faces.numel() and (faces.min() < 0 or faces.max() >= num_vertices):
-            raise IndexError(f"faces must index vertices in [0, {num_vertices})")
+        _checks.indices("faces", faces, num_vertices, what="vertex indices")
         self.register_buffer("faces", faces)
         for prefix, mean, basis in (("texture", mean_texture, texture_basis),
                                     ("specular", mean_specular, specular_basis)):
@@ -181,8 +180,7 @@ class BFM(nn.Module):
             self.register_buffer(f"{prefix}_basis", basis)
         if keypoints is not None:
             keypoints = torch.as_tensor(np.asarray(keypoints).reshape(-1), dtype=torch.int64)
-            if keypoints.numel() and (keypoints.min() < 0 or keypoints.max() >= num_vertices):
-                raise IndexError(f"keypoints must index vertices in [0, {num_vertices})")
+            _checks.indices("keypoints", keypoints, num_vertices, what="vertex indices")
         self.register_buffer("keypoints", keypoints)
         self._mask_names = []
         for name, value in (masks or {}).items():

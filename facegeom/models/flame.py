@@ -33,7 +33,7 @@ from torch import nn
 
 from facegeom import ops
 from facegeom.models import _pickle
-from facegeom.ops import _checks
+from facegeom import _checks
 
 Tensor = torch.Tensor
 
@@ -252,9 +252,7 @@ class FLAME(nn.Module):
         _checks.shape("lbs_weights", lbs_weights, [num_vertices, num_joints], "[V, J]")
         faces = torch.as_tensor(_as_index("faces", faces, "FLAME"), dtype=torch.int64).contiguous()
         _checks.shape("faces", faces, [None, 3], "[F, 3]")
-        if faces.numel() and (faces.min() < 0 or faces.max() >= num_vertices):
-            raise IndexError(f"faces must index vertices in [0, {num_vertices}), got range "
-                             f"[{int(faces.min())}, {int(faces.max())}]")
+        _checks.indices("faces", faces, num_vertices, what="vertex indices")
         self.n_shape = int(n_shape)
         self.n_exp = int(n_exp)
         self.register_buffer("v_template", v_template)

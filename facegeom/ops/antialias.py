@@ -69,54 +69,14 @@ from typing import Optional
 
 import torch
 
-from facegeom import _native
-from facegeom.ops import _checks, reference
+from facegeom import _checks, _native
+from facegeom.ops import reference
 from facegeom.ops._autograd import forbid_double_backward
 
 Tensor = torch.Tensor
 
-# A _C built before this op existed has no antialias kernel.
-_KERNELS = _native.AVAILABLE and hasattr(torch.ops.facegeom, "antialias")
-
-if _KERNELS:
-    ops = torch.ops.facegeom
-
-    @torch.library.register_fake("facegeom::antialias")
-    def _(color, rast, pos, tri, topology):
-        return torch.empty_like(color, memory_format=torch.contiguous_format)
-
-    @torch.library.register_fake("facegeom::antialias_backward")
-    def _(grad_out, color, rast, pos, tri, topology, output_mask):
-        grad_color = torch.empty_like(color, memory_format=torch.contiguous_format)
-        grad_pos = torch.empty_like(pos, memory_format=torch.contiguous_format)
-        return (grad_color if output_mask[0] else color.new_empty(0),
-                grad_pos if output_mask[1] else pos.new_empty(0))
-
-    def _antialias_setup(ctx, inputs, output):
-        ctx.save_for_backward(*inputs)
-
-    def _antialias_backward(ctx, grad_out):
-        color, rast, pos, tri, topology = ctx.saved_tensors
-        mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[2]]
-        grad_color, grad_pos = ops.antialias_backward(grad_out, color, rast, pos, tri, topology, mask)
-        return (grad_color if mask[0] else None, None, grad_pos if mask[1] else None, None, None)
-
-    torch.library.register_autograd(
-        "facegeom::antialias", _antialias_backward, setup_context=_antialias_setup
-    )
-
-    forbid_double_backward("antialias_backward")
-
-    @torch.library.register_fake("facegeom::antialias_topology")
-    def _(tri):
-        return tri.new_empty(tri.shape[0], 3)
-
-
-def _check_index_tensor(name: str, t, device: torch.device, num_triangles: Optional[int] = None) -> None:
-    _checks.integer(name, t, device)
-    _checks.shape(name, t, [num_triangles, 3], "[F, 3]")
-    if t.dtype not in (torch.int32, torch.int64):
-        raise TypeError(f"{name} must be int32 (or int64), got {t.dtype}")
+# The compiled ops (a name that cannot be mistaken for the facegeom.ops package).
+_C_ops = torch.ops.facegeom
 
 
 def antialias_topology(tri: Tensor) -> Tensor:
@@ -139,14 +99,10 @@ def antialias_topology(tri: Tensor) -> Tensor:
                 [-1, -1,  0]], dtype=torch.int32)
     """
     _check_index_tensor("tri", tri, tri.device if isinstance(tri, torch.Tensor) else None)
-    if _KERNELS and tri.device.type == "cpu":
-        if tri.numel() and not torch.compiler.is_compiling():
-            low, high = (int(v) for v in torch.aminmax(tri))
-            if low < torch.iinfo(torch.int32).min or high > torch.iinfo(torch.int32).max:
-                raise IndexError(f"tri holds vertex indices in [{low}, {high}], beyond int32")
-        return torch.ops.facegeom.antialias_topology(tri.to(torch.int32))
-    # CUDA (a sort on the device) and builds without the kernels.
-    return reference.antialias_topology(tri)
+    if _topology_kernel(tri.device):
+        int32 = torch.iinfo(torch.int32)
+        _checks.indices("tri", tri, int32.max + 1, lower=int32.min, what="vertex indices", hint="int32")
+    return _antialias_topology(tri)
 
 
 def antialias(color: Tensor, rast: Tensor, pos: Tensor, tri: Tensor,
@@ -177,6 +133,25 @@ def antialias(color: Tensor, rast: Tensor, pos: Tensor, tri: Tensor,
         >>> mask = (rast[..., 3:] > 0).float()                          # doctest: +SKIP
         >>> soft = antialias(mask, rast, pos, tri)  # d soft.sum() / d pos != 0  # doctest: +SKIP
     """
+    color, rast, pos, tri, topology = _antialias_args(color, rast, pos, tri, topology)
+    return _antialias(color, rast, pos, tri, topology)
+
+
+# --------------------------------------------------------------------------- #
+# Checks (run once, by the public functions above)                            #
+# --------------------------------------------------------------------------- #
+
+def _check_index_tensor(name: str, t, device: torch.device, num_triangles: Optional[int] = None) -> None:
+    _checks.integer(name, t, device)
+    _checks.shape(name, t, [num_triangles, 3], "[F, 3]")
+    if t.dtype not in (torch.int32, torch.int64):
+        raise TypeError(f"{name} must be int32 (or int64), got {t.dtype}")
+
+
+def _antialias_args(color, rast, pos, tri, topology):
+    """Checks :func:`antialias`'s arguments (one pass over tri, topology and the
+    ids of rast); returns them in the op's layout: tri and topology int32, topology
+    built when None."""
     _checks.floating("color", color)
     device = color.device
     _checks.shape("color", color, [None, None, None, None], "[B, H, W, C]")
@@ -201,22 +176,11 @@ def antialias(color: Tensor, rast: Tensor, pos: Tensor, tri: Tensor,
     num_triangles = tri.shape[0]
     if topology is not None:
         _check_index_tensor("topology", topology, device, num_triangles)
+    _checks.indices("tri", tri, num_vertices, what="vertex indices", hint=f"pos has V = {num_vertices} vertices")
+    if topology is not None:
+        _checks.indices("topology", topology, num_triangles, lower=-1, what="values",
+                        hint="-1 or a triangle index below F: build it with antialias_topology(tri)")
     if not torch.compiler.is_compiling():
-        # aminmax: one pass, and much faster than min() + max() on int tensors.
-        if tri.numel():
-            low, high = (int(v) for v in torch.aminmax(tri))
-            if low < 0 or high >= num_vertices:
-                raise IndexError(
-                    f"tri holds vertex indices in [{low}, {high}]; they must lie in "
-                    f"[0, {num_vertices}) (pos has V = {num_vertices} vertices)"
-                )
-        if topology is not None and topology.numel():
-            low, high = (int(v) for v in torch.aminmax(topology))
-            if low < -1 or high >= num_triangles:
-                raise IndexError(
-                    f"topology holds values in [{low}, {high}]; expected -1 or a triangle index "
-                    f"below F = {num_triangles}: build it with antialias_topology(tri)"
-                )
         if rast.numel():
             top = float(torch.aminmax(rast[..., 3].detach()).max)
             if top > num_triangles:
@@ -227,8 +191,68 @@ def antialias(color: Tensor, rast: Tensor, pos: Tensor, tri: Tensor,
     if num_vertices > torch.iinfo(torch.int32).max:
         raise ValueError(f"pos has {num_vertices} vertices; int32 indices address at most 2**31 - 1")
     tri = tri.to(torch.int32)
-    topology = antialias_topology(tri) if topology is None else topology.to(torch.int32)
+    topology = _antialias_topology(tri) if topology is None else topology.to(torch.int32)
+    return color, rast, pos, tri, topology
+
+
+# --------------------------------------------------------------------------- #
+# Unchecked implementations: for callers that validated already (the public   #
+# functions above, facegeom.render). Inputs in the op's layout.               #
+# --------------------------------------------------------------------------- #
+
+def _topology_kernel(device: torch.device) -> bool:
+    # CUDA builds the topology with a sort on the device (the reference); the CPU has a kernel.
+    return device.type == "cpu" and _native.has_op("antialias_topology")
+
+
+def _antialias_topology(tri: Tensor) -> Tensor:
+    """tri [F, 3] int32/int64 (int32 range): no checks."""
+    if _topology_kernel(tri.device):
+        return torch.ops.facegeom.antialias_topology(tri.to(torch.int32))
+    return reference.antialias_topology(tri)
+
+
+def _antialias(color: Tensor, rast: Tensor, pos: Tensor, tri: Tensor, topology: Tensor) -> Tensor:
+    """color [B, H, W, C], rast [B, H, W, 4] naming triangles of tri, pos [B, V, 4] or
+    [V, 4], tri and topology [F, 3] int32 (indices in range): no checks."""
     rast = rast.to(color.dtype)
-    if _KERNELS and _native.serves("antialias", device):
+    if _native.serves("antialias", color.device):
         return torch.ops.facegeom.antialias(color, rast, pos, tri, topology)
     return reference.antialias(color, rast, pos, tri, topology)
+
+
+# --------------------------------------------------------------------------- #
+# Op registration: fake kernels and autograd (only when _C has the ops)       #
+# --------------------------------------------------------------------------- #
+
+if _native.has_op("antialias"):
+
+    @torch.library.register_fake("facegeom::antialias")
+    def _(color, rast, pos, tri, topology):
+        return torch.empty_like(color, memory_format=torch.contiguous_format)
+
+    @torch.library.register_fake("facegeom::antialias_backward")
+    def _(grad_out, color, rast, pos, tri, topology, output_mask):
+        grad_color = torch.empty_like(color, memory_format=torch.contiguous_format)
+        grad_pos = torch.empty_like(pos, memory_format=torch.contiguous_format)
+        return (grad_color if output_mask[0] else color.new_empty(0),
+                grad_pos if output_mask[1] else pos.new_empty(0))
+
+    def _antialias_setup(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+
+    def _antialias_backward(ctx, grad_out):
+        color, rast, pos, tri, topology = ctx.saved_tensors
+        mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[2]]
+        grad_color, grad_pos = _C_ops.antialias_backward(grad_out, color, rast, pos, tri, topology, mask)
+        return (grad_color if mask[0] else None, None, grad_pos if mask[1] else None, None, None)
+
+    torch.library.register_autograd(
+        "facegeom::antialias", _antialias_backward, setup_context=_antialias_setup
+    )
+
+    forbid_double_backward("antialias_backward")
+
+    @torch.library.register_fake("facegeom::antialias_topology")
+    def _(tri):
+        return tri.new_empty(tri.shape[0], 3)

@@ -12,171 +12,14 @@ from typing import Optional, Tuple
 
 import torch
 
-from facegeom import _native
-from facegeom.ops import _checks, reference
+from facegeom import _checks, _native
+from facegeom.ops import reference
 from facegeom.ops._autograd import forbid_double_backward
 
 Tensor = torch.Tensor
 
-# --------------------------------------------------------------------------- #
-# Op registration: fake kernels and autograd (only when _C is loaded)         #
-# --------------------------------------------------------------------------- #
-
-
-def _grad_or_none(t: Tensor, wanted: bool) -> Optional[Tensor]:
-    return t if wanted else None
-
-
-def _zeros_if_none(grad: Optional[Tensor], like: Tensor) -> Tensor:
-    return torch.zeros_like(like) if grad is None else grad
-
-
-if _native.AVAILABLE:
-    ops = torch.ops.facegeom
-
-    # -- rodrigues ---------------------------------------------------------- #
-    @torch.library.register_fake("facegeom::rodrigues")
-    def _(axis_angle):
-        return axis_angle.new_empty(axis_angle.shape[0], 3, 3)
-
-    @torch.library.register_fake("facegeom::rodrigues_backward")
-    def _(grad_rot, axis_angle):
-        return torch.empty_like(axis_angle)
-
-    def _rodrigues_setup(ctx, inputs, output):
-        ctx.save_for_backward(inputs[0])
-
-    def _rodrigues_backward(ctx, grad_rot):
-        (axis_angle,) = ctx.saved_tensors
-        return ops.rodrigues_backward(grad_rot, axis_angle)
-
-    torch.library.register_autograd(
-        "facegeom::rodrigues", _rodrigues_backward, setup_context=_rodrigues_setup
-    )
-
-    # -- rigid_transform ---------------------------------------------------- #
-    @torch.library.register_fake("facegeom::rigid_transform")
-    def _(rot_mats, joints, parents):
-        batch, num_joints = rot_mats.shape[:2]
-        return rot_mats.new_empty(batch, num_joints, 3), rot_mats.new_empty(batch, num_joints, 4, 4)
-
-    @torch.library.register_fake("facegeom::rigid_transform_backward")
-    def _(grad_posed, grad_rel, rot_mats, joints, parents):
-        return torch.empty_like(rot_mats), torch.empty_like(joints)
-
-    def _rigid_setup(ctx, inputs, output):
-        rot_mats, joints, parents = inputs
-        ctx.save_for_backward(rot_mats, joints, parents)
-
-    def _rigid_backward(ctx, grad_posed, grad_rel):
-        rot_mats, joints, parents = ctx.saved_tensors
-        grad_posed = _zeros_if_none(grad_posed, joints)
-        grad_rel = _zeros_if_none(grad_rel, rot_mats.new_empty(*rot_mats.shape[:2], 4, 4))
-        grad_rot, grad_joints = ops.rigid_transform_backward(
-            grad_posed, grad_rel, rot_mats, joints, parents
-        )
-        return grad_rot, grad_joints, None
-
-    torch.library.register_autograd(
-        "facegeom::rigid_transform", _rigid_backward, setup_context=_rigid_setup
-    )
-
-    # -- skin --------------------------------------------------------------- #
-    @torch.library.register_fake("facegeom::skin")
-    def _(vertices, transforms, weights):
-        return torch.empty_like(vertices)
-
-    @torch.library.register_fake("facegeom::skin_backward")
-    def _(grad_out, vertices, transforms, weights, output_mask):
-        return tuple(
-            torch.empty_like(t) if wanted else t.new_empty(0)
-            for t, wanted in zip((vertices, transforms, weights), output_mask)
-        )
-
-    def _skin_setup(ctx, inputs, output):
-        ctx.save_for_backward(*inputs)
-
-    def _skin_backward(ctx, grad_out):
-        vertices, transforms, weights = ctx.saved_tensors
-        mask = list(ctx.needs_input_grad[:3])
-        grads = ops.skin_backward(grad_out, vertices, transforms, weights, mask)
-        return tuple(_grad_or_none(g, wanted) for g, wanted in zip(grads, mask))
-
-    torch.library.register_autograd("facegeom::skin", _skin_backward, setup_context=_skin_setup)
-
-    # -- lbs_shape_pose_blend ----------------------------------------------- #
-    @torch.library.register_fake("facegeom::lbs_shape_pose_blend")
-    def _(betas, rot_mats, v_template, shapedirs, posedirs, J_regressor):
-        batch, num_vertices, num_joints = betas.shape[0], shapedirs.shape[0], J_regressor.shape[0]
-        v_shaped = betas.new_empty(batch, num_vertices, 3)
-        return v_shaped, torch.empty_like(v_shaped), betas.new_empty(batch, num_joints, 3)
-
-    @torch.library.register_fake("facegeom::lbs_shape_pose_blend_backward")
-    def _(grad_v_shaped, grad_v_posed, grad_joints, betas, rot_mats, v_template, shapedirs,
-          posedirs, J_regressor, v_shaped, output_mask):
-        inputs = (betas, rot_mats, v_template, shapedirs, posedirs, J_regressor)
-        return tuple(
-            torch.empty_like(t) if wanted else t.new_empty(0) for t, wanted in zip(inputs, output_mask)
-        )
-
-    def _blend_setup(ctx, inputs, output):
-        ctx.save_for_backward(*inputs, output[0])
-
-    def _blend_backward(ctx, grad_v_shaped, grad_v_posed, grad_joints):
-        *inputs, v_shaped = ctx.saved_tensors
-        mask = list(ctx.needs_input_grad[:6])
-        grads = ops.lbs_shape_pose_blend_backward(
-            grad_v_shaped,
-            _zeros_if_none(grad_v_posed, v_shaped),
-            _zeros_if_none(grad_joints, v_shaped.new_empty(v_shaped.shape[0], inputs[5].shape[0], 3)),
-            *inputs,
-            v_shaped,
-            mask,
-        )
-        return tuple(_grad_or_none(g, wanted) for g, wanted in zip(grads, mask))
-
-    torch.library.register_autograd(
-        "facegeom::lbs_shape_pose_blend", _blend_backward, setup_context=_blend_setup
-    )
-
-    # -- blendshapes (an ATen composition: its backward is two GEMMs) ------- #
-    @torch.library.register_fake("facegeom::blendshapes")
-    def _(coeffs, basis, base=None):
-        return coeffs.new_empty(coeffs.shape[0], basis.shape[1], 3)
-
-    def _blendshapes_setup(ctx, inputs, output):
-        coeffs, basis, base = inputs
-        ctx.base_batched = base is not None and base.dim() == 3
-        ctx.save_for_backward(coeffs, basis)
-
-    def _blendshapes_backward(ctx, grad):
-        coeffs, basis = ctx.saved_tensors
-        flat_grad = grad.reshape(grad.shape[0], -1)  # [B, V*3]
-        flat_basis = basis.reshape(basis.shape[0], -1)  # [K, V*3]
-        grad_coeffs = flat_grad @ flat_basis.t() if ctx.needs_input_grad[0] else None
-        grad_basis = (coeffs.t() @ flat_grad).view_as(basis) if ctx.needs_input_grad[1] else None
-        if len(ctx.needs_input_grad) == 2:  # called without base
-            return grad_coeffs, grad_basis
-        grad_base = None
-        if ctx.needs_input_grad[2]:
-            grad_base = grad if ctx.base_batched else grad.sum(0)
-        return grad_coeffs, grad_basis, grad_base
-
-    torch.library.register_autograd(
-        "facegeom::blendshapes", _blendshapes_backward, setup_context=_blendshapes_setup
-    )
-
-    forbid_double_backward("rodrigues_backward", "rigid_transform_backward", "skin_backward",
-                           "lbs_shape_pose_blend_backward")
-
-
-def _not_compiling() -> bool:
-    return not torch.compiler.is_compiling()
-
-
-# --------------------------------------------------------------------------- #
-# Public API                                                                  #
-# --------------------------------------------------------------------------- #
+# The compiled ops (a name that cannot be mistaken for the facegeom.ops package).
+_C_ops = torch.ops.facegeom
 
 
 def blendshapes(coeffs: Tensor, basis: Tensor, base: Optional[Tensor] = None) -> Tensor:
@@ -247,23 +90,6 @@ def rodrigues(axis_angle: Tensor) -> Tensor:
     else:
         rot = reference.rodrigues(flat)
     return rot.reshape(*axis_angle.shape[:-1], 3, 3)
-
-
-def _check_parents(parents: Tensor, num_joints: int, device: torch.device) -> Tensor:
-    _checks.integer("parents", parents, device)
-    _checks.shape("parents", parents, [num_joints], "[J]")
-    if num_joints == 0:
-        raise ValueError("parents must describe at least one joint (J = 0)")
-    if _not_compiling():
-        values = parents.tolist()
-        if values[0] != -1:
-            raise ValueError(f"parents[0] must be -1 (the root joint), got {values[0]}")
-        for j, p in enumerate(values[1:], start=1):
-            if not 0 <= p < j:
-                raise ValueError(
-                    f"parents must be topologically ordered (0 <= parents[j] < j); parents[{j}] = {p}"
-                )
-    return parents.long()
 
 
 def rigid_transform(rot_mats: Tensor, joints: Tensor, parents: Tensor) -> Tuple[Tensor, Tensor]:
@@ -377,6 +203,34 @@ def lbs(
         >>> verts, joints = lbs(betas, pose, head.v_template, head.shapedirs, head.posedirs,
         ...                     head.J_regressor, head.parents, head.lbs_weights)  # doctest: +SKIP
     """
+    args = _lbs_args(betas, pose, v_template, shapedirs, posedirs, J_regressor, parents, lbs_weights, pose2rot)
+    return _lbs(*args, pose2rot)
+
+
+# --------------------------------------------------------------------------- #
+# Checks (run once, by the public functions above)                            #
+# --------------------------------------------------------------------------- #
+
+def _check_parents(parents: Tensor, num_joints: int, device: torch.device) -> Tensor:
+    _checks.integer("parents", parents, device)
+    _checks.shape("parents", parents, [num_joints], "[J]")
+    if num_joints == 0:
+        raise ValueError("parents must describe at least one joint (J = 0)")
+    if not torch.compiler.is_compiling():
+        values = parents.tolist()
+        if values[0] != -1:
+            raise ValueError(f"parents[0] must be -1 (the root joint), got {values[0]}")
+        for j, p in enumerate(values[1:], start=1):
+            if not 0 <= p < j:
+                raise ValueError(
+                    f"parents must be topologically ordered (0 <= parents[j] < j); parents[{j}] = {p}"
+                )
+    return parents.long()
+
+
+def _lbs_args(betas, pose, v_template, shapedirs, posedirs, J_regressor, parents, lbs_weights, pose2rot):
+    """Checks :func:`lbs`'s arguments; returns them with betas expanded to the common
+    batch B and parents as int64 (pose, v_template and lbs_weights keep a batch of 1)."""
     _checks.floating("betas", betas)
     device = betas.device
     for name, t in (("pose", pose), ("v_template", v_template), ("shapedirs", shapedirs),
@@ -410,24 +264,188 @@ def lbs(
         batches["lbs_weights"] = lbs_weights.shape[0]
     batch = _checks.batch_size(batches)
     parents = _check_parents(parents, num_joints, device)
+    return betas.expand(batch, -1), pose, v_template, shapedirs, posedirs, J_regressor, parents, lbs_weights
 
-    if not _native.serves("lbs", device):
-        return reference.lbs(betas.expand(batch, -1), pose.expand(batch, *pose.shape[1:]), v_template,
-                             shapedirs, posedirs, J_regressor, parents, lbs_weights, pose2rot)
 
-    ops = torch.ops.facegeom
+# --------------------------------------------------------------------------- #
+# Unchecked implementations: for callers that validated already               #
+# --------------------------------------------------------------------------- #
+
+def _lbs(betas: Tensor, pose: Tensor, v_template: Tensor, shapedirs: Tensor, posedirs: Tensor,
+         J_regressor: Tensor, parents: Tensor, lbs_weights: Tensor, pose2rot: bool = True) -> Tuple[Tensor, Tensor]:
+    """smplx layouts, betas [B, K], pose [B or 1, ...], v_template [V, 3] or [B or 1, V, 3],
+    lbs_weights [V, J] or [B or 1, V, J], parents int64 and valid: no checks."""
+    batch, num_joints = betas.shape[0], J_regressor.shape[0]
+    if not _native.serves("lbs", betas.device, kernel="lbs_shape_pose_blend"):
+        return reference.lbs(betas, pose.expand(batch, *pose.shape[1:]), v_template, shapedirs, posedirs,
+                             J_regressor, parents, lbs_weights, pose2rot)
+    # 1. Rotation matrices of the pose: [B, J, 3, 3]
     if pose2rot:
-        rot_mats = ops.rodrigues(pose.reshape(-1, 3)).view(pose.shape[0], num_joints, 3, 3)
+        rot_mats = _C_ops.rodrigues(pose.reshape(-1, 3)).view(pose.shape[0], num_joints, 3, 3)
     else:
         rot_mats = pose.reshape(pose.shape[0], num_joints, 3, 3)
     rot_mats = rot_mats.expand(batch, -1, -1, -1)
     if v_template.dim() == 3:
         v_template = v_template.expand(batch, -1, -1)
-    v_shaped, v_posed, joints = ops.lbs_shape_pose_blend(
-        betas.expand(batch, -1), rot_mats, v_template, shapedirs, posedirs, J_regressor
-    )
-    posed_joints, rel_transforms = ops.rigid_transform(rot_mats, joints, parents)
+    # 2. Shape and pose blendshapes, and the joints regressed from the shaped mesh:
+    #    v_shaped, v_posed [B, V, 3], joints [B, J, 3]
+    v_shaped, v_posed, joints = _C_ops.lbs_shape_pose_blend(betas, rot_mats, v_template, shapedirs, posedirs,
+                                                        J_regressor)
+    # 3. Kinematic chain: posed joints [B, J, 3], relative transforms [B, J, 4, 4]
+    posed_joints, rel_transforms = _C_ops.rigid_transform(rot_mats, joints, parents)
+    # 4. Skinning: [B, V, 3]
     if lbs_weights.dim() == 3:
         lbs_weights = lbs_weights.expand(batch, -1, -1)
-    vertices = ops.skin(v_posed, rel_transforms, lbs_weights)
+    vertices = _C_ops.skin(v_posed, rel_transforms, lbs_weights)
     return vertices, posed_joints
+
+
+# --------------------------------------------------------------------------- #
+# Op registration: fake kernels and autograd (only when _C has the ops)       #
+# --------------------------------------------------------------------------- #
+
+
+def _grad_or_none(t: Tensor, wanted: bool) -> Optional[Tensor]:
+    return t if wanted else None
+
+
+def _zeros_if_none(grad: Optional[Tensor], like: Tensor) -> Tensor:
+    return torch.zeros_like(like) if grad is None else grad
+
+
+if _native.has_op("skin"):
+
+    # -- rodrigues ---------------------------------------------------------- #
+    @torch.library.register_fake("facegeom::rodrigues")
+    def _(axis_angle):
+        return axis_angle.new_empty(axis_angle.shape[0], 3, 3)
+
+    @torch.library.register_fake("facegeom::rodrigues_backward")
+    def _(grad_rot, axis_angle):
+        return torch.empty_like(axis_angle)
+
+    def _rodrigues_setup(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0])
+
+    def _rodrigues_backward(ctx, grad_rot):
+        (axis_angle,) = ctx.saved_tensors
+        return _C_ops.rodrigues_backward(grad_rot, axis_angle)
+
+    torch.library.register_autograd(
+        "facegeom::rodrigues", _rodrigues_backward, setup_context=_rodrigues_setup
+    )
+
+    # -- rigid_transform ---------------------------------------------------- #
+    @torch.library.register_fake("facegeom::rigid_transform")
+    def _(rot_mats, joints, parents):
+        batch, num_joints = rot_mats.shape[:2]
+        return rot_mats.new_empty(batch, num_joints, 3), rot_mats.new_empty(batch, num_joints, 4, 4)
+
+    @torch.library.register_fake("facegeom::rigid_transform_backward")
+    def _(grad_posed, grad_rel, rot_mats, joints, parents):
+        return torch.empty_like(rot_mats), torch.empty_like(joints)
+
+    def _rigid_setup(ctx, inputs, output):
+        rot_mats, joints, parents = inputs
+        ctx.save_for_backward(rot_mats, joints, parents)
+
+    def _rigid_backward(ctx, grad_posed, grad_rel):
+        rot_mats, joints, parents = ctx.saved_tensors
+        grad_posed = _zeros_if_none(grad_posed, joints)
+        grad_rel = _zeros_if_none(grad_rel, rot_mats.new_empty(*rot_mats.shape[:2], 4, 4))
+        grad_rot, grad_joints = _C_ops.rigid_transform_backward(
+            grad_posed, grad_rel, rot_mats, joints, parents
+        )
+        return grad_rot, grad_joints, None
+
+    torch.library.register_autograd(
+        "facegeom::rigid_transform", _rigid_backward, setup_context=_rigid_setup
+    )
+
+    # -- skin --------------------------------------------------------------- #
+    @torch.library.register_fake("facegeom::skin")
+    def _(vertices, transforms, weights):
+        return torch.empty_like(vertices)
+
+    @torch.library.register_fake("facegeom::skin_backward")
+    def _(grad_out, vertices, transforms, weights, output_mask):
+        return tuple(
+            torch.empty_like(t) if wanted else t.new_empty(0)
+            for t, wanted in zip((vertices, transforms, weights), output_mask)
+        )
+
+    def _skin_setup(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+
+    def _skin_backward(ctx, grad_out):
+        vertices, transforms, weights = ctx.saved_tensors
+        mask = list(ctx.needs_input_grad[:3])
+        grads = _C_ops.skin_backward(grad_out, vertices, transforms, weights, mask)
+        return tuple(_grad_or_none(g, wanted) for g, wanted in zip(grads, mask))
+
+    torch.library.register_autograd("facegeom::skin", _skin_backward, setup_context=_skin_setup)
+
+    # -- lbs_shape_pose_blend --------------------------------------------------- #
+    @torch.library.register_fake("facegeom::lbs_shape_pose_blend")
+    def _(betas, rot_mats, v_template, shapedirs, posedirs, J_regressor):
+        batch, num_vertices, num_joints = betas.shape[0], shapedirs.shape[0], J_regressor.shape[0]
+        v_shaped = betas.new_empty(batch, num_vertices, 3)
+        return v_shaped, torch.empty_like(v_shaped), betas.new_empty(batch, num_joints, 3)
+
+    @torch.library.register_fake("facegeom::lbs_shape_pose_blend_backward")
+    def _(grad_v_shaped, grad_v_posed, grad_joints, betas, rot_mats, v_template, shapedirs,
+          posedirs, J_regressor, v_shaped, output_mask):
+        inputs = (betas, rot_mats, v_template, shapedirs, posedirs, J_regressor)
+        return tuple(
+            torch.empty_like(t) if wanted else t.new_empty(0) for t, wanted in zip(inputs, output_mask)
+        )
+
+    def _blend_setup(ctx, inputs, output):
+        ctx.save_for_backward(*inputs, output[0])
+
+    def _blend_backward(ctx, grad_v_shaped, grad_v_posed, grad_joints):
+        *inputs, v_shaped = ctx.saved_tensors
+        mask = list(ctx.needs_input_grad[:6])
+        grads = _C_ops.lbs_shape_pose_blend_backward(
+            grad_v_shaped,
+            _zeros_if_none(grad_v_posed, v_shaped),
+            _zeros_if_none(grad_joints, v_shaped.new_empty(v_shaped.shape[0], inputs[5].shape[0], 3)),
+            *inputs,
+            v_shaped,
+            mask,
+        )
+        return tuple(_grad_or_none(g, wanted) for g, wanted in zip(grads, mask))
+
+    torch.library.register_autograd(
+        "facegeom::lbs_shape_pose_blend", _blend_backward, setup_context=_blend_setup
+    )
+
+    # -- blendshapes (an ATen composition: its backward is two GEMMs) ------- #
+    @torch.library.register_fake("facegeom::blendshapes")
+    def _(coeffs, basis, base=None):
+        return coeffs.new_empty(coeffs.shape[0], basis.shape[1], 3)
+
+    def _blendshapes_setup(ctx, inputs, output):
+        coeffs, basis, base = inputs
+        ctx.base_batched = base is not None and base.dim() == 3
+        ctx.save_for_backward(coeffs, basis)
+
+    def _blendshapes_backward(ctx, grad):
+        coeffs, basis = ctx.saved_tensors
+        flat_grad = grad.reshape(grad.shape[0], -1)  # [B, V*3]
+        flat_basis = basis.reshape(basis.shape[0], -1)  # [K, V*3]
+        grad_coeffs = flat_grad @ flat_basis.t() if ctx.needs_input_grad[0] else None
+        grad_basis = (coeffs.t() @ flat_grad).view_as(basis) if ctx.needs_input_grad[1] else None
+        if len(ctx.needs_input_grad) == 2:  # called without base
+            return grad_coeffs, grad_basis
+        grad_base = None
+        if ctx.needs_input_grad[2]:
+            grad_base = grad if ctx.base_batched else grad.sum(0)
+        return grad_coeffs, grad_basis, grad_base
+
+    torch.library.register_autograd(
+        "facegeom::blendshapes", _blendshapes_backward, setup_context=_blendshapes_setup
+    )
+
+    forbid_double_backward("rodrigues_backward", "rigid_transform_backward", "skin_backward",
+                           "lbs_shape_pose_blend_backward")

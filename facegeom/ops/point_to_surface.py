@@ -16,122 +16,20 @@ query. Without the compiled kernels the same results come from the brute-force
 """
 from __future__ import annotations
 
-import warnings
 from typing import Optional, Tuple
 
 import torch
 
-from facegeom import _native
-from facegeom.ops import _checks, reference
+from facegeom import _checks, _native
+from facegeom.ops import reference
 from facegeom.ops._autograd import forbid_double_backward
 
 Tensor = torch.Tensor
 
-# A _C built before this op existed (a stale build) still loads: fall back then.
-KERNEL_AVAILABLE = _native.AVAILABLE and hasattr(torch.ops.facegeom, "point_to_surface")
-
-if KERNEL_AVAILABLE:
-    ops = torch.ops.facegeom
-
-    @torch.library.register_fake("facegeom::point_to_surface")
-    def _(points, vertices, faces):
-        batch, num_points = points.shape[:2]
-        return (
-            points.new_empty(batch, num_points),
-            points.new_empty(batch, num_points, dtype=torch.int64),
-            points.new_empty(batch, num_points, 3),
-        )
-
-    @torch.library.register_fake("facegeom::point_to_surface_backward")
-    def _(grad_dist2, points, vertices, faces, face_index, bary):
-        return torch.empty_like(points), torch.empty_like(vertices)
-
-    def _p2s_setup(ctx, inputs, output):
-        points, vertices, faces = inputs
-        _, face_index, bary = output
-        ctx.mark_non_differentiable(face_index, bary)
-        ctx.save_for_backward(points, vertices, faces, face_index, bary)
-
-    def _p2s_backward(ctx, grad_dist2, grad_face_index, grad_bary):
-        points, vertices, faces, face_index, bary = ctx.saved_tensors
-        if grad_dist2 is None:
-            grad_dist2 = points.new_zeros(points.shape[:2])
-        grad_points, grad_vertices = ops.point_to_surface_backward(
-            grad_dist2, points, vertices, faces, face_index, bary
-        )
-        return (
-            grad_points if ctx.needs_input_grad[0] else None,
-            grad_vertices if ctx.needs_input_grad[1] else None,
-            None,
-        )
-
-    torch.library.register_autograd(
-        "facegeom::point_to_surface", _p2s_backward, setup_context=_p2s_setup
-    )
-
-    forbid_double_backward("point_to_surface_backward")
-
-
-_warned_stale = False
-
-
-def _kernel_serves(device: torch.device) -> bool:
-    global _warned_stale
-    if _native.AVAILABLE and not KERNEL_AVAILABLE:
-        if not _warned_stale:
-            _warned_stale = True
-            warnings.warn(
-                "facegeom.ops.point_to_surface: facegeom._C was built without this op (a stale "
-                "build); using the slower brute-force reference. Rebuild the extension.",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-        return False
-    return _native.serves("point_to_surface", device)
-
-
-def _prepare(points: Tensor, vertices: Tensor, faces: Tensor, names=("points", "vertices", "faces")):
-    """Validates and brings the inputs to the op's layout: points [B, P, 3],
-    vertices [B, V, 3] or [1, V, 3] (shared by the batch), faces [F, 3] int64.
-    Returns them and whether the call was unbatched."""
-    p_name, v_name, f_name = names
-    _checks.floating(p_name, points)
-    _checks.floating(v_name, vertices, points, p_name)
-    _checks.integer(f_name, faces, points.device)
-    unbatched = points.dim() == 2 and vertices.dim() == 2
-    if points.dim() == 2:
-        points = points.unsqueeze(0)
-    if vertices.dim() == 2:
-        vertices = vertices.unsqueeze(0)
-    _checks.shape(p_name, points, [None, None, 3], "[B, P, 3] or [P, 3]")
-    _checks.shape(v_name, vertices, [None, None, 3], "[B, V, 3] or [V, 3]")
-    _checks.shape(f_name, faces, [None, 3], "[F, 3]")
-    batch = _checks.batch_size({p_name: points.shape[0], v_name: vertices.shape[0]})
-    points = points.expand(batch, -1, -1)
-    if vertices.shape[0] != 1:
-        vertices = vertices.expand(batch, -1, -1)
-    num_vertices, num_faces = vertices.shape[1], faces.shape[0]
-    if num_faces == 0 and points.shape[0] * points.shape[1] > 0:
-        raise ValueError(
-            f"{f_name} is empty (F = 0) but {p_name} has {points.shape[1]} points: "
-            "there is no surface to measure them against"
-        )
-    if num_faces >= 2**30:
-        raise ValueError(f"{f_name} has {num_faces} faces; at most 2**30 are supported")
-    if num_faces > 0 and not torch.compiler.is_compiling():
-        low, high = (int(v) for v in torch.aminmax(faces))  # one pass, far faster than min() + max()
-        if low < 0 or high >= num_vertices:
-            raise IndexError(
-                f"{f_name} must index {v_name} (0 <= index < V = {num_vertices}), "
-                f"got values in [{low}, {high}]"
-            )
-    return points, vertices, faces.long(), unbatched
-
-
-def _point_to_surface(points: Tensor, vertices: Tensor, faces: Tensor):
-    if _kernel_serves(points.device):
-        return torch.ops.facegeom.point_to_surface(points, vertices, faces)
-    return reference.point_to_surface(points, vertices, faces)
+# The compiled ops (a name that cannot be mistaken for the facegeom.ops package).
+_C_ops = torch.ops.facegeom
+# False when _C is missing or is a stale build without this op: the reference serves then.
+KERNEL_AVAILABLE = _native.has_op("point_to_surface")
 
 
 def point_to_surface(points: Tensor, vertices: Tensor, faces: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
@@ -176,17 +74,6 @@ def point_to_surface(points: Tensor, vertices: Tensor, faces: Tensor) -> Tuple[T
     if unbatched:
         return dist2[0], face_index[0], bary[0]
     return dist2, face_index, bary
-
-
-def _gather_corners(vertices: Tensor, faces: Tensor, face_index: Tensor) -> Tensor:
-    """vertices [B or 1, V, 3], face_index [B, P] -> corners [B, P, 3, 3]."""
-    batch = face_index.shape[0]
-    corner_ids = faces[face_index.clamp(min=0)]  # [B, P, 3]; -1 only for NaN input
-    flat = vertices.expand(batch, -1, -1)
-    return torch.gather(
-        flat[:, None].expand(-1, corner_ids.shape[1], -1, -1), 2,
-        corner_ids[..., None].expand(-1, -1, -1, 3),
-    )
 
 
 def closest_points(points: Tensor, vertices: Tensor, faces: Tensor) -> Tuple[Tensor, Tensor]:
@@ -246,13 +133,8 @@ def mesh_to_mesh_distance(
         _checks.floating("a_vertices", a_vertices)
         _checks.integer("a_faces", a_faces, a_vertices.device)
         _checks.shape("a_faces", a_faces, [None, 3], "[F, 3]")
-        if a_faces.numel() > 0 and not torch.compiler.is_compiling():
-            low, high = (int(v) for v in torch.aminmax(a_faces))
-            if low < 0 or high >= a_vertices.shape[-2]:
-                raise IndexError(
-                    f"a_faces must index a_vertices (0 <= index < {a_vertices.shape[-2]}), "
-                    f"got values in [{low}, {high}]"
-                )
+        _checks.indices("a_faces", a_faces, a_vertices.shape[-2], what="vertex indices",
+                        hint=f"a_vertices has V = {a_vertices.shape[-2]}")
     points, vertices, faces, unbatched = _prepare(
         a_vertices, b_vertices, b_faces, ("a_vertices", "b_vertices", "b_faces")
     )
@@ -295,3 +177,105 @@ def point_to_plane_distance(points: Tensor, vertices: Tensor, faces: Tensor) -> 
     if unbatched:
         return distance[0], face_index[0]
     return distance, face_index
+
+
+# --------------------------------------------------------------------------- #
+# Checks (run once, by the public functions above)                            #
+# --------------------------------------------------------------------------- #
+
+def _prepare(points: Tensor, vertices: Tensor, faces: Tensor, names=("points", "vertices", "faces")):
+    """Validates and brings the inputs to the op's layout: points [B, P, 3],
+    vertices [B, V, 3] or [1, V, 3] (shared by the batch), faces [F, 3] int64.
+    Returns them and whether the call was unbatched."""
+    p_name, v_name, f_name = names
+    _checks.floating(p_name, points)
+    _checks.floating(v_name, vertices, points, p_name)
+    _checks.integer(f_name, faces, points.device)
+    unbatched = points.dim() == 2 and vertices.dim() == 2
+    if points.dim() == 2:
+        points = points.unsqueeze(0)
+    if vertices.dim() == 2:
+        vertices = vertices.unsqueeze(0)
+    _checks.shape(p_name, points, [None, None, 3], "[B, P, 3] or [P, 3]")
+    _checks.shape(v_name, vertices, [None, None, 3], "[B, V, 3] or [V, 3]")
+    _checks.shape(f_name, faces, [None, 3], "[F, 3]")
+    batch = _checks.batch_size({p_name: points.shape[0], v_name: vertices.shape[0]})
+    points = points.expand(batch, -1, -1)
+    if vertices.shape[0] != 1:
+        vertices = vertices.expand(batch, -1, -1)
+    num_vertices, num_faces = vertices.shape[1], faces.shape[0]
+    if num_faces == 0 and points.shape[0] * points.shape[1] > 0:
+        raise ValueError(
+            f"{f_name} is empty (F = 0) but {p_name} has {points.shape[1]} points: "
+            "there is no surface to measure them against"
+        )
+    if num_faces >= 2**30:
+        raise ValueError(f"{f_name} has {num_faces} faces; at most 2**30 are supported")
+    _checks.indices(f_name, faces, num_vertices, what="vertex indices", hint=f"{v_name} has V = {num_vertices}")
+    return points, vertices, faces.long(), unbatched
+
+
+# --------------------------------------------------------------------------- #
+# Unchecked implementations: for callers that validated already               #
+# --------------------------------------------------------------------------- #
+
+def _point_to_surface(points: Tensor, vertices: Tensor, faces: Tensor):
+    if _native.serves("point_to_surface", points.device):
+        return torch.ops.facegeom.point_to_surface(points, vertices, faces)
+    return reference.point_to_surface(points, vertices, faces)
+
+
+def _gather_corners(vertices: Tensor, faces: Tensor, face_index: Tensor) -> Tensor:
+    """vertices [B or 1, V, 3], face_index [B, P] -> corners [B, P, 3, 3]."""
+    batch = face_index.shape[0]
+    corner_ids = faces[face_index.clamp(min=0)]  # [B, P, 3]; -1 only for NaN input
+    flat = vertices.expand(batch, -1, -1)
+    return torch.gather(
+        flat[:, None].expand(-1, corner_ids.shape[1], -1, -1), 2,
+        corner_ids[..., None].expand(-1, -1, -1, 3),
+    )
+
+
+# --------------------------------------------------------------------------- #
+# Op registration: fake kernels and autograd (only when _C has the op)        #
+# --------------------------------------------------------------------------- #
+
+if KERNEL_AVAILABLE:
+
+    @torch.library.register_fake("facegeom::point_to_surface")
+    def _(points, vertices, faces):
+        batch, num_points = points.shape[:2]
+        return (
+            points.new_empty(batch, num_points),
+            points.new_empty(batch, num_points, dtype=torch.int64),
+            points.new_empty(batch, num_points, 3),
+        )
+
+    @torch.library.register_fake("facegeom::point_to_surface_backward")
+    def _(grad_dist2, points, vertices, faces, face_index, bary):
+        return torch.empty_like(points), torch.empty_like(vertices)
+
+    def _point_to_surface_setup(ctx, inputs, output):
+        points, vertices, faces = inputs
+        _, face_index, bary = output
+        ctx.mark_non_differentiable(face_index, bary)
+        ctx.save_for_backward(points, vertices, faces, face_index, bary)
+
+    def _point_to_surface_backward(ctx, grad_dist2, grad_face_index, grad_bary):
+        points, vertices, faces, face_index, bary = ctx.saved_tensors
+        if grad_dist2 is None:
+            grad_dist2 = points.new_zeros(points.shape[:2])
+        grad_points, grad_vertices = _C_ops.point_to_surface_backward(
+            grad_dist2, points, vertices, faces, face_index, bary
+        )
+        return (
+            grad_points if ctx.needs_input_grad[0] else None,
+            grad_vertices if ctx.needs_input_grad[1] else None,
+            None,
+        )
+
+    torch.library.register_autograd(
+        "facegeom::point_to_surface", _point_to_surface_backward, setup_context=_point_to_surface_setup
+    )
+
+    forbid_double_backward("point_to_surface_backward")

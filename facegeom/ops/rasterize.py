@@ -40,8 +40,8 @@ from typing import Optional, Sequence, Tuple, Union
 
 import torch
 
-from facegeom import _native
-from facegeom.ops import _checks, reference
+from facegeom import _checks, _native
+from facegeom.ops import reference
 from facegeom.ops._autograd import forbid_double_backward
 
 Tensor = torch.Tensor
@@ -51,104 +51,8 @@ MAX_TRIANGLES_FLOAT32 = (1 << 24) - 1
 # Per-side limit (as nvdiffrast's); keeps every pixel index comfortably in int64.
 MAX_RESOLUTION = 16384
 
-
-def _empty_to_none(t: Tensor) -> Optional[Tensor]:
-    return None if t.numel() == 0 else t
-
-
-if _native.AVAILABLE:
-    ops = torch.ops.facegeom
-
-    # -- rasterize ---------------------------------------------------------- #
-    @torch.library.register_fake("facegeom::rasterize")
-    def _(pos, tri, height, width, ranges, grad_db):
-        batch = pos.shape[0] if ranges is None else ranges.shape[0]
-        rast = pos.new_empty(batch, height, width, 4)
-        return rast, (pos.new_empty(batch, height, width, 4) if grad_db else pos.new_empty(0))
-
-    @torch.library.register_fake("facegeom::rasterize_backward")
-    def _(grad_rast, grad_db, pos, tri, rast, ranges):
-        return torch.empty_like(pos)
-
-    def _rasterize_setup(ctx, inputs, output):
-        pos, tri, _height, _width, ranges, _grad_db = inputs
-        ctx.save_for_backward(pos, tri, output[0], ranges)
-
-    def _rasterize_backward(ctx, grad_rast, grad_db):
-        pos, tri, rast, ranges = ctx.saved_tensors
-        if grad_rast is None:
-            grad_rast = torch.zeros_like(rast)
-        if grad_db is not None and grad_db.numel() == 0:
-            grad_db = None
-        grad_pos = ops.rasterize_backward(grad_rast, grad_db, pos, tri, rast, ranges)
-        return grad_pos, None, None, None, None, None
-
-    torch.library.register_autograd(
-        "facegeom::rasterize", _rasterize_backward, setup_context=_rasterize_setup
-    )
-
-    # -- interpolate -------------------------------------------------------- #
-    @torch.library.register_fake("facegeom::interpolate")
-    def _(attr, rast, tri, rast_db, diff_attrs):
-        batch, height, width = rast.shape[:3]
-        out = attr.new_empty(batch, height, width, attr.shape[-1])
-        num_da = 2 * len(diff_attrs)
-        return out, (attr.new_empty(batch, height, width, num_da) if num_da else attr.new_empty(0))
-
-    @torch.library.register_fake("facegeom::interpolate_backward")
-    def _(grad_out, grad_da, attr, rast, tri, rast_db, diff_attrs):
-        grad_db = torch.empty_like(rast_db) if rast_db is not None and len(diff_attrs) else rast.new_empty(0)
-        return torch.empty_like(attr), torch.empty_like(rast), grad_db
-
-    def _interpolate_setup(ctx, inputs, output):
-        attr, rast, tri, rast_db, diff_attrs = inputs
-        ctx.diff_attrs = diff_attrs
-        ctx.save_for_backward(attr, rast, tri, rast_db)
-
-    def _interpolate_backward(ctx, grad_out, grad_da):
-        attr, rast, tri, rast_db = ctx.saved_tensors
-        if grad_out is None:
-            grad_out = rast.new_zeros(*rast.shape[:3], attr.shape[-1])
-        if grad_da is not None and grad_da.numel() == 0:
-            grad_da = None
-        grad_attr, grad_rast, grad_db = ops.interpolate_backward(
-            grad_out, grad_da, attr, rast, tri, rast_db, ctx.diff_attrs
-        )
-        return grad_attr, grad_rast, None, _empty_to_none(grad_db), None
-
-    torch.library.register_autograd(
-        "facegeom::interpolate", _interpolate_backward, setup_context=_interpolate_setup
-    )
-
-    forbid_double_backward("rasterize_backward", "interpolate_backward")
-
-
-def _check_resolution(resolution) -> Tuple[int, int]:
-    if isinstance(resolution, torch.Tensor):
-        resolution = resolution.tolist()
-    if not isinstance(resolution, (tuple, list)) or len(resolution) != 2:
-        raise ValueError(f"resolution must be a (height, width) pair of ints, got {resolution!r}")
-    for value in resolution:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"resolution must hold ints, got {resolution!r}")
-        if not 0 < value <= MAX_RESOLUTION:
-            raise ValueError(f"resolution must be in [1, {MAX_RESOLUTION}] per side, got {resolution!r}")
-    return int(resolution[0]), int(resolution[1])
-
-
-def _check_tri(tri, num_vertices: int, device: torch.device) -> Tensor:
-    _checks.integer("tri", tri, device)
-    _checks.shape("tri", tri, [None, 3], "[F, 3]")
-    if tri.dtype not in (torch.int32, torch.int64):
-        raise TypeError(f"tri must be int32 (or int64), got {tri.dtype}")
-    if tri.numel() and not torch.compiler.is_compiling():
-        low, high = (int(v) for v in torch.aminmax(tri))  # one pass, far faster than min() + max()
-        if low < 0 or high >= num_vertices:
-            raise IndexError(
-                f"tri holds vertex indices in [{low}, {high}]; they must lie in [0, {num_vertices}) "
-                f"(pos has V = {num_vertices} vertices)"
-            )
-    return tri.to(torch.int32)
+# The compiled ops (a name that cannot be mistaken for the facegeom.ops package).
+_C_ops = torch.ops.facegeom
 
 
 def rasterize(
@@ -215,24 +119,7 @@ def rasterize(
                     f"= {num_triangles}, got {ranges.tolist()}"
                 )
         ranges = ranges.to(torch.int32)
-    if _native.serves("rasterize", pos.device):
-        rast, rast_db = torch.ops.facegeom.rasterize(pos, tri, height, width, ranges, grad_db)
-        return rast, (rast_db if grad_db else None)
-    return reference.rasterize(pos, tri, (height, width), ranges, grad_db)
-
-
-def _diff_attr_list(diff_attrs, num_channels: int):
-    if diff_attrs is None:
-        return []
-    if diff_attrs == "all":
-        return list(range(num_channels))
-    if isinstance(diff_attrs, (str, bytes)) or not hasattr(diff_attrs, "__iter__"):
-        raise TypeError(f"diff_attrs must be None, 'all' or a list of attribute indices, got {diff_attrs!r}")
-    channels = [int(c) for c in diff_attrs]
-    for c in channels:
-        if not 0 <= c < num_channels:
-            raise IndexError(f"diff_attrs index {c} is out of range for attr with C = {num_channels} channels")
-    return channels
+    return _rasterize(pos, tri, height, width, ranges, grad_db)
 
 
 def interpolate(
@@ -294,7 +181,144 @@ def interpolate(
         max_id = int(stored)
         if max_id > tri.shape[0]:
             raise IndexError(f"rast names triangle id {max_id - 1}, but tri has only F = {tri.shape[0]}")
+    return _interpolate(attr, rast, tri, rast_db, channels)
+
+
+# --------------------------------------------------------------------------- #
+# Checks (run once, by the public functions above)                            #
+# --------------------------------------------------------------------------- #
+
+def _check_resolution(resolution) -> Tuple[int, int]:
+    if isinstance(resolution, torch.Tensor):
+        resolution = resolution.tolist()
+    if not isinstance(resolution, (tuple, list)) or len(resolution) != 2:
+        raise ValueError(f"resolution must be a (height, width) pair of ints, got {resolution!r}")
+    for value in resolution:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"resolution must hold ints, got {resolution!r}")
+        if not 0 < value <= MAX_RESOLUTION:
+            raise ValueError(f"resolution must be in [1, {MAX_RESOLUTION}] per side, got {resolution!r}")
+    return int(resolution[0]), int(resolution[1])
+
+
+def _check_tri(tri, num_vertices: int, device: torch.device) -> Tensor:
+    _checks.integer("tri", tri, device)
+    _checks.shape("tri", tri, [None, 3], "[F, 3]")
+    if tri.dtype not in (torch.int32, torch.int64):
+        raise TypeError(f"tri must be int32 (or int64), got {tri.dtype}")
+    _checks.indices("tri", tri, num_vertices, what="vertex indices", hint=f"pos has V = {num_vertices} vertices")
+    return tri.to(torch.int32)
+
+
+def _diff_attr_list(diff_attrs, num_channels: int):
+    if diff_attrs is None:
+        return []
+    if diff_attrs == "all":
+        return list(range(num_channels))
+    if isinstance(diff_attrs, (str, bytes)) or not hasattr(diff_attrs, "__iter__"):
+        raise TypeError(f"diff_attrs must be None, 'all' or a list of attribute indices, got {diff_attrs!r}")
+    channels = [int(c) for c in diff_attrs]
+    for c in channels:
+        if not 0 <= c < num_channels:
+            raise IndexError(f"diff_attrs index {c} is out of range for attr with C = {num_channels} channels")
+    return channels
+
+
+# --------------------------------------------------------------------------- #
+# Unchecked implementations: for callers that validated already (the public   #
+# functions above, facegeom.render). Inputs in the op's layout.               #
+# --------------------------------------------------------------------------- #
+
+def _rasterize(pos: Tensor, tri: Tensor, height: int, width: int, ranges: Optional[Tensor] = None,
+               grad_db: bool = False) -> Tuple[Tensor, Optional[Tensor]]:
+    """pos [B, V, 4] (or [V, 4] with ranges [N, 2] int32 on the CPU), tri [F, 3] int32
+    with indices in [0, V): no checks."""
+    if _native.serves("rasterize", pos.device):
+        rast, rast_db = torch.ops.facegeom.rasterize(pos, tri, height, width, ranges, grad_db)
+        return rast, (rast_db if grad_db else None)
+    return reference.rasterize(pos, tri, (height, width), ranges, grad_db)
+
+
+def _interpolate(attr: Tensor, rast: Tensor, tri: Tensor, rast_db: Optional[Tensor] = None,
+                 channels: Sequence[int] = ()) -> Tuple[Tensor, Optional[Tensor]]:
+    """attr [V, C] or [B, V, C], rast [B, H, W, 4] naming triangles of tri [F, 3]
+    int32, channels a list of attribute indices (rast_db given when non-empty): no checks."""
+    channels = list(channels)
     if _native.serves("interpolate", rast.device):
         out, out_da = torch.ops.facegeom.interpolate(attr, rast, tri, rast_db, channels)
         return out, (out_da if channels else None)
     return reference.interpolate(attr, rast, tri, rast_db, channels if channels else None)
+
+
+# --------------------------------------------------------------------------- #
+# Op registration: fake kernels and autograd (only when _C has the ops)       #
+# --------------------------------------------------------------------------- #
+
+def _empty_to_none(t: Tensor) -> Optional[Tensor]:
+    return None if t.numel() == 0 else t
+
+
+if _native.has_op("rasterize"):
+
+    # -- rasterize ---------------------------------------------------------- #
+    @torch.library.register_fake("facegeom::rasterize")
+    def _(pos, tri, height, width, ranges, grad_db):
+        batch = pos.shape[0] if ranges is None else ranges.shape[0]
+        rast = pos.new_empty(batch, height, width, 4)
+        return rast, (pos.new_empty(batch, height, width, 4) if grad_db else pos.new_empty(0))
+
+    @torch.library.register_fake("facegeom::rasterize_backward")
+    def _(grad_rast, grad_db, pos, tri, rast, ranges):
+        return torch.empty_like(pos)
+
+    def _rasterize_setup(ctx, inputs, output):
+        pos, tri, _height, _width, ranges, _grad_db = inputs
+        ctx.save_for_backward(pos, tri, output[0], ranges)
+
+    def _rasterize_backward(ctx, grad_rast, grad_db):
+        pos, tri, rast, ranges = ctx.saved_tensors
+        if grad_rast is None:
+            grad_rast = torch.zeros_like(rast)
+        if grad_db is not None and grad_db.numel() == 0:
+            grad_db = None
+        grad_pos = _C_ops.rasterize_backward(grad_rast, grad_db, pos, tri, rast, ranges)
+        return grad_pos, None, None, None, None, None
+
+    torch.library.register_autograd(
+        "facegeom::rasterize", _rasterize_backward, setup_context=_rasterize_setup
+    )
+
+    # -- interpolate -------------------------------------------------------- #
+    @torch.library.register_fake("facegeom::interpolate")
+    def _(attr, rast, tri, rast_db, diff_attrs):
+        batch, height, width = rast.shape[:3]
+        out = attr.new_empty(batch, height, width, attr.shape[-1])
+        num_da = 2 * len(diff_attrs)
+        return out, (attr.new_empty(batch, height, width, num_da) if num_da else attr.new_empty(0))
+
+    @torch.library.register_fake("facegeom::interpolate_backward")
+    def _(grad_out, grad_da, attr, rast, tri, rast_db, diff_attrs):
+        grad_db = torch.empty_like(rast_db) if rast_db is not None and len(diff_attrs) else rast.new_empty(0)
+        return torch.empty_like(attr), torch.empty_like(rast), grad_db
+
+    def _interpolate_setup(ctx, inputs, output):
+        attr, rast, tri, rast_db, diff_attrs = inputs
+        ctx.diff_attrs = diff_attrs
+        ctx.save_for_backward(attr, rast, tri, rast_db)
+
+    def _interpolate_backward(ctx, grad_out, grad_da):
+        attr, rast, tri, rast_db = ctx.saved_tensors
+        if grad_out is None:
+            grad_out = rast.new_zeros(*rast.shape[:3], attr.shape[-1])
+        if grad_da is not None and grad_da.numel() == 0:
+            grad_da = None
+        grad_attr, grad_rast, grad_db = _C_ops.interpolate_backward(
+            grad_out, grad_da, attr, rast, tri, rast_db, ctx.diff_attrs
+        )
+        return grad_attr, grad_rast, None, _empty_to_none(grad_db), None
+
+    torch.library.register_autograd(
+        "facegeom::interpolate", _interpolate_backward, setup_context=_interpolate_setup
+    )
+
+    forbid_double_backward("rasterize_backward", "interpolate_backward")

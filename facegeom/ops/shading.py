@@ -14,130 +14,16 @@ from typing import Union
 
 import torch
 
-from facegeom import _native
-from facegeom.ops import _checks, reference
+from facegeom import _checks, _native
+from facegeom.ops import reference
 from facegeom.ops._autograd import forbid_double_backward
 
 Tensor = torch.Tensor
 
 SH_CONVENTIONS = reference.SH_CONVENTIONS
 
-
-# --------------------------------------------------------------------------- #
-# Op registration: fake kernels and autograd (only when _C is loaded)         #
-# --------------------------------------------------------------------------- #
-
-def _masked_empty(inputs, mask):
-    return tuple(t.new_empty(t.shape) if wanted else t.new_empty(0) for t, wanted in zip(inputs, mask))
-
-
-if _native.AVAILABLE:
-    ops = torch.ops.facegeom
-
-    # -- vertex_normals ----------------------------------------------------- #
-    # The op also returns 1 / |sum| per vertex ([B, V]) for its backward.
-    @torch.library.register_fake("facegeom::vertex_normals")
-    def _(vertices, faces):
-        return vertices.new_empty(vertices.shape), vertices.new_empty(vertices.shape[:2])
-
-    @torch.library.register_fake("facegeom::vertex_normals_backward")
-    def _(grad_out, vertices, faces, normals, inv_len):
-        return vertices.new_empty(vertices.shape)
-
-    def _normals_setup(ctx, inputs, output):
-        ctx.mark_non_differentiable(output[1])
-        ctx.save_for_backward(*inputs, *output)
-
-    def _normals_backward(ctx, grad, _grad_inv_len):
-        vertices, faces, normals, inv_len = ctx.saved_tensors
-        return ops.vertex_normals_backward(grad, vertices, faces, normals, inv_len), None
-
-    torch.library.register_autograd(
-        "facegeom::vertex_normals", _normals_backward, setup_context=_normals_setup
-    )
-
-    # -- sh_basis ----------------------------------------------------------- #
-    @torch.library.register_fake("facegeom::sh_basis")
-    def _(normals, convention):
-        return normals.new_empty(normals.shape[0], 9)
-
-    @torch.library.register_fake("facegeom::sh_basis_backward")
-    def _(grad_basis, normals, convention):
-        return normals.new_empty(normals.shape)
-
-    def _basis_setup(ctx, inputs, output):
-        ctx.save_for_backward(inputs[0])
-        ctx.convention = inputs[1]
-
-    def _basis_backward(ctx, grad):
-        (normals,) = ctx.saved_tensors
-        return ops.sh_basis_backward(grad, normals, ctx.convention), None
-
-    torch.library.register_autograd("facegeom::sh_basis", _basis_backward, setup_context=_basis_setup)
-
-    # -- sh_shading --------------------------------------------------------- #
-    @torch.library.register_fake("facegeom::sh_shading")
-    def _(normals, albedo, sh_coeffs, convention):
-        return normals.new_empty(normals.shape)
-
-    @torch.library.register_fake("facegeom::sh_shading_backward")
-    def _(grad_out, normals, albedo, sh_coeffs, convention, output_mask):
-        return _masked_empty((normals, albedo, sh_coeffs), output_mask)
-
-    def _shading_setup(ctx, inputs, output):
-        ctx.save_for_backward(*inputs[:3])
-        ctx.convention = inputs[3]
-
-    def _shading_backward(ctx, grad):
-        mask = list(ctx.needs_input_grad[:3])
-        grads = ops.sh_shading_backward(grad, *ctx.saved_tensors, ctx.convention, mask)
-        return tuple(g if wanted else None for g, wanted in zip(grads, mask)) + (None,)
-
-    torch.library.register_autograd(
-        "facegeom::sh_shading", _shading_backward, setup_context=_shading_setup
-    )
-
-    # -- blinn_phong -------------------------------------------------------- #
-    @torch.library.register_fake("facegeom::blinn_phong")
-    def _(normals, points, light_pos, camera_pos, specular_albedo, shininess):
-        return normals.new_empty(normals.shape)
-
-    @torch.library.register_fake("facegeom::blinn_phong_backward")
-    def _(grad_out, normals, points, light_pos, camera_pos, specular_albedo, shininess, output_mask):
-        return _masked_empty((normals, points, light_pos, camera_pos, specular_albedo, shininess), output_mask)
-
-    def _phong_setup(ctx, inputs, output):
-        ctx.save_for_backward(*inputs)
-
-    def _phong_backward(ctx, grad):
-        mask = list(ctx.needs_input_grad[:6])
-        grads = ops.blinn_phong_backward(grad, *ctx.saved_tensors, mask)
-        return tuple(g if wanted else None for g, wanted in zip(grads, mask))
-
-    torch.library.register_autograd("facegeom::blinn_phong", _phong_backward, setup_context=_phong_setup)
-
-    forbid_double_backward("vertex_normals_backward", "sh_basis_backward", "sh_shading_backward",
-                           "blinn_phong_backward")
-
-
-def _not_compiling() -> bool:
-    return not torch.compiler.is_compiling()
-
-
-def _check_convention(convention) -> str:
-    if convention not in SH_CONVENTIONS:
-        raise ValueError(f"convention must be one of {SH_CONVENTIONS}, got {convention!r}")
-    return convention
-
-
-def _check_unit_last_dim(name: str, t: Tensor, layout: str) -> None:
-    if t.dim() == 0 or t.shape[-1] != 3:
-        raise ValueError(f"{name} must have shape {layout}, got {list(t.shape)}")
-
-
-# --------------------------------------------------------------------------- #
-# Public API                                                                  #
-# --------------------------------------------------------------------------- #
+# The compiled ops (a name that cannot be mistaken for the facegeom.ops package).
+_C_ops = torch.ops.facegeom
 
 
 def vertex_normals(vertices: Tensor, faces: Tensor) -> Tensor:
@@ -181,17 +67,8 @@ def vertex_normals(vertices: Tensor, faces: Tensor) -> Tensor:
     _checks.shape("faces", faces, [None, 3], "[F, 3]")
     if faces.dtype not in (torch.int32, torch.int64):
         faces = faces.long()
-    num_vertices = vertices.shape[1]
-    if _not_compiling() and faces.numel() > 0:
-        lo, hi = (int(x) for x in torch.aminmax(faces))
-        if lo < 0 or hi >= num_vertices:
-            raise IndexError(
-                f"faces must index vertices in [0, {num_vertices}); found indices from {lo} to {hi}"
-            )
-    if _native.serves("vertex_normals", vertices.device):
-        out = torch.ops.facegeom.vertex_normals(vertices, faces)[0]
-    else:
-        out = reference.vertex_normals(vertices, faces)
+    _checks.indices("faces", faces, vertices.shape[1], what="vertex indices")
+    out = _vertex_normals(vertices, faces)
     return out[0] if unbatched else out
 
 
@@ -231,7 +108,7 @@ def sh_basis(normals: Tensor, convention: str = "deep3d") -> Tensor:
     """
     _checks.floating("normals", normals)
     _check_unit_last_dim("normals", normals, "[..., 3]")
-    _check_convention(convention)
+    _checks.choice("convention", convention, SH_CONVENTIONS)
     flat = normals.reshape(-1, 3)
     if _native.serves("sh_basis", flat.device):
         basis = torch.ops.facegeom.sh_basis(flat, convention)
@@ -270,36 +147,8 @@ def sh_shading(normals: Tensor, albedo: Tensor, sh_coeffs: Tensor, convention: s
         >>> sh_shading(n, torch.ones(1, 1, 3), coeffs)              # 0.8 * pi / sqrt(4 pi)
         tensor([[[0.7090, 0.7090, 0.7090]]])
     """
-    _checks.floating("normals", normals)
-    _checks.floating("albedo", albedo, normals, "normals")
-    _checks.floating("sh_coeffs", sh_coeffs, normals, "normals")
-    _check_convention(convention)
-    shared = sh_coeffs.dim() == 2
-    if shared:
-        _checks.shape("sh_coeffs", sh_coeffs, [9, 3], "[B, 9, 3] or [9, 3]")
-        _check_unit_last_dim("normals", normals, "[..., 3]")
-        normals, albedo, sh_coeffs = normals.unsqueeze(0), albedo.unsqueeze(0), sh_coeffs.unsqueeze(0)
-    else:
-        _checks.shape("sh_coeffs", sh_coeffs, [None, 9, 3], "[B, 9, 3] or [9, 3]")
-        if normals.dim() < 2 or normals.shape[-1] != 3:
-            raise ValueError(f"normals must have shape [B, ..., 3], got {list(normals.shape)}")
-    if albedo.dim() != normals.dim() or albedo.shape[1:] != normals.shape[1:]:
-        raise ValueError(
-            f"albedo must have the shape of normals ({list(normals.shape)}, batch 1 broadcasts), "
-            f"got {list(albedo.shape)}"
-        )
-    batch = _checks.batch_size({"normals": normals.shape[0], "albedo": albedo.shape[0],
-                                "sh_coeffs": sh_coeffs.shape[0]})
-    out_shape = (batch, *normals.shape[1:])
-    num_points = math.prod(normals.shape[1:-1])
-    normals = normals.expand(out_shape).reshape(batch, num_points, 3)
-    albedo = albedo.expand(out_shape).reshape(batch, num_points, 3)
-    sh_coeffs = sh_coeffs.expand(batch, 9, 3)
-    if _native.serves("sh_shading", normals.device):
-        out = torch.ops.facegeom.sh_shading(normals, albedo, sh_coeffs, convention)
-    else:
-        out = reference.sh_shading(normals, albedo, sh_coeffs, convention)
-    out = out.reshape(out_shape)
+    normals, albedo, sh_coeffs, shared = _sh_shading_args(normals, albedo, sh_coeffs, convention)
+    out = _sh_shading(normals, albedo, sh_coeffs, convention)
     return out[0] if shared else out
 
 
@@ -348,6 +197,47 @@ def blinn_phong(
         >>> blinn_phong(n, p, eye, eye, torch.ones(1, 1, 1), 20.0)  # n . h = 1
         tensor([[[1., 1., 1.]]])
     """
+    args, unbatched = _blinn_phong_args(normals, points, light_pos, camera_pos, specular_albedo, shininess)
+    out = _blinn_phong(*args)
+    return out[0] if unbatched and out.shape[0] == 1 else out
+
+
+# --------------------------------------------------------------------------- #
+# Checks (run once, by the public functions above)                            #
+# --------------------------------------------------------------------------- #
+
+def _sh_shading_args(normals, albedo, sh_coeffs, convention):
+    """Checks :func:`sh_shading`'s arguments; returns normals, albedo ``[B, ..., 3]``
+    and sh_coeffs ``[B, 9, 3]`` expanded to the common batch, and whether the
+    coefficients were shared (``[9, 3]``)."""
+    _checks.floating("normals", normals)
+    _checks.floating("albedo", albedo, normals, "normals")
+    _checks.floating("sh_coeffs", sh_coeffs, normals, "normals")
+    _checks.choice("convention", convention, SH_CONVENTIONS)
+    shared = sh_coeffs.dim() == 2
+    if shared:
+        _checks.shape("sh_coeffs", sh_coeffs, [9, 3], "[B, 9, 3] or [9, 3]")
+        _check_unit_last_dim("normals", normals, "[..., 3]")
+        normals, albedo, sh_coeffs = normals.unsqueeze(0), albedo.unsqueeze(0), sh_coeffs.unsqueeze(0)
+    else:
+        _checks.shape("sh_coeffs", sh_coeffs, [None, 9, 3], "[B, 9, 3] or [9, 3]")
+        if normals.dim() < 2 or normals.shape[-1] != 3:
+            raise ValueError(f"normals must have shape [B, ..., 3], got {list(normals.shape)}")
+    if albedo.dim() != normals.dim() or albedo.shape[1:] != normals.shape[1:]:
+        raise ValueError(
+            f"albedo must have the shape of normals ({list(normals.shape)}, batch 1 broadcasts), "
+            f"got {list(albedo.shape)}"
+        )
+    batch = _checks.batch_size({"normals": normals.shape[0], "albedo": albedo.shape[0],
+                                "sh_coeffs": sh_coeffs.shape[0]})
+    return (normals.expand(batch, *normals.shape[1:]), albedo.expand(batch, *normals.shape[1:]),
+            sh_coeffs.expand(batch, 9, 3), shared)
+
+
+def _blinn_phong_args(normals, points, light_pos, camera_pos, specular_albedo, shininess):
+    """Checks :func:`blinn_phong`'s arguments; returns them expanded to the common
+    batch (normals, points ``[B, ..., 3]``, positions ``[B, 3]``, specular albedo
+    ``[B, ..., C]``, shininess ``[B]``) and whether the call was unbatched."""
     _checks.floating("normals", normals)
     for name, t in (("points", points), ("light_pos", light_pos), ("camera_pos", camera_pos),
                     ("specular_albedo", specular_albedo)):
@@ -372,29 +262,167 @@ def blinn_phong(
         camera_pos = camera_pos.unsqueeze(0)
     _checks.shape("light_pos", light_pos, [None, 3], "[B, 3] or [3]")
     _checks.shape("camera_pos", camera_pos, [None, 3], "[B, 3] or [3]")
+    shininess = _shininess(shininess, normals)
+    batch = _checks.batch_size({"normals": normals.shape[0], "points": points.shape[0],
+                                "light_pos": light_pos.shape[0], "camera_pos": camera_pos.shape[0],
+                                "specular_albedo": specular_albedo.shape[0], "shininess": shininess.shape[0]})
+    shape = (batch, *middle)
+    channels = specular_albedo.shape[-1]
+    return (normals.expand(*shape, 3), points.expand(*shape, 3), light_pos.expand(batch, 3),
+            camera_pos.expand(batch, 3), specular_albedo.expand(*shape, channels), shininess.expand(batch)), unbatched
+
+
+def _shininess(shininess, like: Tensor) -> Tensor:
+    """A float or a ``[B]`` / 0-dim tensor -> a ``[B or 1]`` tensor in ``like``'s dtype and device."""
     if isinstance(shininess, Tensor):
-        _checks.floating("shininess", shininess, normals, "normals")
+        _checks.floating("shininess", shininess, like, "normals")
         if shininess.dim() == 0:
             shininess = shininess.unsqueeze(0)
         _checks.shape("shininess", shininess, [None], "a float or Tensor [B]")
     elif isinstance(shininess, (int, float)) and not isinstance(shininess, bool):
-        shininess = torch.full((1,), float(shininess), dtype=normals.dtype, device=normals.device)
+        shininess = torch.full((1,), float(shininess), dtype=like.dtype, device=like.device)
     else:
         raise TypeError(f"shininess must be a float or a Tensor [B], got {type(shininess).__name__}")
-    batch = _checks.batch_size({"normals": normals.shape[0], "points": points.shape[0],
-                                "light_pos": light_pos.shape[0], "camera_pos": camera_pos.shape[0],
-                                "specular_albedo": specular_albedo.shape[0], "shininess": shininess.shape[0]})
-    out_shape = (batch, *middle, 3)
-    num_points = math.prod(middle)
-    normals = normals.expand(out_shape).reshape(batch, num_points, 3)
-    points = points.expand(out_shape).reshape(batch, num_points, 3)
-    channels = specular_albedo.shape[-1]
-    specular_albedo = specular_albedo.expand(batch, *middle, channels).reshape(batch, num_points, channels)
-    light_pos, camera_pos = light_pos.expand(batch, 3), camera_pos.expand(batch, 3)
-    shininess = shininess.expand(batch)
+    return shininess
+
+
+def _check_unit_last_dim(name: str, t: Tensor, layout: str) -> None:
+    if t.dim() == 0 or t.shape[-1] != 3:
+        raise ValueError(f"{name} must have shape {layout}, got {list(t.shape)}")
+
+
+# --------------------------------------------------------------------------- #
+# Unchecked implementations: for callers that validated already (the public   #
+# functions above, facegeom.render). Inputs in the op's layout.               #
+# --------------------------------------------------------------------------- #
+
+def _vertex_normals(vertices: Tensor, faces: Tensor) -> Tensor:
+    """vertices [B, V, 3], faces [F, 3] int32/int64 in [0, V): no checks."""
+    if _native.serves("vertex_normals", vertices.device):
+        return torch.ops.facegeom.vertex_normals(vertices, faces)[0]
+    return reference.vertex_normals(vertices, faces)
+
+
+def _sh_shading(normals: Tensor, albedo: Tensor, sh_coeffs: Tensor, convention: str) -> Tensor:
+    """normals, albedo [B, ..., 3] (one shape), sh_coeffs [B, 9, 3]: no checks."""
+    out_shape = normals.shape
+    batch, num_points = out_shape[0], math.prod(out_shape[1:-1])
+    normals, albedo = normals.reshape(batch, num_points, 3), albedo.reshape(batch, num_points, 3)
+    if _native.serves("sh_shading", normals.device):
+        out = torch.ops.facegeom.sh_shading(normals, albedo, sh_coeffs, convention)
+    else:
+        out = reference.sh_shading(normals, albedo, sh_coeffs, convention)
+    return out.reshape(out_shape)
+
+
+def _blinn_phong(normals: Tensor, points: Tensor, light_pos: Tensor, camera_pos: Tensor,
+                 specular_albedo: Tensor, shininess: Tensor) -> Tensor:
+    """normals, points [B, ..., 3], light_pos, camera_pos [B, 3], specular_albedo
+    [B, ..., 3 or 1], shininess [B], one batch B: no checks. Returns [B, ..., 3]."""
+    out_shape = normals.shape
+    batch, num_points = out_shape[0], math.prod(out_shape[1:-1])
+    normals, points = normals.reshape(batch, num_points, 3), points.reshape(batch, num_points, 3)
+    specular_albedo = specular_albedo.reshape(batch, num_points, specular_albedo.shape[-1])
     if _native.serves("blinn_phong", normals.device):
         out = torch.ops.facegeom.blinn_phong(normals, points, light_pos, camera_pos, specular_albedo, shininess)
     else:
         out = reference.blinn_phong(normals, points, light_pos, camera_pos, specular_albedo, shininess)
-    out = out.reshape(out_shape)
-    return out[0] if unbatched and batch == 1 else out
+    return out.reshape(out_shape)
+
+
+# --------------------------------------------------------------------------- #
+# Op registration: fake kernels and autograd (only when _C has the ops)       #
+# --------------------------------------------------------------------------- #
+
+def _masked_empty(inputs, mask):
+    return tuple(t.new_empty(t.shape) if wanted else t.new_empty(0) for t, wanted in zip(inputs, mask))
+
+
+if _native.has_op("vertex_normals"):
+
+    # -- vertex_normals ----------------------------------------------------- #
+    # The op also returns 1 / |sum| per vertex ([B, V]) for its backward.
+    @torch.library.register_fake("facegeom::vertex_normals")
+    def _(vertices, faces):
+        return vertices.new_empty(vertices.shape), vertices.new_empty(vertices.shape[:2])
+
+    @torch.library.register_fake("facegeom::vertex_normals_backward")
+    def _(grad_out, vertices, faces, normals, inv_len):
+        return vertices.new_empty(vertices.shape)
+
+    def _normals_setup(ctx, inputs, output):
+        ctx.mark_non_differentiable(output[1])
+        ctx.save_for_backward(*inputs, *output)
+
+    def _normals_backward(ctx, grad, _grad_inv_len):
+        vertices, faces, normals, inv_len = ctx.saved_tensors
+        return _C_ops.vertex_normals_backward(grad, vertices, faces, normals, inv_len), None
+
+    torch.library.register_autograd(
+        "facegeom::vertex_normals", _normals_backward, setup_context=_normals_setup
+    )
+
+    # -- sh_basis ----------------------------------------------------------- #
+    @torch.library.register_fake("facegeom::sh_basis")
+    def _(normals, convention):
+        return normals.new_empty(normals.shape[0], 9)
+
+    @torch.library.register_fake("facegeom::sh_basis_backward")
+    def _(grad_basis, normals, convention):
+        return normals.new_empty(normals.shape)
+
+    def _basis_setup(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0])
+        ctx.convention = inputs[1]
+
+    def _basis_backward(ctx, grad):
+        (normals,) = ctx.saved_tensors
+        return _C_ops.sh_basis_backward(grad, normals, ctx.convention), None
+
+    torch.library.register_autograd("facegeom::sh_basis", _basis_backward, setup_context=_basis_setup)
+
+    # -- sh_shading --------------------------------------------------------- #
+    @torch.library.register_fake("facegeom::sh_shading")
+    def _(normals, albedo, sh_coeffs, convention):
+        return normals.new_empty(normals.shape)
+
+    @torch.library.register_fake("facegeom::sh_shading_backward")
+    def _(grad_out, normals, albedo, sh_coeffs, convention, output_mask):
+        return _masked_empty((normals, albedo, sh_coeffs), output_mask)
+
+    def _shading_setup(ctx, inputs, output):
+        ctx.save_for_backward(*inputs[:3])
+        ctx.convention = inputs[3]
+
+    def _shading_backward(ctx, grad):
+        mask = list(ctx.needs_input_grad[:3])
+        grads = _C_ops.sh_shading_backward(grad, *ctx.saved_tensors, ctx.convention, mask)
+        return tuple(g if wanted else None for g, wanted in zip(grads, mask)) + (None,)
+
+    torch.library.register_autograd(
+        "facegeom::sh_shading", _shading_backward, setup_context=_shading_setup
+    )
+
+    # -- blinn_phong -------------------------------------------------------- #
+    @torch.library.register_fake("facegeom::blinn_phong")
+    def _(normals, points, light_pos, camera_pos, specular_albedo, shininess):
+        return normals.new_empty(normals.shape)
+
+    @torch.library.register_fake("facegeom::blinn_phong_backward")
+    def _(grad_out, normals, points, light_pos, camera_pos, specular_albedo, shininess, output_mask):
+        return _masked_empty((normals, points, light_pos, camera_pos, specular_albedo, shininess), output_mask)
+
+    def _phong_setup(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+
+    def _phong_backward(ctx, grad):
+        mask = list(ctx.needs_input_grad[:6])
+        grads = _C_ops.blinn_phong_backward(grad, *ctx.saved_tensors, mask)
+        return tuple(g if wanted else None for g, wanted in zip(grads, mask))
+
+    torch.library.register_autograd("facegeom::blinn_phong", _phong_backward, setup_context=_phong_setup)
+
+    forbid_double_backward("vertex_normals_backward", "sh_basis_backward", "sh_shading_backward",
+                           "blinn_phong_backward")
+
+

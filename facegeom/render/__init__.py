@@ -5,6 +5,6 @@
 
 See :mod:`facegeom.render.mesh_renderer` for conventions (image rows top-down).
 """
-from facegeom.render.mesh_renderer import MeshRenderer, Rendering
+from facegeom.render.mesh_renderer import Fragments, MeshRenderer, Rendering, SHShader, ShadingInputs, UnlitShader
 
-__all__ = ["MeshRenderer", "Rendering"]
+__all__ = ["Fragments", "MeshRenderer", "Rendering", "SHShader", "ShadingInputs", "UnlitShader"]

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from facegeom.eval import now
-from tests.eval import synthetic as syn
+from facegeom import testing as syn
 
 
 def test_crop_sphere_hand_computed():

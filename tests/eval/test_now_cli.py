@@ -6,7 +6,7 @@ import trimesh
 
 from facegeom import cli
 from facegeom.eval import now
-from tests.eval import synthetic as syn
+from facegeom import testing as syn
 from tests.eval.test_io import write_pp
 
 

@@ -5,7 +5,7 @@ import torch
 
 from facegeom.eval import now, stirling
 from facegeom.eval.icp import icp_rmse
-from tests.eval import synthetic as syn
+from facegeom import testing as syn
 
 
 def _scene(seed=0, count=200):

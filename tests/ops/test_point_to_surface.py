@@ -265,10 +265,10 @@ def test_many_coincident_and_exponentially_spaced_faces():
 def test_matches_trimesh_on_a_real_scale_mesh():
     trimesh = pytest.importorskip("trimesh")
     pytest.importorskip("rtree", reason="trimesh.proximity needs rtree")
-    from benchmarks.p2s_cases import head_mesh, queries
+    from facegeom.testing import head_mesh, near_surface_queries, uniform_queries
 
     vertices, faces = head_mesh(9976, dtype=torch.float64)  # metres, FLAME's face count
-    points = torch.cat([queries(vertices, faces, "near", 200), queries(vertices, faces, "uniform", 100)])
+    points = torch.cat([near_surface_queries(vertices, faces, 200), uniform_queries(vertices, 100)])
     mesh = trimesh.Trimesh(vertices.numpy(), faces.numpy(), process=False)
     closest, distance, _ = trimesh.proximity.closest_point(mesh, points.numpy())
     theirs = torch.from_numpy(distance)

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from facegeom.ops import reference
+from facegeom.ops import rasterize, reference
 from facegeom.render import MeshRenderer, Rendering
 from tests.conftest import cuda
 
@@ -346,3 +346,59 @@ def test_cuda_matches_cpu(shading):
             assert torch.equal(b.cpu(), a)  # the back ends run the same coverage arithmetic
         else:
             torch.testing.assert_close(b.cpu(), a, rtol=1e-4, atol=1e-4)
+
+
+# --------------------------------------------------------------------------- #
+# Checks once per entry point                                                 #
+# --------------------------------------------------------------------------- #
+@pytest.mark.parametrize("shading", ["vertex", "pixel"])
+def test_render_range_checks_the_faces_once(monkeypatch, shading):
+    """Each range check reads values back to the host (a sync on CUDA): the faces
+    are range-checked once, when the renderer is built, and a render (rasterize,
+    normals, shading, specular, interpolate, antialias) checks no indices again."""
+    from facegeom import _checks
+
+    calls = []
+    real = _checks.indices
+
+    def counting(name, t, *args, **kwargs):
+        calls.append(name)
+        return real(name, t, *args, **kwargs)
+
+    monkeypatch.setattr(_checks, "indices", counting)
+    s = scene()
+    renderer = MeshRenderer(s["faces"], SIZE, shading=shading)
+    assert calls.count("faces") == 1
+    calls.clear()
+    pos = ortho(s["vertices"])
+    out = renderer(s["vertices"], s["albedo"], s["sh_coeffs"], pos=pos, specular_albedo=s["specular_albedo"],
+                   light_position=s["light_position"], camera_position=s["camera_position"])
+    assert calls == []
+    # The public op does check: the counter sees it, so this test can fail.
+    rasterize(pos, renderer.faces, (4, 4))
+    assert calls == ["tri"]
+
+
+def test_shaders_swap():
+    """The shader is a swappable step: UnlitShader renders the albedo, as the
+    default shader does without SH light; a custom shader sees the fragments."""
+    from facegeom.render import Fragments, ShadingInputs, UnlitShader
+
+    s = scene()
+    pos = ortho(s["vertices"])
+    unlit = MeshRenderer(s["faces"], SIZE, shader=UnlitShader())(s["vertices"], s["albedo"], s["sh_coeffs"], pos=pos)
+    default = MeshRenderer(s["faces"], SIZE)(s["vertices"], s["albedo"], None, pos=pos)
+    torch.testing.assert_close(unlit.image, default.image, atol=0, rtol=0)
+
+    seen = {}
+
+    class Depth(torch.nn.Module):
+        def forward(self, fragments, inputs):
+            seen["types"] = (type(fragments), type(inputs))
+            return fragments.rast[..., 2:3].expand(-1, -1, -1, 3)
+
+    out = MeshRenderer(s["faces"], SIZE, antialias=False)(s["vertices"], s["albedo"], pos=pos)
+    depth = MeshRenderer(s["faces"], SIZE, antialias=False, shader=Depth())(s["vertices"], s["albedo"], pos=pos)
+    assert seen["types"] == (Fragments, ShadingInputs)
+    covered = out.alpha[..., 0] > 0
+    torch.testing.assert_close(depth.image[..., 0][covered], out.depth[..., 0][covered], atol=0, rtol=0)

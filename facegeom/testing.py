@@ -1,0 +1,268 @@
+"""Shared fixtures: procedural meshes, random models and synthetic scans used by
+the tests (``tests/``), the benchmarks (``benchmarks/``, ``facegeom bench``) and
+the examples (README). One generator of each kind lives here; nothing in it
+needs pytest.
+
+- models: :func:`lbs_case` (FLAME-shaped, float32, ``facegeom.ops.lbs`` keyword
+  arguments), :func:`make_model` / :func:`make_params` (small smplx-layout models
+  for the tests, float64);
+- meshes in metres: :func:`head_mesh` (closed, bumpy, head-sized, target face
+  count), :func:`clip_space` (a perspective view of it), :func:`near_surface_queries`
+  and :func:`uniform_queries` (point sets around it);
+- synthetic face scans in millimetres for the NoW / Stirling protocol tests:
+  :func:`height`, :func:`grid_surface`, :func:`landmarks`, :func:`rotation`,
+  :func:`sample_surface`, :func:`icosahedron`, :func:`centred_landmarks`.
+
+Layouts follow smplx's ``lbs.py`` (API.md §1: ``shapedirs [V, 3, K]``,
+``posedirs [(J-1)*9, V*3]``, ``J_regressor [J, V]``).
+
+Example:
+    >>> from facegeom import testing
+    >>> model = testing.lbs_case(batch=2)
+    >>> vertices, joints = facegeom.ops.lbs(**model)   # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, Tuple
+
+import numpy as np
+import torch
+
+FLAME_PARENTS = [-1, 0, 1, 1, 1]  # global, neck, jaw, left eye, right eye
+SMPL_PARENTS = [-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21]
+# Face counts of the two reference face models: BFM's front face (Deep3DFaceRecon)
+# and FLAME.
+BFM_FACES, FLAME_FACES = 70789, 9976
+
+
+# --------------------------------------------------------------------------- #
+# Random models (smplx layouts)                                               #
+# --------------------------------------------------------------------------- #
+
+def lbs_case(batch: int, dtype=torch.float32, requires_grad: bool = False, seed: int = 0,
+             num_vertices: int = 5023, num_betas: int = 400, parents=FLAME_PARENTS) -> Dict[str, torch.Tensor]:
+    """Keyword arguments of ``facegeom.ops.lbs`` for a FLAME-shaped model (V = 5023,
+    K = 300 shape + 100 expression, J = 5, 36 pose features) with random bases."""
+    g = torch.Generator().manual_seed(seed)
+    num_joints = len(parents)
+    regressor = torch.rand(num_joints, num_vertices, generator=g, dtype=dtype)
+    weights = torch.rand(num_vertices, num_joints, generator=g, dtype=dtype)
+    return dict(
+        betas=torch.randn(batch, num_betas, generator=g, dtype=dtype).requires_grad_(requires_grad),
+        pose=(torch.randn(batch, 3 * num_joints, generator=g, dtype=dtype) * 0.3).requires_grad_(requires_grad),
+        v_template=torch.randn(num_vertices, 3, generator=g, dtype=dtype) * 0.1,
+        shapedirs=torch.randn(num_vertices, 3, num_betas, generator=g, dtype=dtype) * 1e-3,
+        posedirs=torch.randn(9 * (num_joints - 1), 3 * num_vertices, generator=g, dtype=dtype) * 1e-3,
+        J_regressor=regressor / regressor.sum(1, keepdim=True),
+        parents=torch.tensor(parents),
+        lbs_weights=weights / weights.sum(1, keepdim=True),
+    )
+
+
+def make_model(num_vertices, num_betas, parents, dtype=torch.float64, seed=0, scale=1.0):
+    """A random smplx-layout model: dict of lbs()'s keyword arguments minus betas/pose."""
+    g = torch.Generator().manual_seed(seed)
+    num_joints = len(parents)
+    regressor = torch.rand(num_joints, num_vertices, generator=g, dtype=dtype)
+    regressor = regressor / regressor.sum(1, keepdim=True)
+    weights = torch.rand(num_vertices, num_joints, generator=g, dtype=dtype) ** 4
+    weights = weights / weights.sum(1, keepdim=True)
+    return dict(
+        v_template=torch.randn(num_vertices, 3, generator=g, dtype=dtype) * 0.1 * scale,
+        shapedirs=torch.randn(num_vertices, 3, num_betas, generator=g, dtype=dtype) * 1e-3 * scale,
+        posedirs=torch.randn(9 * (num_joints - 1), 3 * num_vertices, generator=g, dtype=dtype) * 1e-3 * scale,
+        J_regressor=regressor,
+        parents=torch.tensor(parents),
+        lbs_weights=weights,
+    )
+
+
+def make_params(batch, num_betas, num_joints, dtype=torch.float64, seed=1):
+    """Random ``betas [batch, num_betas]`` and axis-angle ``pose [batch, 3 * num_joints]``."""
+    g = torch.Generator().manual_seed(seed)
+    betas = torch.randn(batch, num_betas, generator=g, dtype=dtype)
+    pose = torch.randn(batch, 3 * num_joints, generator=g, dtype=dtype) * 0.4
+    return betas, pose
+
+
+# --------------------------------------------------------------------------- #
+# Procedural head-sized meshes and query points (metres)                      #
+# --------------------------------------------------------------------------- #
+
+def head_mesh(num_faces: int = FLAME_FACES, dtype=torch.float32) -> Tuple[torch.Tensor, torch.Tensor]:
+    """A closed, bumpy, head-sized surface (0.16 x 0.2 x 0.18 m, centred at the
+    origin, y up) with about ``num_faces`` faces.
+
+    A latitude-longitude grid of ``rows x columns`` vertices (columns ~ 1.5 rows)
+    plus two poles: ``F = 2 rows columns`` faces and ``V = rows columns + 2``
+    vertices, so ``num_faces = 9976`` gives FLAME's 9976 faces (4990 vertices)
+    and ``70789`` gives ~70.8k faces / ~35.4k vertices, BFM-front size. The
+    bumps make parts of the surface occlude others (silhouette edges inside
+    the image, as a nose and cheeks give). Faces wind counter-clockwise seen
+    from outside.
+
+    Returns:
+        vertices ``[V, 3]`` (``dtype``), faces ``[F, 3]`` int64.
+    """
+    if num_faces < 12:
+        raise ValueError(f"head_mesh: num_faces must be >= 12, got {num_faces}")
+    rows = max(2, round(math.sqrt(num_faces / 3)))
+    columns = max(3, round(num_faces / (2 * rows)))
+    theta = torch.linspace(0, math.pi, rows + 2, dtype=torch.float64)[1:-1]
+    phi = torch.arange(columns, dtype=torch.float64) * (2 * math.pi / columns)
+    t, p = torch.meshgrid(theta, phi, indexing="ij")
+    radius = 1 + 0.1 * torch.sin(4 * t) * torch.cos(3 * p) + 0.04 * torch.sin(9 * p) * torch.sin(t) ** 2
+    ring = torch.stack([0.08 * radius * torch.sin(t) * torch.sin(p), 0.1 * radius * torch.cos(t),
+                        0.09 * radius * torch.sin(t) * torch.cos(p)], -1).reshape(-1, 3)
+    vertices = torch.cat([ring, torch.tensor([[0.0, 0.1, 0.0], [0.0, -0.1, 0.0]], dtype=torch.float64)])
+    r, c = torch.meshgrid(torch.arange(rows - 1), torch.arange(columns), indexing="ij")
+    a, b = r * columns + c, r * columns + (c + 1) % columns
+    cols = torch.arange(columns)
+    top, bottom = rows * columns, rows * columns + 1
+    faces = torch.cat([
+        torch.stack([a, a + columns, b], -1).reshape(-1, 3),
+        torch.stack([b, a + columns, b + columns], -1).reshape(-1, 3),
+        torch.stack([torch.full_like(cols, top), cols, (cols + 1) % columns], -1),
+        torch.stack([torch.full_like(cols, bottom), (rows - 1) * columns + (cols + 1) % columns,
+                     (rows - 1) * columns + cols], -1),
+    ])
+    return vertices.to(dtype), faces
+
+
+def clip_space(vertices: torch.Tensor, batch: int = 1, distance: float = 0.6, focal: float = 4.8,
+               near: float = 0.1, far: float = 10.0, yaw: float = 0.05) -> torch.Tensor:
+    """Clip-space positions ``[batch, V, 4]`` of ``vertices [V, 3]`` (metres) seen by
+    an OpenGL-style perspective camera ``distance`` in front of the origin,
+    looking down -z, ``focal`` in NDC units (4.8 at 0.6 m: a 0.2 m head spans
+    ~80 % of the image height). Image ``k`` is the mesh turned by ``k * yaw``
+    radians about y, so the batch's images differ."""
+    v = vertices.double()
+    out = []
+    for k in range(batch):
+        c, s = math.cos(k * yaw), math.sin(k * yaw)
+        rot = torch.tensor([[c, 0, s], [0, 1, 0], [-s, 0, c]], dtype=torch.float64)
+        cam = v @ rot.T
+        z = cam[:, 2] - distance  # negative in front of the camera
+        clip_z = (far + near) / (near - far) * z + 2 * far * near / (near - far)
+        out.append(torch.stack([focal * cam[:, 0], focal * cam[:, 1], clip_z, -z], -1))
+    return torch.stack(out).to(vertices.dtype)
+
+
+def near_surface_queries(vertices: torch.Tensor, faces: torch.Tensor, count: int, noise: float = 0.01,
+                         seed: int = 0) -> torch.Tensor:
+    """``count`` points ``[count, 3]`` near the surface: area-weighted uniform
+    samples on the faces plus Gaussian noise of ``noise`` x the bounding box
+    diagonal (per axis)."""
+    g = torch.Generator().manual_seed(seed)
+    v = vertices.double()
+    tri = v[faces.long()]
+    area = torch.linalg.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]).norm(dim=1)
+    face = torch.multinomial(area, count, replacement=True, generator=g)
+    u = torch.rand(count, 2, generator=g, dtype=torch.float64)
+    u = torch.where((u.sum(1) > 1)[:, None], 1 - u, u)  # fold onto the triangle
+    w = torch.stack([1 - u.sum(1), u[:, 0], u[:, 1]], 1)
+    surface = (w[:, :, None] * tri[face]).sum(1)
+    diagonal = (v.max(0).values - v.min(0).values).norm()
+    return (surface + noise * diagonal * torch.randn(count, 3, generator=g, dtype=torch.float64)).to(vertices.dtype)
+
+
+def uniform_queries(vertices: torch.Tensor, count: int, seed: int = 0) -> torch.Tensor:
+    """``count`` points ``[count, 3]`` uniform in the bounding box of ``vertices``."""
+    g = torch.Generator().manual_seed(seed)
+    v = vertices.double()
+    low, high = v.min(0).values, v.max(0).values
+    return (low + (high - low) * torch.rand(count, 3, generator=g, dtype=torch.float64)).to(vertices.dtype)
+
+
+# --------------------------------------------------------------------------- #
+# Synthetic face-like surfaces and scans for the protocol tests (millimetres) #
+# --------------------------------------------------------------------------- #
+
+# NoW order: right eye outer, right eye inner, left eye inner, left eye outer, nose bottom, mouth right, mouth left
+LANDMARKS_XY = np.array(
+    [[-45.0, 30.0], [-15.0, 30.0], [15.0, 30.0], [45.0, 30.0], [0.0, -10.0], [-25.0, -40.0], [25.0, -40.0]]
+)
+
+
+def height(x, y):
+    """A face-like height field without symmetries that would let a rigid motion slide along it."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    dome = 60.0 * np.sqrt(np.clip(1.0 - (x / 95.0) ** 2 - (y / 120.0) ** 2, 0.05, None))
+    nose = 25.0 * np.exp(-((x / 9.0) ** 2 + ((y - 5.0) / 22.0) ** 2))
+    brow = 6.0 * np.exp(-(((y - 42.0) / 8.0) ** 2)) * np.exp(-((x / 60.0) ** 2))
+    chin = 8.0 * np.exp(-((x / 25.0) ** 2 + ((y + 70.0) / 14.0) ** 2))
+    cheek = 4.0 * np.exp(-(((x - 40.0) / 18.0) ** 2 + ((y + 5.0) / 18.0) ** 2))
+    return dome + nose + brow + chin + cheek
+
+
+def grid_surface(n=40, extent=(90.0, 110.0), jitter=0.0, seed=0):
+    """Height-field triangle mesh on an n x n grid over [-ex, ex] x [-ey, ey]."""
+    ex, ey = extent
+    xs, ys = np.meshgrid(np.linspace(-ex, ex, n), np.linspace(-ey, ey, n), indexing="ij")
+    if jitter:
+        rng = np.random.default_rng(seed)
+        xs = xs + rng.uniform(-jitter, jitter, xs.shape)
+        ys = ys + rng.uniform(-jitter, jitter, ys.shape)
+    vertices = np.stack([xs, ys, height(xs, ys)], -1).reshape(-1, 3)
+    idx = np.arange(n * n).reshape(n, n)
+    a, b, c, d = idx[:-1, :-1].ravel(), idx[1:, :-1].ravel(), idx[1:, 1:].ravel(), idx[:-1, 1:].ravel()
+    faces = np.concatenate([np.stack([a, b, c], 1), np.stack([a, c, d], 1)])
+    return vertices, faces.astype(np.int64)
+
+
+def landmarks():
+    return np.concatenate([LANDMARKS_XY, height(LANDMARKS_XY[:, 0], LANDMARKS_XY[:, 1])[:, None]], 1)
+
+
+def rotation(axis, angle_deg):
+    axis = np.asarray(axis, dtype=np.float64)
+    axis = axis / np.linalg.norm(axis)
+    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    a = math.radians(angle_deg)
+    return np.eye(3) + math.sin(a) * k + (1 - math.cos(a)) * k @ k
+
+
+def as_tensor(a):
+    return torch.as_tensor(np.asarray(a, dtype=np.float64))
+
+
+def sample_surface(vertices, faces, count, seed=0, margin=0.1):
+    """Points on the mesh (random faces, barycentrics at least ``margin`` from every edge),
+    with their face ids and unit face normals."""
+    rng = np.random.default_rng(seed)
+    face_ids = rng.integers(0, len(faces), count)
+    bary = rng.dirichlet((2.0, 2.0, 2.0), count)
+    bary = margin + (1 - 3 * margin) * bary
+    corners = vertices[faces[face_ids]]
+    points = (bary[:, :, None] * corners).sum(1)
+    normals = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+    return points, face_ids, normals / np.linalg.norm(normals, axis=1, keepdims=True)
+
+
+def icosahedron(radius=50.0):
+    """Regular icosahedron (outward-wound faces) centred at the origin."""
+    phi = (1 + 5 ** 0.5) / 2
+    v = np.array(
+        [[-1, phi, 0], [1, phi, 0], [-1, -phi, 0], [1, -phi, 0], [0, -1, phi], [0, 1, phi],
+         [0, -1, -phi], [0, 1, -phi], [phi, 0, -1], [phi, 0, 1], [-phi, 0, -1], [-phi, 0, 1]],
+        dtype=np.float64,
+    )
+    v *= radius / np.linalg.norm(v[0])
+    f = np.array(
+        [[0, 11, 5], [0, 5, 1], [0, 1, 7], [0, 7, 10], [0, 10, 11], [1, 5, 9], [5, 11, 4], [11, 10, 2],
+         [10, 7, 6], [7, 1, 8], [3, 9, 4], [3, 4, 2], [3, 2, 6], [3, 6, 8], [3, 8, 9], [4, 9, 5],
+         [2, 4, 11], [6, 2, 10], [8, 6, 7], [9, 8, 1]],
+        dtype=np.int64,
+    )
+    return v, f
+
+
+def centred_landmarks(half_width=100.0, a=10.0):
+    """7 NoW-order landmarks whose crop sphere is centred at the origin with a radius
+    of 1.4 * (2 * half_width + a / 0.3) / 2, so a crop keeps everything near the origin."""
+    bridge_y = a / 0.3 - a
+    return np.array(
+        [[-half_width, bridge_y, 1.0], [-5.0, bridge_y, 2.0], [5.0, bridge_y, 2.0], [half_width, bridge_y, 1.0],
+         [0.0, -a, 3.0], [-20.0, -30.0, 4.0], [25.0, -30.0, 0.0]]
+    )
