@@ -292,3 +292,34 @@ def test_float64_default_dtype():
         assert T.euler_to_matrix(torch.zeros(3)).dtype == torch.float64
     finally:
         torch.set_default_dtype(old)
+
+
+try:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+except ImportError:  # pragma: no cover - hypothesis is in the test environment
+    given = None
+
+if given is not None:
+    finite = st.floats(-3.0, 3.0, allow_nan=False)
+
+    @settings(max_examples=40, deadline=None)
+    @given(st.lists(finite, min_size=3, max_size=3))
+    def test_axis_angle_round_trip_property(v):
+        aa = torch.tensor(v, dtype=D)
+        if aa.norm() > 3.1:  # keep away from pi, where the axis sign is ambiguous
+            aa = aa / aa.norm() * 3.1
+        R = T.axis_angle_to_matrix(aa)
+        torch.testing.assert_close(T.axis_angle_to_matrix(T.matrix_to_axis_angle(R)), R, atol=1e-9, rtol=0)
+
+    @settings(max_examples=40, deadline=None)
+    @given(st.lists(finite, min_size=6, max_size=6))
+    def test_rotation_6d_property(v):
+        d6 = torch.tensor(v, dtype=D)
+        a1, a2 = d6[:3], d6[3:]
+        if a1.norm() < 1e-2 or torch.linalg.cross(a1, a2).norm() < 1e-2 * a2.norm().clamp_min(1e-2):
+            return  # degenerate: Gram-Schmidt undefined
+        R = T.rotation_6d_to_matrix(d6)
+        torch.testing.assert_close(R @ R.T, torch.eye(3, dtype=D), atol=1e-9, rtol=0)
+        torch.testing.assert_close(R, p3d_rotation_6d_to_matrix(d6))
+        torch.testing.assert_close(T.rotation_6d_to_matrix(T.matrix_to_rotation_6d(R)), R)
