@@ -310,7 +310,8 @@ if given is not None:
         if aa.norm() > 3.1:  # keep away from pi, where the axis sign is ambiguous
             aa = aa / aa.norm() * 3.1
         R = T.axis_angle_to_matrix(aa)
-        torch.testing.assert_close(T.axis_angle_to_matrix(T.matrix_to_axis_angle(R)), R, atol=1e-9, rtol=0)
+        # 1e-7: smplx's Rodrigues adds 1e-8 to every component before taking the angle
+        torch.testing.assert_close(T.axis_angle_to_matrix(T.matrix_to_axis_angle(R)), R, atol=1e-7, rtol=0)
 
     @settings(max_examples=40, deadline=None)
     @given(st.lists(finite, min_size=6, max_size=6))
