@@ -112,14 +112,11 @@ class Subject:
         return z(batch, self.num_shape), z(batch, self.num_expression), z(batch, 3), z(batch, 3)
 
     def decode(self, shape, expression, rotation, jaw):
-        if hasattr(self.module, "n_shape"):  # FLAME layout (FLAME files and the synthetic head)
-            out = self.module(shape=shape, expression=expression, pose=rotation, jaw=jaw)
-            return out.vertices, out.landmarks2d
-        from facegeom import ops
-
-        vertices = self.module(shape, expression).vertices  # BFM: rigid rotation about the model origin
-        vertices = vertices @ ops.rodrigues(rotation).transpose(1, 2)
-        return vertices, vertices[:, self.module.keypoints]
+        # FLAME, the synthetic head and BFM share argument and output names; a BFM
+        # has no jaw joint and rotates about its origin.
+        joints = {"jaw": jaw} if self.has_jaw else {}
+        out = self.module(shape=shape, expression=expression, pose=rotation, **joints)
+        return out.vertices, out.landmarks2d
 
 
 def synthetic_subject(seed: int = 0, dtype=torch.float32) -> Subject:

@@ -24,7 +24,7 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -40,10 +40,12 @@ BFM_FACES, FLAME_FACES = 70789, 9976
 # Random models (smplx layouts)                                               #
 # --------------------------------------------------------------------------- #
 
-def lbs_case(batch: int, dtype=torch.float32, requires_grad: bool = False, seed: int = 0,
+def lbs_case(batch: int, dtype: Optional[torch.dtype] = None, requires_grad: bool = False, seed: int = 0,
              num_vertices: int = 5023, num_betas: int = 400, parents=FLAME_PARENTS) -> Dict[str, torch.Tensor]:
     """Keyword arguments of ``facegeom.ops.lbs`` for a FLAME-shaped model (V = 5023,
-    K = 300 shape + 100 expression, J = 5, 36 pose features) with random bases."""
+    K = 300 shape + 100 expression, J = 5, 36 pose features) with random bases;
+    ``dtype`` defaults to ``torch.get_default_dtype()``."""
+    dtype = torch.get_default_dtype() if dtype is None else dtype
     g = torch.Generator().manual_seed(seed)
     num_joints = len(parents)
     regressor = torch.rand(num_joints, num_vertices, generator=g, dtype=dtype)

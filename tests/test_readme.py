@@ -15,3 +15,15 @@ def test_readme_has_examples():
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
 def test_readme_example_runs(index):
     exec(compile(BLOCKS[index], f"README.md example {index}", "exec"), {})
+
+
+@pytest.mark.parametrize("index", range(len(BLOCKS)))
+def test_readme_example_runs_under_float64_default(index):
+    import torch
+
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        exec(compile(BLOCKS[index], f"README.md example {index} (float64)", "exec"), {})
+    finally:
+        torch.set_default_dtype(old)

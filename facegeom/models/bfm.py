@@ -21,6 +21,7 @@ unless a ``scale`` is given.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Dict, Optional
 
@@ -28,29 +29,56 @@ import numpy as np
 import torch
 from torch import nn
 
-from facegeom import ops
+from facegeom import ops, transforms
 from facegeom.models import _pickle
 from facegeom import _checks
 
 Tensor = torch.Tensor
 
 
+def _deprecated(old: str, new: str) -> None:
+    warnings.warn(f"{old} is deprecated; use {new} (one face-model language, API.md section 6)",
+                  DeprecationWarning, stacklevel=3)
+
+
 @dataclass
 class BFMOutput:
-    """What :meth:`BFM.forward` returns.
+    """What :meth:`BFM.forward` returns: the fields of every facegeom face model
+    (:class:`~facegeom.models.FLAMEOutput` has the same ones plus ``joints``).
 
     Attributes:
-        vertices: ``[B, N, 3]`` shape (mean + identity + expression).
-        texture: ``[B, N, 3]`` per-vertex colour / diffuse albedo (in [0, 1] for
+        vertices: ``[B, N, 3]`` shape (mean + identity + expression), posed by
+            ``pose`` / ``rotation`` and ``translation`` when given.
+        albedo: ``[B, N, 3]`` per-vertex colour / diffuse albedo (in [0, 1] for
             the supported files) or ``None`` for a model without texture.
         specular: ``[B, N, 3]`` specular albedo (AlbedoMM) or ``None``.
-        landmarks: ``[B, 68, 3]`` the 68 landmark vertices, or ``None``.
+        landmarks2d: ``[B, 68, 3]`` the 68 landmark vertices (``keypoints``), or
+            ``None``. A BFM has no dynamic contour: the points a 2D detector's
+            landmarks are compared with are these fixed vertices (Deep3DFaceRecon
+            ``D3D:models/bfm.py:290-300``), so this is the same tensor as ``landmarks3d``.
+        landmarks3d: ``[B, 68, 3]`` the same 68 vertices, or ``None``.
+
+    The pre-0.2 names ``texture`` and ``landmarks`` still read ``albedo`` and
+    ``landmarks3d`` with a DeprecationWarning.
     """
 
     vertices: Tensor
-    texture: Optional[Tensor] = None
+    albedo: Optional[Tensor] = None
     specular: Optional[Tensor] = None
-    landmarks: Optional[Tensor] = None
+    landmarks2d: Optional[Tensor] = None
+    landmarks3d: Optional[Tensor] = None
+
+    @property
+    def texture(self) -> Optional[Tensor]:
+        """Deprecated name of :attr:`albedo`."""
+        _deprecated("BFMOutput.texture", "BFMOutput.albedo")
+        return self.albedo
+
+    @property
+    def landmarks(self) -> Optional[Tensor]:
+        """Deprecated name of :attr:`landmarks3d` (equal to :attr:`landmarks2d`)."""
+        _deprecated("BFMOutput.landmarks", "BFMOutput.landmarks3d (or landmarks2d)")
+        return self.landmarks3d
 
 
 def _missing(source: str, key: str, keys) -> ValueError:
@@ -129,7 +157,7 @@ def _h5py():
 class BFM(nn.Module):
     """A Basel Face Model variant (see the module docstring for the constructors).
 
-    Buffers: ``mean_shape`` ``[N, 3]``; ``shape_basis`` ``[n_id + n_exp, N, 3]``
+    Buffers: ``mean_shape`` ``[N, 3]``; ``shape_basis`` ``[n_shape + n_exp, N, 3]``
     (identity components, then expression components); ``faces`` ``[F, 3]``
     int64; optional ``mean_texture`` / ``texture_basis`` ``[n_tex, N, 3]``,
     ``mean_specular`` / ``specular_basis`` ``[n_spec, N, 3]``, ``keypoints`` ``[68]``
@@ -139,15 +167,16 @@ class BFM(nn.Module):
 
     Example:
         >>> bfm = BFM.from_deep3d("BFM/BFM_model_front.mat")             # doctest: +SKIP
-        >>> out = bfm(torch.zeros(1, 80), torch.zeros(1, 64), torch.zeros(1, 80))  # doctest: +SKIP
-        >>> out.vertices.shape, out.texture.shape, out.landmarks.shape  # doctest: +SKIP
+        >>> out = bfm(shape=torch.zeros(1, 80), expression=torch.zeros(1, 64), texture=torch.zeros(1, 80))  # doctest: +SKIP
+        >>> out.vertices.shape, out.albedo.shape, out.landmarks2d.shape  # doctest: +SKIP
         (torch.Size([1, 35709, 3]), torch.Size([1, 35709, 3]), torch.Size([1, 68, 3]))
     """
 
     def __init__(self, mean_shape, id_basis, exp_basis, faces, mean_texture=None, texture_basis=None,
                  mean_specular=None, specular_basis=None, keypoints=None,
-                 masks: Optional[Dict[str, np.ndarray]] = None, dtype: torch.dtype = torch.float32):
+                 masks: Optional[Dict[str, np.ndarray]] = None, dtype: Optional[torch.dtype] = None):
         super().__init__()
+        dtype = torch.get_default_dtype() if dtype is None else dtype
         if dtype not in (torch.float32, torch.float64):
             raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
 
@@ -161,7 +190,7 @@ class BFM(nn.Module):
         _checks.shape("id_basis", id_basis, [None, num_vertices, 3], "[K, N, 3]")
         exp_basis = floats(exp_basis) if exp_basis is not None else id_basis.new_zeros(0, num_vertices, 3)
         _checks.shape("exp_basis", exp_basis, [None, num_vertices, 3], "[K, N, 3]")
-        self.n_id, self.n_exp = id_basis.shape[0], exp_basis.shape[0]
+        self.n_shape, self.n_exp = id_basis.shape[0], exp_basis.shape[0]
         self.register_buffer("mean_shape", mean_shape)
         self.register_buffer("shape_basis", torch.cat([id_basis, exp_basis]).contiguous())
         faces = torch.as_tensor(np.asarray(faces), dtype=torch.int64).contiguous()
@@ -199,6 +228,12 @@ class BFM(nn.Module):
         return self.mean_shape.shape[0]
 
     @property
+    def n_id(self) -> int:
+        """Deprecated name of :attr:`n_shape` (identity components)."""
+        _deprecated("BFM.n_id", "BFM.n_shape")
+        return self.n_shape
+
+    @property
     def n_tex(self) -> int:
         return 0 if self.texture_basis is None else self.texture_basis.shape[0]
 
@@ -220,43 +255,84 @@ class BFM(nn.Module):
             value = torch.cat([value, value.new_zeros(value.shape[0], size - value.shape[1])], 1)
         return value.expand(batch, -1)
 
-    def forward(self, id: Optional[Tensor] = None, exp: Optional[Tensor] = None, tex: Optional[Tensor] = None,
-                spec: Optional[Tensor] = None) -> BFMOutput:
+    def forward(self, shape: Optional[Tensor] = None, expression: Optional[Tensor] = None,
+                texture: Optional[Tensor] = None, specular: Optional[Tensor] = None, pose: Optional[Tensor] = None,
+                rotation: Optional[Tensor] = None, translation: Optional[Tensor] = None, **deprecated) -> BFMOutput:
         """Decode coefficients (all differentiable; ``None`` = zeros, i.e. the mean).
 
+        The argument names are those of every facegeom face model (FLAME, the synthetic
+        head): ``shape``, ``expression``, ``texture``, pose arguments.
+
         Args:
-            id: ``[B, <= n_id]`` identity coefficients (missing trailing ones are zero).
-            exp: ``[B, <= n_exp]`` expression coefficients.
-            tex: ``[B, <= n_tex]`` texture / diffuse albedo coefficients; the
-                texture is returned whenever the model has one (the mean for None).
-            spec: ``[B, <= n_spec]`` specular albedo coefficients (AlbedoMM).
+            shape: ``[B, <= n_shape]`` identity coefficients (missing trailing ones are zero).
+            expression: ``[B, <= n_exp]`` expression coefficients.
+            texture: ``[B, <= n_tex]`` texture / diffuse albedo coefficients; the
+                albedo is returned whenever the model has one (the mean for None).
+            specular: ``[B, <= n_spec]`` specular albedo coefficients (AlbedoMM).
+            pose: ``[B, 3]`` axis-angle rotation about the model origin (as FLAME's
+                global ``pose``, but a BFM has no joints).
+            rotation: ``[B, 3, 3]`` rotation matrix instead of ``pose``, e.g.
+                Deep3DFaceRecon's ``facegeom.transforms.euler_to_matrix(angles)``
+                (``D3D:models/bfm.py:229-239``: ``p' = R p + t``).
+            translation: ``[B, 3]`` added after the rotation.
+
+        Deprecated keyword names (DeprecationWarning): ``id`` -> ``shape``, ``exp`` ->
+        ``expression``, ``tex`` -> ``texture``, ``spec`` -> ``specular``.
 
         Returns:
-            :class:`BFMOutput` (``texture`` / ``specular`` not clamped).
+            :class:`BFMOutput` (``albedo`` / ``specular`` not clamped).
         """
-        given = {"id": id, "exp": exp, "tex": tex, "spec": spec}
+        values = {"shape": shape, "expression": expression, "texture": texture, "specular": specular}
+        for old, new in (("id", "shape"), ("exp", "expression"), ("tex", "texture"), ("spec", "specular")):
+            if old in deprecated:
+                _deprecated(f"BFM(..., {old}=)", f"{new}=")
+                if values[new] is not None:
+                    raise TypeError(f"got both {new} and its deprecated name {old}")
+                values[new] = deprecated.pop(old)
+        if deprecated:
+            raise TypeError(f"unexpected keyword argument(s) {sorted(deprecated)}")
+        given = dict(values, pose=pose, translation=translation)
         for name, value in given.items():
             if value is not None and (not isinstance(value, torch.Tensor) or value.dim() != 2):
                 raise ValueError(f"{name} must be a [B, K] tensor, got "
                                  f"{list(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__}")
+        if rotation is not None:
+            if pose is not None:
+                raise ValueError("pass pose (axis-angle) or rotation (matrix), not both")
+            if not isinstance(rotation, torch.Tensor):
+                raise TypeError(f"rotation must be a torch.Tensor, got {type(rotation).__name__}")
+            _checks.floating("rotation", rotation, self.mean_shape, "the model's buffers")
+            _checks.shape("rotation", rotation, [None, 3, 3], "[B, 3, 3]")
         present = {k: v.shape[0] for k, v in given.items() if v is not None}
+        if rotation is not None:
+            present["rotation"] = rotation.shape[0]
         batch = _checks.batch_size(present) if present else 1
-        coeffs = torch.cat([self._coefficients("id", id, self.n_id, batch),
-                            self._coefficients("exp", exp, self.n_exp, batch)], 1)
+        coeffs = torch.cat([self._coefficients("shape", values["shape"], self.n_shape, batch),
+                            self._coefficients("expression", values["expression"], self.n_exp, batch)], 1)
         vertices = ops.blendshapes(coeffs, self.shape_basis, self.mean_shape)
-        texture = specular = None
+        albedo = spec_albedo = None
         if self.texture_basis is not None:
-            texture = ops.blendshapes(self._coefficients("tex", tex, self.n_tex, batch), self.texture_basis,
-                                      self.mean_texture)
-        elif tex is not None:
-            raise ValueError("tex was given but this model has no texture basis")
+            albedo = ops.blendshapes(self._coefficients("texture", values["texture"], self.n_tex, batch),
+                                     self.texture_basis, self.mean_texture)
+        elif values["texture"] is not None:
+            raise ValueError("texture was given but this model has no texture basis")
         if self.specular_basis is not None:
-            specular = ops.blendshapes(self._coefficients("spec", spec, self.n_spec, batch), self.specular_basis,
-                                       self.mean_specular)
-        elif spec is not None:
-            raise ValueError("spec was given but this model has no specular albedo basis")
+            spec_albedo = ops.blendshapes(self._coefficients("specular", values["specular"], self.n_spec, batch),
+                                          self.specular_basis, self.mean_specular)
+        elif values["specular"] is not None:
+            raise ValueError("specular was given but this model has no specular albedo basis")
+        if pose is not None:
+            _checks.floating("pose", pose, self.mean_shape, "the model's buffers")
+            _checks.shape("pose", pose, [None, 3], "[B, 3] axis-angle")
+            rotation = transforms.axis_angle_to_matrix(pose)
+        if rotation is not None:
+            vertices = vertices @ rotation.transpose(1, 2)
+        if translation is not None:
+            _checks.floating("translation", translation, self.mean_shape, "the model's buffers")
+            _checks.shape("translation", translation, [None, 3], "[B, 3]")
+            vertices = vertices + translation.unsqueeze(1)
         landmarks = None if self.keypoints is None else vertices[:, self.keypoints]
-        return BFMOutput(vertices, texture, specular, landmarks)
+        return BFMOutput(vertices, albedo, spec_albedo, landmarks, landmarks)
 
     # ------------------------------------------------------------------ #
     # Files                                                              #
@@ -290,7 +366,7 @@ class BFM(nn.Module):
                    dtype=model.v_template.dtype, **texture)
 
     @classmethod
-    def from_deep3d(cls, path, recenter: bool = True, dtype: torch.dtype = torch.float32) -> "BFM":
+    def from_deep3d(cls, path, recenter: bool = True, dtype: Optional[torch.dtype] = None) -> "BFM":
         """Deep3DFaceRecon's ``BFM_model_front.mat``.
 
         Keys: ``meanshape`` [1, 3N], ``idBase`` [3N, 80], ``exBase`` [3N, 64],
@@ -338,7 +414,7 @@ class BFM(nn.Module):
 
     @classmethod
     def from_3ddfa(cls, path, tri_path=None, n_shape: int = 40, n_exp: int = 10,
-                   dtype: torch.dtype = torch.float32) -> "BFM":
+                   dtype: Optional[torch.dtype] = None) -> "BFM":
         """3DDFA / 2DASL's ``bfm_noneck_v3.pkl`` (+ ``tri.pkl``), read safely.
 
         Keys: ``u`` [3N, 1], ``w_shp`` [3N, 199], ``w_exp`` [3N, 29] (x, y, z
@@ -381,7 +457,7 @@ class BFM(nn.Module):
     @classmethod
     def from_basel2009(cls, path, expression=None, expression_vertices=None, n_shape: Optional[int] = None,
                        n_tex: Optional[int] = None, n_exp: Optional[int] = None, scale: float = 1.0,
-                       dtype: torch.dtype = torch.float32) -> "BFM":
+                       dtype: Optional[torch.dtype] = None) -> "BFM":
         """The 2009 Basel Face Model ``01_MorphableModel.mat``, plus expressions.
 
         Keys: ``shapeMU`` [3N, 1], ``shapePC`` [3N, 199], ``shapeEV`` [199, 1]
@@ -430,7 +506,7 @@ class BFM(nn.Module):
     @classmethod
     def from_basel2017(cls, h5, albedo_h5=None, n_shape: Optional[int] = None, n_exp: Optional[int] = None,
                        n_tex: Optional[int] = None, scale: float = 1.0,
-                       dtype: torch.dtype = torch.float32) -> "BFM":
+                       dtype: Optional[torch.dtype] = None) -> "BFM":
         """The 2017 Basel Face Model (statismo h5), optionally with AlbedoMM.
 
         Reads ``shape/model/{mean, pcaBasis, pcaVariance}``,

@@ -64,6 +64,9 @@ class FLAMEOutput:
             the embedding's ``full_lmk_*``). ``None`` when the embedding has none.
         albedo: ``[B, V, 3]`` per-vertex albedo when ``texture`` was passed to
             ``forward`` and the model has an albedo basis, else ``None``.
+        specular: always ``None`` (FLAME has no specular albedo model); present so
+            that every facegeom face model returns the same fields as
+            :class:`~facegeom.models.BFMOutput` (API.md section 6).
     """
 
     vertices: Tensor
@@ -71,6 +74,7 @@ class FLAMEOutput:
     landmarks2d: Optional[Tensor] = None
     landmarks3d: Optional[Tensor] = None
     albedo: Optional[Tensor] = None
+    specular: Optional[Tensor] = None
 
 
 def vertices_to_landmarks(vertices: Tensor, faces: Tensor, face_index: Tensor, bary: Tensor) -> Tensor:
@@ -224,9 +228,10 @@ class FLAME(nn.Module):
         parents: Sequence[int] = PARENTS,
         albedo_mean=None,
         albedo_basis=None,
-        dtype: torch.dtype = torch.float32,
+        dtype: Optional[torch.dtype] = None,
     ):
         super().__init__()
+        dtype = torch.get_default_dtype() if dtype is None else dtype
         if dtype not in (torch.float32, torch.float64):
             raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
 
@@ -361,7 +366,7 @@ class FLAME(nn.Module):
     # ------------------------------------------------------------------ #
     @classmethod
     def from_file(cls, path, n_shape: int = 300, n_exp: int = 100, landmark_embedding=None,
-                  dtype: torch.dtype = torch.float32) -> "FLAME":
+                  dtype: Optional[torch.dtype] = None) -> "FLAME":
         """Read the official ``generic_model.pkl`` (FLAME 2020 / 2023), without chumpy.
 
         Args:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -404,7 +404,7 @@ def _albedo(rng, vertices, head, azimuth, elevation, num_head, is_eye, eye_centr
 
 
 def synthetic_head(seed: int = 0, n_shape: int = 50, n_exp: int = 50, n_tex: int = 50,
-                   dtype: torch.dtype = torch.float32) -> FLAME:
+                   dtype: Optional[torch.dtype] = None) -> FLAME:
     """A procedurally generated morphable head, as a :class:`~facegeom.models.FLAME`.
 
     NOT a statistical model of real faces: the geometry is a smooth closed
@@ -431,7 +431,7 @@ def synthetic_head(seed: int = 0, n_shape: int = 50, n_exp: int = 50, n_tex: int
     Args:
         seed: selects the random bases (the mean geometry and landmarks do not change).
         n_shape, n_exp, n_tex: number of identity, expression and albedo components (>= 1).
-        dtype: float32 or float64 buffers.
+        dtype: float32 or float64 buffers (default: ``torch.get_default_dtype()``).
 
     Example:
         >>> head = synthetic_head(seed=0)

@@ -55,7 +55,7 @@ def deep3d_file(tmp_path_factory):
 def test_deep3d_matches_parametric_face_model(deep3d_file):
     path, c = deep3d_file
     bfm = BFM.from_deep3d(path, dtype=torch.float64)
-    assert (bfm.n_id, bfm.n_exp, bfm.n_tex, bfm.n_spec) == (80, 64, 80, 0)
+    assert (bfm.n_shape, bfm.n_exp, bfm.n_tex, bfm.n_spec) == (80, 64, 80, 0)
     g = torch.Generator().manual_seed(0)
     ident, expr, tex = (torch.randn(2, k, generator=g, dtype=torch.float64) for k in (80, 64, 80))
     out = bfm(ident, expr, tex)
@@ -66,9 +66,9 @@ def test_deep3d_matches_parametric_face_model(deep3d_file):
     shape = ident.numpy() @ c["idBase"].T.astype(np.float64) + expr.numpy() @ c["exBase"].T + mean
     texture = (tex.numpy() @ c["texBase"].T.astype(np.float64) + c["meantex"]) / 255.0
     np.testing.assert_allclose(out.vertices.numpy(), shape.reshape(2, -1, 3), rtol=1e-9, atol=1e-12)
-    np.testing.assert_allclose(out.texture.numpy(), texture.reshape(2, -1, 3), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(out.albedo.numpy(), texture.reshape(2, -1, 3), rtol=1e-9, atol=1e-12)
     keypoints = c["keypoints"].reshape(-1).astype(np.int64) - 1
-    np.testing.assert_allclose(out.landmarks.numpy(), shape.reshape(2, -1, 3)[:, keypoints], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(out.landmarks3d.numpy(), shape.reshape(2, -1, 3)[:, keypoints], rtol=1e-9, atol=1e-12)
     assert np.array_equal(bfm.faces.numpy(), FACES)
     assert np.array_equal(bfm.masks["point_buf"].numpy(), c["point_buf"].astype(np.int64) - 1)
     assert bfm.masks["point_buf"].min() == -1  # padding
@@ -85,7 +85,7 @@ def test_deep3d_fewer_coefficients_and_float32(deep3d_file):
     ident = torch.randn(1, 10)
     full = torch.cat([ident, torch.zeros(1, 70)], 1)
     torch.testing.assert_close(bfm(ident).vertices, bfm(full).vertices)
-    assert bfm().texture.shape == (1, V, 3)  # the mean texture when tex is None
+    assert bfm().albedo.shape == (1, V, 3)  # the mean texture when tex is None
 
 
 def test_deep3d_errors_name_file_and_key(deep3d_file, tmp_path):
@@ -113,12 +113,12 @@ def test_deep3d_errors_name_file_and_key(deep3d_file, tmp_path):
 
 def test_bad_coefficients(deep3d_file):
     bfm = BFM.from_deep3d(deep3d_file[0])
-    with pytest.raises(ValueError, match="id has 81"):
+    with pytest.raises(ValueError, match="shape has 81"):
         bfm(torch.zeros(1, 81))
     with pytest.raises(TypeError, match="exp"):
-        bfm(exp=torch.zeros(1, 3, dtype=torch.float64))
+        bfm(expression=torch.zeros(1, 3, dtype=torch.float64))
     with pytest.raises(ValueError, match="spec"):
-        bfm(spec=torch.zeros(1, 3))
+        bfm(specular=torch.zeros(1, 3))
     with pytest.raises(ValueError, match="batch sizes"):
         bfm(torch.zeros(2, 3), torch.zeros(3, 3))
 
@@ -127,7 +127,7 @@ def test_gradients_flow(deep3d_file):
     bfm = BFM.from_deep3d(deep3d_file[0], dtype=torch.float64)
     params = [torch.zeros(1, k, dtype=torch.float64, requires_grad=True) for k in (80, 64, 80)]
     out = bfm(*params)
-    (out.vertices.sum() + out.texture.sum() + out.landmarks.sum()).backward()
+    (out.vertices.sum() + out.albedo.sum() + out.landmarks3d.sum()).backward()
     assert all(p.grad.abs().sum() > 0 for p in params)
 
 
@@ -157,7 +157,7 @@ def write_3ddfa(folder, with_tri=False):
 def test_3ddfa_matches_its_reconstruction(tmp_path):
     c, keypoint_vertices = write_3ddfa(tmp_path)
     bfm = BFM.from_3ddfa(tmp_path / "bfm_noneck_v3.pkl", tmp_path / "tri.pkl", dtype=torch.float64)
-    assert (bfm.n_id, bfm.n_exp, bfm.n_tex) == (40, 10, 0)
+    assert (bfm.n_shape, bfm.n_exp, bfm.n_tex) == (40, 10, 0)
     g = torch.Generator().manual_seed(2)
     alpha_shp, alpha_exp = torch.randn(3, 40, generator=g, dtype=torch.float64), torch.randn(3, 10, generator=g,
                                                                                               dtype=torch.float64)
@@ -169,12 +169,12 @@ def test_3ddfa_matches_its_reconstruction(tmp_path):
         pts = flat.reshape(3, -1, order="F")
         np.testing.assert_allclose(out.vertices[b].numpy(), pts.T, rtol=1e-9, atol=1e-6)
         # 3DDFA's sparse landmarks: u[keypoints] reshaped the same way.
-        np.testing.assert_allclose(out.landmarks[b].numpy(), flat[c["keypoints"]].reshape(3, -1, order="F").T,
+        np.testing.assert_allclose(out.landmarks3d[b].numpy(), flat[c["keypoints"]].reshape(3, -1, order="F").T,
                                    rtol=1e-9, atol=1e-6)
     assert np.array_equal(bfm.faces.numpy(), FACES)
     assert np.array_equal(bfm.keypoints.numpy(), keypoint_vertices)
     own = BFM.from_3ddfa(tmp_path / "bfm_noneck_v3.pkl", tmp_path / "tri.pkl", n_shape=60, n_exp=29)
-    assert (own.n_id, own.n_exp) == (60, 29)
+    assert (own.n_shape, own.n_exp) == (60, 29)
 
 
 def test_3ddfa_tri_inside_the_file_and_errors(tmp_path):
@@ -222,7 +222,7 @@ def test_basel2009_with_expression_bin(tmp_path):
     c, exp_pc, covered = write_basel2009(tmp_path)
     bfm = BFM.from_basel2009(tmp_path / "01_MorphableModel.mat", expression=tmp_path / "Exp_Pca.bin",
                              expression_vertices=covered, n_shape=20, n_tex=10, scale=1e-6, dtype=torch.float64)
-    assert (bfm.n_id, bfm.n_exp, bfm.n_tex) == (20, 7, 10)
+    assert (bfm.n_shape, bfm.n_exp, bfm.n_tex) == (20, 7, 10)
     g = torch.Generator().manual_seed(4)
     ident, expr, tex = (torch.randn(2, k, generator=g, dtype=torch.float64) for k in (20, 7, 10))
     out = bfm(ident, expr, tex)
@@ -233,10 +233,10 @@ def test_basel2009_with_expression_bin(tmp_path):
         shape[covered] += (exp_pc.astype(np.float64) @ expr[b].numpy()).reshape(-1, 3)
         np.testing.assert_allclose(out.vertices[b].numpy(), shape * 1e-6, rtol=1e-9, atol=1e-12)
         tex_flat = f64["texMU"][:, 0] + f64["texPC"][:, :10] @ (tex[b].numpy() * f64["texEV"][:10, 0])
-        np.testing.assert_allclose(out.texture[b].numpy(), tex_flat.reshape(-1, 3) / 255, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(out.albedo[b].numpy(), tex_flat.reshape(-1, 3) / 255, rtol=1e-9, atol=1e-12)
     assert np.array_equal(bfm.faces.numpy(), FACES)
     plain = BFM.from_basel2009(tmp_path / "01_MorphableModel.mat")
-    assert plain.n_exp == 0 and plain.n_id == 30
+    assert plain.n_exp == 0 and plain.n_shape == 30
     with pytest.raises(ValueError, match="expression_vertices"):
         BFM.from_basel2009(tmp_path / "01_MorphableModel.mat", expression=tmp_path / "Exp_Pca.bin")
     short = tmp_path / "short.bin"
@@ -290,7 +290,7 @@ def test_basel2017_with_albedomm(tmp_path):
     arrays, albedo = write_basel2017(tmp_path)
     bfm = BFM.from_basel2017(tmp_path / "model2017-1_bfm_nomouth.h5", tmp_path / "albedoModel2020_bfm_albedoPart.h5",
                              scale=1e-3, dtype=torch.float64)
-    assert (bfm.n_id, bfm.n_exp, bfm.n_tex, bfm.n_spec) == (12, 6, 9, 9)
+    assert (bfm.n_shape, bfm.n_exp, bfm.n_tex, bfm.n_spec) == (12, 6, 9, 9)
     g = torch.Generator().manual_seed(6)
     ident, expr, tex, spec = (torch.randn(2, k, generator=g, dtype=torch.float64) for k in (12, 6, 9, 9))
     out = bfm(ident, expr, tex, spec)
@@ -298,14 +298,14 @@ def test_basel2017_with_albedomm(tmp_path):
         shape = statismo_sample(*arrays["shape"], ident[b].numpy()) + statismo_sample(*arrays["expression"],
                                                                                      expr[b].numpy())
         np.testing.assert_allclose(out.vertices[b].numpy(), shape * 1e-3, rtol=1e-9, atol=1e-12)
-        np.testing.assert_allclose(out.texture[b].numpy(), statismo_sample(*albedo["diffuseAlbedo"], tex[b].numpy()),
+        np.testing.assert_allclose(out.albedo[b].numpy(), statismo_sample(*albedo["diffuseAlbedo"], tex[b].numpy()),
                                    rtol=1e-9, atol=1e-12)
         np.testing.assert_allclose(out.specular[b].numpy(),
                                    statismo_sample(*albedo["specularAlbedo"], spec[b].numpy()), rtol=1e-9, atol=1e-12)
     assert np.array_equal(bfm.faces.numpy(), FACES)
     colour = BFM.from_basel2017(tmp_path / "model2017-1_bfm_nomouth.h5", n_shape=5, n_exp=3, dtype=torch.float64)
-    assert (colour.n_id, colour.n_exp, colour.n_tex, colour.n_spec) == (5, 3, 8, 0)
-    np.testing.assert_allclose(colour().texture[0].numpy(), statismo_sample(*arrays["color"], np.zeros(1)),
+    assert (colour.n_shape, colour.n_exp, colour.n_tex, colour.n_spec) == (5, 3, 8, 0)
+    np.testing.assert_allclose(colour().albedo[0].numpy(), statismo_sample(*arrays["color"], np.zeros(1)),
                                rtol=1e-9, atol=1e-12)
 
 
@@ -335,7 +335,7 @@ def test_cuda_matches_cpu(deep3d_file):
     coeffs = [torch.randn(2, k, generator=g, dtype=torch.float64) for k in (80, 64, 80)]
     cpu = bfm(*coeffs)
     gpu = bfm.cuda()(*[c.cuda() for c in coeffs])
-    for name in ("vertices", "texture", "landmarks"):
+    for name in ("vertices", "albedo", "landmarks2d", "landmarks3d"):
         torch.testing.assert_close(getattr(gpu, name).cpu(), getattr(cpu, name), atol=1e-10, rtol=0)
 
 
@@ -344,12 +344,12 @@ def test_from_flame_synthetic_head():
 
     head = synthetic_head(seed=1, n_shape=8, n_exp=6, n_tex=5, dtype=torch.float64)
     bfm = BFM.from_flame(head)
-    assert (bfm.n_id, bfm.n_exp, bfm.n_tex) == (8, 6, 5)
+    assert (bfm.n_shape, bfm.n_exp, bfm.n_tex) == (8, 6, 5)
     g = torch.Generator().manual_seed(10)
     ident, expr, tex = (torch.randn(2, k, generator=g, dtype=torch.float64) for k in (8, 6, 5))
     ours, theirs = bfm(ident, expr, tex), head(ident, expr, texture=tex)
     # Zero pose: FLAME's forward is its linear part (up to its pose-corrective-free skinning).
     torch.testing.assert_close(ours.vertices, theirs.vertices, atol=1e-12, rtol=0)
-    torch.testing.assert_close(ours.texture, theirs.albedo)
+    torch.testing.assert_close(ours.albedo, theirs.albedo)
     # Keypoints are the landmark triangles' dominant corners: close to the landmarks.
-    assert (ours.landmarks - theirs.landmarks3d).norm(dim=-1).max() < 6e-3
+    assert (ours.landmarks3d - theirs.landmarks3d).norm(dim=-1).max() < 6e-3
