@@ -15,6 +15,11 @@ the options ``D3D:options/train_options.py:24-25`` (``preprocess='shift_scale_ro
   ``apply_img_affine`` ignores its ``method`` argument).
 * Landmarks (y-up, as Deep3D stores them): flipped to y-down with ``h - 1 - y``, mapped by
   ``affine``, flipped back; on a horizontal flip re-ordered with :data:`MIRROR_68`.
+
+As coded, the landmarks use pixel-index coordinates while PIL warps continuous coordinates
+(pixel centres at ``i + 0.5``), so the warped image sits ``(A - I) (0.5, 0.5)`` pixels from the
+warped landmarks: negligible without a flip, about one pixel to the left with a flip. Kept,
+so that models trained on the authors' data see the same pairs.
 """
 from __future__ import annotations
 
@@ -82,7 +87,9 @@ def get_affine_mat(params: AffineParams, size) -> tuple[np.ndarray, np.ndarray, 
     image of ``size = (w, h)``."""
     w, h = int(size[0]), int(size[1])
     r = -params.rot_angle * np.pi / 180
-    to_origin = np.array([[1, 0, -(w // 2)], [0, 1, -(h // 2)], [0, 0, 1]], dtype=np.float64)
+    # As coded: ``-w//2`` is ``(-w) // 2`` in Python, so for odd sizes the shift to the origin
+    # (-(w+1)/2) and back (+(w-1)/2) differ by one pixel.
+    to_origin = np.array([[1, 0, (-w) // 2], [0, 1, (-h) // 2], [0, 0, 1]], dtype=np.float64)
     flip_mat = np.diag([-1.0 if params.flip else 1.0, 1.0, 1.0])
     shift_mat = np.array([[1, 0, params.shift_x], [0, 1, params.shift_y], [0, 0, 1]], dtype=np.float64)
     rot_mat = np.array([[np.cos(r), np.sin(r), 0], [-np.sin(r), np.cos(r), 0], [0, 0, 1]])
