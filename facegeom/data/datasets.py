@@ -13,12 +13,15 @@ Layouts:
   ``<folder>/detections/<name>.txt`` (5 or 68 points, image coordinates, y down); the metrical
   tracker's ``images/*.png`` + ``kpt/*.npy`` (68, y down, ``MT:datasets/generate_dataset.py:58-93``)
   has the same shape. :class:`FaceImageFolder` reads ``.txt`` or ``.npy`` landmarks and an
-  optional mask folder.
+  optional mask folder (the tracker's layout: ``FaceImageFolder('<actor>/images', landmarks='../kpt')``;
+  its all-zero rows for undetected faces are returned as they are).
 
 A bad or missing file never aborts an epoch: with ``skip_bad=True`` (default) the sample comes
 back as ``{"failed": message, "index": i}`` (the message names the file), it is logged on the
 ``facegeom.data`` logger and counted in ``dataset.failures``, and :func:`collate_skip_failed`
-drops it from the batch and reports ``n_failed`` / ``failed`` with the batch.
+drops it from the batch and reports ``n_failed`` / ``failed`` with the batch (with
+``num_workers > 0`` the per-process ``dataset.failures`` lists stay in the workers; the batch
+fields are the reliable report).
 :meth:`load` raises the clear exception instead (FileNotFoundError or ValueError naming the file).
 """
 from __future__ import annotations
