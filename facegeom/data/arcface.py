@@ -1,7 +1,8 @@
 """ArcFace 5-point alignment (PIPELINES.md §2.1, §6.1): insightface ``estimate_norm`` /
 ``norm_crop`` and MICA's input blob.
 
-Sources: deepinsight/insightface ``python-package/insightface/utils/face_align.py:6-30``
+Sources: deepinsight/insightface @ 7fadd420c2351d0ffa8cac403421c1a3ed733365
+``python-package/insightface/utils/face_align.py:6-30``
 (``arcface_dst``, ``estimate_norm``, ``norm_crop``); scikit-image
 ``skimage/transform/_geometric.py`` ``_umeyama`` (what ``SimilarityTransform.estimate``
 solves: Umeyama 1991, "Least-squares estimation of transformation parameters between two
