@@ -106,6 +106,11 @@ def norm_crop(img, landmark, image_size: int = 112, subpixel_bits: int | None = 
         subpixel_bits: 5 = OpenCV 4.x coordinate quantisation, None = exact (OpenCV 5).
     Returns:
         ``[image_size, image_size, 3]`` uint8; outside the source is 0.
+
+    Example::
+
+        aimg = norm_crop(img_bgr, kps)          # kps: [5, 2] from the detector
+        blob = arcface_blob(aimg)               # [1, 3, 112, 112], MICA's ArcFace input
     """
     img = as_uint8_image("img", img)
     M = estimate_norm(landmark, image_size)

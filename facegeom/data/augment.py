@@ -137,6 +137,10 @@ def augment(img, lm, mask=None, params: AffineParams | None = None, generator: t
         params: explicit parameters; otherwise drawn with :func:`sample_affine_params`.
     Returns:
         ``(img, lm, mask, params)``.
+
+    Example::
+
+        img2, lm2, msk2, p = augment(img224, lm224, msk224, generator=torch.Generator().manual_seed(0))
     """
     img = to_pil("img", img)
     if params is None:

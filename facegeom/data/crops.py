@@ -40,6 +40,11 @@ def ringnet_crop(img, img_size: int = 224):
         ``(crop, proc_param)``: ``crop`` ``[img_size, img_size, 3]`` float64 in ``[-1, 1]``
         (NHWC input of the TF graph after adding a batch dim), ``proc_param`` dict with
         ``scale``, ``start_pt`` (``[x, y]`` in the padded image), ``end_pt``, ``img_size``.
+
+    Example::
+
+        crop, proc = ringnet_crop(np.asarray(Image.open(path).convert("RGB")))
+        x = torch.from_numpy(crop).float()[None]       # [1, 224, 224, 3] NHWC
     """
     img = as_uint8_image("img", img)
     if np.max(img.shape[:2]) != img_size:
@@ -129,6 +134,11 @@ def tdasl_input(crop_bgr, pts68) -> torch.Tensor:
         pts68: ``[2, 68]`` / ``[68, 2]`` landmarks on that crop (FAN detections).
     Returns:
         ``[4, 120, 120]`` float32: ``(bgr - 127.5) / 128`` then the :func:`obtain_18pts_map`.
+
+    Example::
+
+        crop = ddfa_crop(img_bgr, parse_roi_box_from_bbox(det_box))   # 3DDFA 120 crop
+        x = tdasl_input(crop, fan68_on_crop)[None]                       # [1, 4, 120, 120]
     """
     img = as_uint8_image("crop_bgr", crop_bgr)
     if img.shape[:2] != (120, 120):
@@ -253,6 +263,11 @@ def tracker_crop(image, lmks, bb_scale: float = 2.5, size: int = 512, bbox=None)
         bbox: a box from an earlier frame (the authors reuse ``bbox.pt`` for every frame).
     Returns:
         ``(crop, bbox)``: ``[size, size, 3]`` uint8 and the ``[4]`` box.
+
+    Example::
+
+        first, box = tracker_crop(frames[0], fan68_first_frame)     # 512x512, bb_scale 2.5
+        later = [tracker_crop(f, None, bbox=box)[0] for f in frames[1:]]
     """
     image = as_uint8_image("image", image)
     if bbox is None:

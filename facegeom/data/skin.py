@@ -87,6 +87,10 @@ def skin_probability(img, bgr: bool = False) -> torch.Tensor:
     Returns:
         ``[H, W]`` float64 tensor in ``[0, 1]``; NaN where both likelihoods underflow to 0 (as
         the authors' ``0/0``; it cannot happen for 0-255 inputs in practice).
+
+    Example::
+
+        P = skin_probability(np.asarray(Image.open(path).convert("RGB")))   # [H, W]
     """
     x = torch.as_tensor(np.asarray(img) if not isinstance(img, torch.Tensor) else img)
     if x.dim() != 3 or x.shape[-1] != 3:
