@@ -1,6 +1,6 @@
 """Synthetic training samples per second (facegeom.data.synthetic.SyntheticFaces).
 
-    python benchmarks/bench_synthetic.py [--size 224] [--samples 20] [--threads 1] [--workers 0]
+    python -m benchmarks.bench_synthetic [--size 224] [--samples 20] [--threads 1] [--workers 0]
 
 Prints samples/s for rendering ``ds[i]`` (head decode, 224 x 224 render with
 antialiasing, landmarks, alpha mask) in one process, and through a DataLoader
