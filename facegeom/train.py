@@ -623,6 +623,7 @@ class _Loop:
                     self.apply(opt)
             if self.scaler is not None:
                 self.scaler.update()
+            lrs = {f"lr/{k}": o.param_groups[0]["lr"] for k, o in optimizers.items()}  # this step's rates
             for sched in schedulers.values():
                 sched.step()
             done = step + 1
@@ -630,7 +631,7 @@ class _Loop:
             if done % cfg.log_every == 0 or done == cfg.steps:
                 values = _mean_over_ranks(sums, d)
                 record = {"step": done, **{f"loss/{k}": v for k, v in values.items()},
-                          **{f"lr/{k}": o.param_groups[0]["lr"] for k, o in optimizers.items()},
+                          **lrs,
                           "seconds": round(time.perf_counter() - tic, 4)}
                 logger.write(record)
                 bar.set_postfix({k: f"{v:.4g}" for k, v in values.items() if k == "total"} or None)
