@@ -63,7 +63,11 @@ Methods (the protocol every pipeline implements)
     all-reduce, the DDP average, so gradients accumulate unsynchronised before it,
     as under ``no_sync``), unscales, clips, steps and zeroes them. In this mode the
     model is not wrapped in DDP (DDP allows one backward per forward); parameters
-    are broadcast from rank 0 at the start.
+    are broadcast from rank 0 at the start. With ``accumulation > 1`` a step takes
+    effect after the last micro-batch's ``training_step`` call reaches it: to stay
+    equivalent to one large batch, compute every loss before the first ``step()``
+    (simultaneous updates); a method that must see the critic's new weights within
+    the same iteration (strict alternation) should train with ``accumulation = 1``.
 
 AMP (``amp=True``)
     Runs ``training_step`` under ``torch.autocast`` (float16 + GradScaler on CUDA,
@@ -601,7 +605,12 @@ class _Loop:
         batches = iter(loader)
         tic = time.perf_counter()
         for step in range(start, cfg.steps):
-            torch.manual_seed(_step_seed(cfg.seed, d.rank, step))
+            step_seed = _step_seed(cfg.seed, d.rank, step)
+            # Only the generators in use: torch.manual_seed also queues lazy seeds for
+            # every accelerator type, with a stack trace each (milliseconds per step).
+            torch.default_generator.manual_seed(step_seed)
+            if d.device.type == "cuda":
+                torch.cuda.manual_seed(step_seed)
             net.train()
             sums: Dict[str, torch.Tensor] = {}
             for j in range(cfg.accumulation):
@@ -659,6 +668,8 @@ class _Loop:
     @torch.no_grad()
     def _validate(self, model, val_set, micro, d) -> Dict[str, float]:
         model.eval()
+        if len(val_set) < d.world:
+            raise ValueError(f"the validation set has {len(val_set)} samples, fewer than the {d.world} processes")
         indices = list(range(d.rank, len(val_set), d.world))  # no padding: each sample once
         loader = torch.utils.data.DataLoader(torch.utils.data.Subset(val_set, indices), batch_size=micro,
                                              num_workers=self.config.num_workers)

@@ -26,7 +26,7 @@ Conventions of a sample (``ds[i]``, a dict; the default collate stacks it):
   The 17 contour points follow the head's yaw (FLAME's dynamic contour, as a 2D
   detector sees the cheek outline); the others are fixed surface points.
 - ``"keypoints5"``: ``[5, 2]`` Deep3D's 5 points from the 68 (:func:`extract_5p`).
-- ``"identity"``: int64 scalar, ``i // images_per_identity``.
+- ``"identity"``: int64 scalar, ``i // images_per_identity``; ``"index"``: int64 scalar ``i``.
 - ``"mask"``: ``[1, H, W]`` float32, the rendered coverage (``mask="alpha"``,
   fractional at antialiased silhouettes) or the skin region (``mask="skin"``:
   face skin without eyes, brows, lips and hair; 0/1); absent when ``mask=None``.
