@@ -145,3 +145,24 @@ def test_cli_writes_final_and_metrics(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["steps"] == 2
     with pytest.raises(ValueError, match="--set"):
         cli_main(["train", "--method", "landmarks", "--out", str(out), "--set", "nope=1"])
+
+
+def test_stream_sampler_ranks_see_the_one_process_batches():
+    # Step s of the global batch B = world x accumulation x micro covers the one-process
+    # stream's positions [s B, (s + 1) B), across epoch boundaries, and resumes mid-stream.
+    data = list(range(12))
+    world, accumulation, micro, steps = 2, 3, 1, 7
+    batch = world * accumulation * micro
+
+    def take(sampler, n):
+        it = iter(sampler)
+        return [next(it) for _ in range(n)]
+
+    one = sum(take(training._StreamSampler(data, 1, 0, 5, batch, 0), steps), [])
+    ranks = [take(training._StreamSampler(data, world, r, 5, micro, 0), steps * accumulation) for r in range(world)]
+    for s in range(steps):
+        seen = sorted(i for r in ranks for b in r[s * accumulation:(s + 1) * accumulation] for i in b)
+        assert seen == sorted(one[s * batch:(s + 1) * batch])
+    assert sorted(one[:12]) == data and one[:12] != one[12:24]  # reshuffled per epoch
+    later = take(training._StreamSampler(data, world, 1, 5, micro, 4 * accumulation * micro), accumulation)
+    assert later == ranks[1][4 * accumulation:5 * accumulation]
