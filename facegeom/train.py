@@ -51,7 +51,10 @@ Methods (the protocol every pipeline implements)
     Automatic optimisation (default): ``training_step`` returns the losses with a
     ``"total"`` entry; the loop does the backward (scaled for AMP and accumulation,
     under DDP's ``no_sync`` except on the last micro-batch), then steps every
-    optimiser. ``optimizers`` is given for reference only.
+    optimiser. ``optimizers`` is given for reference only. Under torchrun the
+    ``model`` it receives is the DDP wrapper: run the forward pass by calling it
+    (DDP synchronises gradients only for forwards through the wrapper) and reach
+    attributes through :func:`unwrap` (``validation_step`` gets the bare model).
 
     Manual optimisation (``manual_optimization = True``, e.g. 2DASL's SGD regressor
     and Adam critic): ``optimizers`` maps names to :class:`OptimizerHandle`; the step
@@ -111,7 +114,7 @@ import torch.distributed as dist
 from torch import nn
 
 __all__ = ["TrainConfig", "TrainResult", "OptimizerHandle", "register", "get_method", "available_methods",
-           "train", "lr_lambda", "save_checkpoint", "load_checkpoint", "load_model_weights", "CheckpointError"]
+           "train", "unwrap", "lr_lambda", "save_checkpoint", "load_checkpoint", "load_model_weights", "CheckpointError"]
 
 CHECKPOINT_FORMAT = "facegeom.train/1"
 SCHEDULES = ("constant", "step", "exponential")
@@ -429,6 +432,11 @@ class _StreamSampler(torch.utils.data.Sampler):
 
     def __len__(self):  # endless; DataLoader only needs it for len(loader)
         return 2 ** 62
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside a DistributedDataParallel wrapper (``model`` itself otherwise)."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
 def _to_device(batch, device):
