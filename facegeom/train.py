@@ -762,6 +762,14 @@ def train(method, config: TrainConfig, method_config=None, data: str = "syntheti
 
     Returns:
         :class:`TrainResult`. Run under torchrun, every rank calls it.
+
+    Example:
+        >>> from facegeom import train as training
+        >>> method = training.get_method("landmarks")
+        >>> config = training.TrainConfig(steps=2, batch_size=4, out="run", progress=False)
+        >>> result = training.train("landmarks", config, method.Config.tiny())
+        >>> sorted(os.listdir("run"))
+        ['final.pt', 'metrics.jsonl']
     """
     name = method if isinstance(method, str) else getattr(method, "name", type(method).__name__)
     cls = get_method(method) if isinstance(method, str) else method
