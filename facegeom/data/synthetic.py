@@ -275,6 +275,11 @@ class SyntheticFaces(Dataset):
         """The synthetic head (built on first use in each process)."""
         return self._state().head
 
+    @property
+    def faces(self) -> Tensor:
+        """``[F, 3]`` int64 triangles of the ``"vertices"`` of every sample."""
+        return self._state().head.faces.long()
+
     def _state(self) -> _Renderer:
         if self._cache is None:
             self._cache = _Renderer(self.config)

@@ -29,6 +29,7 @@ def test_shapes_and_dtypes(ds):
     assert s["identity"].dtype == torch.int64 and s["identity"].dim() == 0
     assert s["mask"].shape == (1, 40, 48)
     assert s["vertices"].shape == (ds.head.num_vertices, 3)
+    assert ds.faces.dtype == torch.int64 and int(ds.faces.max()) == ds.head.num_vertices - 1
     p = s["params"]
     assert p["shape"].shape == (50,) and p["expression"].shape == (50,) and p["texture"].shape == (50,)
     assert p["rotation"].shape == (3,) and p["light"].shape == (9, 3) and p["K"].shape == (3, 3)
