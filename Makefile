@@ -5,10 +5,10 @@ setup:
 	bash scripts/bootstrap.sh
 
 demo: setup
-	.venv/bin/python -m facegeom.cli demo
+	.venv/bin/python -m facegeom demo
 
 test: setup
 	.venv/bin/python -m pytest -q tests
 
 bench: setup
-	.venv/bin/python -m facegeom.cli bench
+	.venv/bin/python -m facegeom bench
