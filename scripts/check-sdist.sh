@@ -39,8 +39,9 @@ MAX_JOBS=${MAX_JOBS:-2} "$venv_python" -m pip install -q --no-build-isolation "$
 
 cd "$work"  # away from the source tree: the installed package must be the one imported
 "$work/venv/bin/facegeom" info | tee "$work/info.txt"
-grep -q -E '^compiled kernels \(facegeom._C\) +yes$' "$work/info.txt"
-grep -q -E '^back ends +cpu' "$work/info.txt"
+grep -q -E '^compiled kernels \(facegeom._C\) +yes$' "$work/info.txt" \
+  || { echo "check-sdist: facegeom info does not report the compiled kernels"; exit 1; }
+grep -q -E '^back ends +cpu' "$work/info.txt" || { echo "check-sdist: no cpu back end"; exit 1; }
 "$venv_python" - "$work" <<'PY'
 import json, os, sys, warnings
 warnings.simplefilter("error")  # a torch-mismatch warning would fail here
