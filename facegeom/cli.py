@@ -1,4 +1,4 @@
-"""Command line: ``facegeom info | bench | demo | now-eval | train``."""
+"""Command line: ``facegeom info | bench | demo | now-eval | train`` (also ``python -m facegeom``)."""
 from __future__ import annotations
 
 import argparse
@@ -8,6 +8,25 @@ import sys
 
 # facegeom.bench.OPS's keys, here so that --help does not import torch.
 OPS_BENCHED = ("lbs", "rasterize", "antialias", "shading", "point_to_surface")
+
+DESCRIPTION = ("Differentiable rendering and geometry kernels for 3D face reconstruction. "
+               "Run 'facegeom COMMAND --help' for a command's options.")
+
+
+def _version() -> str:
+    """facegeom's version without importing torch (``facegeom/__init__.py`` imports it)."""
+    import os
+    import re
+
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "__init__.py")
+    with open(path) as f:
+        match = re.search(r'^__version__ = "([^"]+)"', f.read(), re.M)
+    return match.group(1) if match else "unknown"
+
+
+def _add_quiet(parser: argparse.ArgumentParser) -> None:
+    """The one flag that turns progress bars off, in every command that has one."""
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def cmd_info(args) -> int:
@@ -44,11 +63,18 @@ def cmd_bench(args) -> int:
         return 1
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    from tqdm import tqdm
+
     tables = bench.bench_tables(args.op or list(bench.OPS), quick=args.quick)
-    for device in ["cpu"] + (["cuda"] if args.cuda else []):
-        for title, table in tables:
-            print(f"\n{title}, float32, {device}, {torch.get_num_threads()} cpu threads")
-            print(bench.format_table(table(seconds=args.seconds, device=device)))
+    runs = [(device, title, table) for device in ["cpu"] + (["cuda"] if args.cuda else [])
+            for title, table in tables]
+    # The bar goes to stderr, the tables to stdout: `facegeom bench > tables.txt` stays clean.
+    bar = tqdm(runs, desc="facegeom bench", unit="table", disable=args.quiet, file=sys.stderr, leave=False)
+    for device, title, table in bar:
+        bar.set_postfix_str(f"{title.split(',')[0]}, {device}")
+        rows = table(seconds=args.seconds, device=device)
+        bar.write(f"\n{title}, float32, {device}, {torch.get_num_threads()} cpu threads", file=sys.stdout)
+        bar.write(bench.format_table(rows), file=sys.stdout)
     return 0
 
 
@@ -150,8 +176,9 @@ def add_train_arguments(parser) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="facegeom", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="facegeom", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"facegeom {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("info", help="build information: version, torch, back ends, threads, CUDA device")
     bench_parser = sub.add_parser("bench", help="kernel vs reference timings, one table per op family")
     bench_parser.add_argument("--seconds", type=float, default=1.0, help="time spent per measurement")
@@ -160,13 +187,14 @@ def main(argv=None) -> int:
                               help="op family to time (repeatable; default: all)")
     bench_parser.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads)")
     bench_parser.add_argument("--quick", action="store_true", help=argparse.SUPPRESS)  # tiny cases, for tests
+    _add_quiet(bench_parser)
     demo_parser = sub.add_parser("demo", help="analysis-by-synthesis: recover a head's shape, expression, pose "
                                  "and light from a rendered image and its landmarks")
     demo_parser.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     demo_parser.add_argument("--iterations", type=int, default=300, help="total Adam iterations (default: 300)")
     demo_parser.add_argument("--seed", type=int, default=0)
     demo_parser.add_argument("--image-size", type=int, default=224, help="target image side (default: 224)")
-    demo_parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_quiet(demo_parser)
     demo_parser.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's); 1 is "
                              "much faster on a busy machine, where parallel regions wait for descheduled threads")
     model_group = demo_parser.add_mutually_exclusive_group()

@@ -45,7 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-list", default=None,
                         help="image list (default: DATASET/imagepathsvalidation.txt)")
     parser.add_argument("--method", default="facegeom", help="name used in output file names and the plot")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--no-progress", dest="quiet", action="store_true", help=argparse.SUPPRESS)  # deprecated alias
 
 
 def _first(pattern: str) -> Optional[str]:
@@ -230,7 +231,7 @@ def run(args) -> int:
             challenge=args.challenge,
             image_list=args.image_list,
             method=args.method,
-            progress=not args.no_progress,
+            progress=not args.quiet,
         )
     except (FileNotFoundError, ValueError) as error:
         print(f"facegeom now-eval: {error}", file=sys.stderr)
