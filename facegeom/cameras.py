@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from typing import Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 
 from facegeom.ops import _checks
@@ -42,14 +43,22 @@ ImageSize = Union[int, Sequence[int]]
 __all__ = ["Camera", "WeakPerspective", "ScaledOrthographic", "Pinhole"]
 
 
+def _is_int(value) -> bool:
+    # bool is an int subclass, but True is not a size
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
 def _image_size(image_size: ImageSize, name: str = "image_size") -> Tuple[int, int]:
-    if isinstance(image_size, int):
+    if _is_int(image_size):
         size = (image_size, image_size)
     else:
-        size = tuple(image_size)
-    if len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size):
+        try:
+            size = tuple(image_size)
+        except TypeError:
+            raise ValueError(f"{name} must be a positive int or (H, W), got {image_size!r}") from None
+    if len(size) != 2 or not all(_is_int(s) and s > 0 for s in size):
         raise ValueError(f"{name} must be a positive int or (H, W), got {image_size!r}")
-    return size
+    return int(size[0]), int(size[1])
 
 
 def _batched_points(points: Tensor, like: Tensor) -> Tensor:
@@ -278,7 +287,10 @@ class Pinhole(Camera):
                focal: float = 1015.0, center: float = 112.0, camera_distance: float = 10.0,
                image_size: int = 224, near: float = 5.0, far: float = 15.0) -> "Pinhole":
         """Deep3DFaceRecon's camera: ``u = f x / (d - z) + center`` and, after its
-        image flip, ``v = (H - 1) - (f y / (d - z) + center)`` (d = 10)."""
+        image flip, ``v = (H - 1) - (f y / (d - z) + center)`` (d = 10). ``batch`` is a
+        positive int (``ValueError`` otherwise)."""
+        if not _is_int(batch) or batch < 1:
+            raise ValueError(f"batch must be a positive int, got {batch!r}")
         R = torch.diag(torch.tensor([1.0, -1.0, -1.0], dtype=dtype, device=device)).expand(batch, 3, 3)
         t = torch.tensor([0.0, 0.0, camera_distance], dtype=dtype, device=device).expand(batch, 3)
         focal_t = torch.full((batch, 2), focal, dtype=dtype, device=device)

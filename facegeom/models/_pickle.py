@@ -416,6 +416,62 @@ def loads(data: bytes, source: str = "pickle") -> Any:
         raise pickle.UnpicklingError(f"{source}: not a readable pickle ({type(error).__name__}: {error})") from error
 
 
+def float_array(value, key: str, source: str) -> np.ndarray:
+    """A float64 array of a value read from a model file (``source``), for ``key``.
+
+    Accepts numpy arrays, nested sequences, torch tensors and scipy sparse
+    matrices (any key read as a float array may arrive sparse: densified after
+    a size check against :data:`MAX_SPARSE_DENSE`). Bool, integer and float
+    dtypes convert; complex (the imaginary part would be dropped), datetime,
+    object, string and structured values raise ``ValueError`` naming the file
+    and the key.
+    """
+    if type(value).__module__.startswith("torch") and hasattr(value, "detach"):
+        value = value.detach().cpu().numpy()
+    if hasattr(value, "toarray") and hasattr(value, "shape") and not isinstance(value, np.ndarray):
+        try:
+            rows, cols = (int(n) for n in value.shape)
+        except (TypeError, ValueError):
+            raise ValueError(f"{source}: {key} is a sparse matrix with shape {value.shape!r}") from None
+        if rows * cols > MAX_SPARSE_DENSE:
+            raise ValueError(f"{source}: {key} is a sparse matrix of shape {[rows, cols]}: too large to densify "
+                             f"(more than {MAX_SPARSE_DENSE} elements)")
+        value = value.toarray()
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"{source}: {key} is not a numeric array ({error})") from None
+    if array.dtype.kind not in "biuf" or array.dtype.fields is not None:
+        what = {"c": "complex", "M": "datetime", "m": "timedelta", "O": "Python objects", "U": "strings",
+                "S": "bytes", "V": "structured records"}.get(array.dtype.kind, str(array.dtype))
+        raise ValueError(f"{source}: {key} must hold real numbers, got {what} (dtype {array.dtype})")
+    return array.astype(np.float64)
+
+
+def integer_array(value, key: str, source: str) -> np.ndarray:
+    """An int64 array of indices read from a model file: integer dtypes, or floats
+    that are all whole numbers; anything else (complex, datetime, object, strings,
+    fractional or non-finite floats, unsigned values beyond int64) raises
+    ``ValueError`` naming the file and the key."""
+    if type(value).__module__.startswith("torch") and hasattr(value, "detach"):
+        value = value.detach().cpu().numpy()
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"{source}: {key} is not an integer array ({error})") from None
+    kind = array.dtype.kind
+    if kind == "f":
+        if not np.isfinite(array).all() or not np.all(array == np.round(array)) or \
+                (array.size and np.abs(array).max() >= 2.0 ** 63):
+            raise ValueError(f"{source}: {key} must hold integer indices, got non-integer floats")
+    elif kind == "u":
+        if array.size and array.max() > np.iinfo(np.int64).max:
+            raise ValueError(f"{source}: {key} holds indices beyond int64")
+    elif kind not in "i" or array.dtype.fields is not None:
+        raise ValueError(f"{source}: {key} must hold integer indices, got dtype {array.dtype}")
+    return array.astype(np.int64)
+
+
 class NotAFileError(IsADirectoryError, ValueError):
     """A model path that names a directory: an ``IsADirectoryError`` (an ``OSError``,
     what ``open`` raises) that is also a ``ValueError`` (the house rule for bad input),
