@@ -35,3 +35,18 @@ def make_params(batch, num_betas, num_joints, dtype=torch.float64, seed=1):
     betas = torch.randn(batch, num_betas, generator=g, dtype=dtype)
     pose = torch.randn(batch, 3 * num_joints, generator=g, dtype=dtype) * 0.4
     return betas, pose
+
+
+# Hypothesis budgets (issue 17): a small fixed one in CI, a larger one on demand with
+# FACEGEOM_HYPOTHESIS=thorough. Derandomised in CI so a run is reproducible.
+try:
+    import os as _os
+
+    from hypothesis import HealthCheck, settings as _settings
+
+    _settings.register_profile("ci", max_examples=20, deadline=None, derandomize=True,
+                               suppress_health_check=[HealthCheck.too_slow])
+    _settings.register_profile("thorough", max_examples=1000, deadline=None)
+    _settings.load_profile(_os.environ.get("FACEGEOM_HYPOTHESIS", "ci"))
+except ImportError:  # hypothesis is a test dependency; property tests skip without it
+    pass
