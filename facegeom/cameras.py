@@ -295,7 +295,10 @@ class Pinhole(Camera):
                image_size: int = 224, near: float = 5.0, far: float = 15.0) -> "Pinhole":
         """Deep3DFaceRecon's camera: ``u = f x / (d - z) + center`` and, after its
         image flip, ``v = (H - 1) - (f y / (d - z) + center)`` (d = 10). ``dtype``
-        defaults to ``torch.get_default_dtype()``."""
+        defaults to ``torch.get_default_dtype()``; ``batch`` is a positive int (``ValueError``
+        otherwise)."""
+        if not transforms.is_int(batch) or batch < 1:
+            raise ValueError(f"batch must be a positive int, got {batch!r}")
         dtype = torch.get_default_dtype() if dtype is None else dtype
         R = torch.diag(torch.tensor([1.0, -1.0, -1.0], dtype=dtype, device=device)).expand(batch, 3, 3)
         t = torch.tensor([0.0, 0.0, camera_distance], dtype=dtype, device=device).expand(batch, 3)

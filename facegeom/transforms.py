@@ -37,6 +37,7 @@ from __future__ import annotations
 
 from typing import Sequence, Tuple, Union
 
+import numpy as np
 import torch
 
 from facegeom import _checks
@@ -69,20 +70,24 @@ __all__ = [
 ]
 
 
+def is_int(value) -> bool:
+    """A Python or NumPy integer, not a bool (``True`` is an int subclass but not a size)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
 def image_size_hw(image_size: ImageSize, name: str = "image_size") -> Tuple[int, int]:
-    """``(H, W)`` from an int or a pair; ValueError naming ``name`` otherwise."""
-    if isinstance(image_size, bool):
-        raise ValueError(f"{name} must be a positive int or (H, W), got {image_size!r}")
-    if isinstance(image_size, int):
+    """``(H, W)`` from an int or a pair of ints (NumPy ints too, bools refused); ValueError
+    naming ``name`` otherwise."""
+    if is_int(image_size):
         size = (image_size, image_size)
     else:
         try:
             size = tuple(image_size)
         except TypeError:
             raise ValueError(f"{name} must be a positive int or (H, W), got {image_size!r}") from None
-    if len(size) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size):
+    if len(size) != 2 or not all(is_int(s) and s > 0 for s in size):
         raise ValueError(f"{name} must be a positive int or (H, W), got {image_size!r}")
-    return size
+    return int(size[0]), int(size[1])
 
 
 def _last_dims(name: str, t: Tensor, dims: Sequence[int], layout: str) -> Tensor:

@@ -54,6 +54,8 @@ def _read_obj_by_line(path: str) -> Tuple[np.ndarray, np.ndarray]:
                     raise ValueError(f"{path}:{number}: non-integer face index: {line.strip()!r}") from None
                 if len(corners) < 3:
                     raise ValueError(f"{path}:{number}: a face needs at least 3 corners: {line.strip()!r}")
+                if any(not -(2 ** 62) < c < 2 ** 62 for c in corners):
+                    raise ValueError(f"{path}:{number}: face index out of range: {line.strip()[:200]!r}")
                 # OBJ indices are 1-based; negative ones count back from the vertices read so far
                 corners = [c - 1 if c > 0 else len(vertices) + c for c in corners]
                 faces.extend((corners[0], corners[k], corners[k + 1]) for k in range(1, len(corners) - 1))
@@ -141,8 +143,12 @@ def read_pp(path) -> np.ndarray:
         landmarks = read_pp("scans_lmks_onlypp/FaMoS_180424_03335_TA/natural_head_rotation.000001_picked_points.pp")
     """
     path = _exists(path)
+    with open(path, "rb") as f:
+        data = f.read()
+    if b"<!ENTITY" in data:  # MeshLab never writes entities; refuse entity-expansion bombs outright
+        raise ValueError(f"{path}: not a MeshLab picked-points file (XML entity declarations are not allowed)")
     try:
-        root = ET.parse(path).getroot()
+        root = ET.fromstring(data)
     except ET.ParseError as error:
         raise ValueError(f"{path}: not a MeshLab picked-points XML file ({error})") from None
     points = []
@@ -173,14 +179,17 @@ def read_landmarks(path, expected: Optional[int] = None) -> np.ndarray:
     if ext == ".npy":
         try:
             array = np.load(path, allow_pickle=False)
-        except ValueError as error:
+        except (ValueError, OSError, EOFError) as error:
             raise ValueError(f"{path}: not a plain numeric .npy array ({error})") from None
+        if not isinstance(array, np.ndarray) or array.dtype.kind not in "iuf" or array.dtype.fields is not None:
+            raise ValueError(f"{path}: landmarks must be a real-valued numeric array, got dtype "
+                             f"{getattr(array, 'dtype', type(array).__name__)}")
         array = np.asarray(array, dtype=np.float64)
         if array.ndim == 3 and array.shape[0] == 1:
             array = array[0]
     elif ext in (".txt", ".lnd"):
         rows = []
-        with open(path, "r") as f:
+        with open(path, "r", errors="replace") as f:
             for number, line in enumerate(f, 1):
                 fields = line.replace(",", " ").split()
                 if not fields:

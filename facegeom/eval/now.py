@@ -37,6 +37,7 @@ Differences from the official code, on purpose:
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, Optional, Sequence, Tuple, Union
@@ -55,10 +56,15 @@ ArrayLike = Union[np.ndarray, torch.Tensor, Sequence]
 def _as_points(name: str, value, count: Optional[int] = None, min_count: int = 1) -> torch.Tensor:
     """float64 CPU tensor [N, 3], finite, with N == count (or >= min_count)."""
     if isinstance(value, torch.Tensor):
+        if value.is_complex():
+            raise TypeError(f"{name} must hold real coordinates, got complex values")
         t = value.detach().to("cpu", torch.float64)
     else:
         try:
-            t = torch.as_tensor(np.asarray(value, dtype=np.float64))
+            array = np.asarray(value)
+            if array.dtype.kind == "c":
+                raise TypeError(f"{name} must hold real coordinates, got complex values")
+            t = torch.as_tensor(np.asarray(array, dtype=np.float64))
         except (TypeError, ValueError):
             raise TypeError(f"{name} must be an array of 3D points, got {type(value).__name__}") from None
     if t.dim() == 3 and t.shape[0] == 1:
@@ -229,7 +235,9 @@ def procrustes(
     x = _as_points("target", target, count=y.shape[0])
     mu_x, mu_y = x.mean(0), y.mean(0)
     x0, y0 = x - mu_x, y - mu_y
-    norm_x, norm_y = torch.linalg.norm(x0), torch.linalg.norm(y0)
+    if not (torch.isfinite(x0).all() and torch.isfinite(y0).all()):
+        raise ValueError("procrustes: the coordinates of source or target are too large (their centroid overflows)")
+    norm_x, norm_y = _norm(x0), _norm(y0)
     if float(norm_x) == 0.0 or float(norm_y) == 0.0:
         raise ValueError("procrustes: the landmarks of source or target all coincide; no alignment is defined")
     # A = X0^T Y0 (unit-normalised); R maps centred source onto centred target
@@ -241,7 +249,21 @@ def procrustes(
         sigma[-1] *= -1
     rotation = u @ vt
     s = float(sigma.sum() * norm_x / norm_y) if scale else 1.0
-    return Similarity(s, rotation, mu_x - s * rotation @ mu_y)
+    translation = mu_x - s * rotation @ mu_y
+    if not (0.0 < s < math.inf) or not torch.isfinite(translation).all():
+        # e.g. coordinates near 1e154 and beyond: the scale under- or overflows and the
+        # prediction would collapse to a point (or blow up) while looking aligned
+        raise ValueError(f"procrustes: the similarity is not representable in float64 (scale {s!r}); "
+                         "the coordinates of source and target differ by too many orders of magnitude")
+    return Similarity(s, rotation, translation)
+
+
+def _norm(x: torch.Tensor) -> torch.Tensor:
+    """Frobenius norm without overflow or underflow of the squares (coordinates up to 1e308)."""
+    largest = x.abs().max()
+    if float(largest) == 0.0:
+        return largest
+    return largest * torch.linalg.norm(x / largest)
 
 
 def _rotation_from_axis_angle(omega: np.ndarray) -> np.ndarray:
@@ -557,7 +579,24 @@ def now_distances(
     else:
         distances = scan_to_mesh_distances(crop.vertices, alignment.apply(pred_v), pred_f)
     timings["distances"] = time.perf_counter() - tic
+    _check_outcome(alignment, distances, pred_v)
     return NoWResult(distances, crop.indices, alignment, initial, info, timings)
+
+
+def _check_outcome(alignment: Similarity, distances: torch.Tensor, vertices: torch.Tensor) -> None:
+    """Refuse a result that float64 could not represent: a scale that under- or
+    overflowed (the prediction collapses to a point or blows up and the fit still
+    "converges"), or non-finite distances / aligned vertices. ``now-eval``
+    reports the ``ValueError`` as a failed image."""
+    scale = float(alignment.scale)
+    aligned = alignment.apply(vertices)
+    extent = float((aligned - aligned.mean(0)).abs().max()) if torch.isfinite(aligned).all() else math.inf
+    if not (0.0 < scale < math.inf) or not math.isfinite(extent) or (extent == 0.0 and vertices.shape[0] > 1
+                                                                     and float(vertices.std()) > 0.0):
+        raise ValueError(f"the alignment is degenerate in float64 (scale {scale!r}, aligned prediction extent "
+                         f"{extent!r}): coordinates too large or too small to evaluate")
+    if not torch.isfinite(distances).all():
+        raise ValueError("the scan-to-mesh distances overflow float64: coordinates too large to evaluate")
 
 
 # ---------------------------------------------------------------------- aggregates

@@ -18,8 +18,9 @@ and writes to OUT (default PREDICTIONS/results):
         overall, missing predictions, failed images with their error
     cumulative_error.png                           cumulative error curves
 
-A missing prediction is counted and listed (as the official tool does); an
-image that fails (unreadable file, NaN vertices, ...) is listed with its error
+A missing prediction is counted and listed (as the official tool does), and so
+is a malformed line of the image list; an image that fails (unreadable file,
+NaN vertices, coordinates float64 cannot align, ...) is listed with its error
 and the run goes on.
 """
 from __future__ import annotations
@@ -58,19 +59,27 @@ def _existing(*paths: str) -> Optional[str]:
     return next((p for p in paths if os.path.isfile(p)), None)
 
 
-def read_image_list(path: str) -> List[tuple]:
-    """(subject, challenge, stem) for each non-empty line ``.../<subject>/<challenge>/<image>``."""
+def read_image_list(path: str, malformed: Optional[list] = None) -> List[tuple]:
+    """(subject, challenge, stem) for each non-empty line ``.../<subject>/<challenge>/<image>``.
+
+    A line without the three parts raises ``ValueError`` naming the file and line,
+    unless ``malformed`` is a list: then ``(line number, text)`` is appended to it and
+    the line is skipped (``now-eval`` reports it like a missing image and goes on).
+    """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"image list not found: {path}")
     entries = []
-    with open(path) as f:
+    with open(path, errors="replace") as f:
         for number, line in enumerate(f, 1):
             line = line.strip()
             if not line:
                 continue
-            parts = line.replace("\\", "/").split("/")
-            if len(parts) < 3:
-                raise ValueError(f"{path}:{number}: expected '<subject>/<challenge>/<image>', got {line!r}")
+            parts = [p for p in line.replace("\\", "/").split("/") if p]
+            if len(parts) < 3 or not os.path.splitext(parts[-1])[0]:
+                if malformed is None:
+                    raise ValueError(f"{path}:{number}: expected '<subject>/<challenge>/<image>', got {line!r}")
+                malformed.append((number, line))
+                continue
             entries.append((parts[-3], parts[-2], os.path.splitext(parts[-1])[0]))
     return entries
 
@@ -100,13 +109,19 @@ def evaluate_dataset(
         raise FileNotFoundError(f"dataset folder not found: {dataset}")
     unit_factor(unit)
     out = out or os.path.join(predictions, "results")
-    entries = read_image_list(image_list or os.path.join(dataset, "imagepathsvalidation.txt"))
+    list_path = image_list or os.path.join(dataset, "imagepathsvalidation.txt")
+    malformed: list = []
+    entries = read_image_list(list_path, malformed)
     if challenge is not None:
         entries = [e for e in entries if e[1] == challenge]
     os.makedirs(out, exist_ok=True)
 
     per_challenge: Dict[str, list] = {}
-    missing, failed = [], []
+    failed = []
+    # a malformed line names no image: counted as missing (its challenge is unknown, so always)
+    missing = [{"image": f"{list_path}:{number}: {line[:200]}",
+                "missing": "malformed image-list line (expected <subject>/<challenge>/<image>)"}
+               for number, line in malformed]
     all_distances = []
     scan_cache: Dict[str, tuple] = {}  # one subject at a time: image lists are grouped by subject
     bar = tqdm(entries, desc="NoW", unit="image", disable=not progress, file=sys.stderr)
@@ -156,7 +171,7 @@ def evaluate_dataset(
     summary = {
         "protocol": "metrical" if metrical else "non-metrical",
         "unit": unit if metrical else None,
-        "images_listed": len(entries),
+        "images_listed": len(entries) + len(malformed),
         "images_evaluated": len(all_distances),
         "num_missing_files": len(missing),
         "num_failed": len(failed),

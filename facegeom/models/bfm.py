@@ -93,7 +93,7 @@ def _get(data, key: str, source: str):
 
 def _vector(flat, source: str, key: str, num_vertices: Optional[int] = None) -> np.ndarray:
     """``[3N]``, ``[3N, 1]`` or ``[1, 3N]`` with x, y, z interleaved per vertex -> ``[N, 3]``."""
-    array = np.asarray(flat, dtype=np.float64)
+    array = _pickle.float_array(flat, key, source)
     if array.ndim > 2 or (array.ndim == 2 and 1 not in array.shape):
         raise ValueError(f"{source}: {key} must be a vector of 3N values, got shape {list(array.shape)}")
     array = array.reshape(-1)
@@ -105,18 +105,14 @@ def _vector(flat, source: str, key: str, num_vertices: Optional[int] = None) -> 
 
 def _basis(flat, source: str, key: str, num_vertices: int) -> np.ndarray:
     """``[3N, K]`` with x, y, z interleaved per vertex -> coefficient-major ``[K, N, 3]``."""
-    array = np.asarray(flat, dtype=np.float64)
+    array = _pickle.float_array(flat, key, source)
     if array.ndim != 2 or array.shape[0] != 3 * num_vertices:
         raise ValueError(f"{source}: {key} must have shape [3N = {3 * num_vertices}, K], got {list(array.shape)}")
     return np.ascontiguousarray(array.T.reshape(array.shape[1], num_vertices, 3))
 
 
 def _indices(value, source: str, key: str, upper: int, one_based: bool) -> np.ndarray:
-    array = np.asarray(value)
-    if array.dtype.kind == "f":
-        if not np.all(array == np.round(array)):
-            raise ValueError(f"{source}: {key} must hold integer indices")
-    array = array.astype(np.int64) - (1 if one_based else 0)
+    array = _pickle.integer_array(value, key, source) - (1 if one_based else 0)
     if array.size and (array.min() < 0 or array.max() >= upper):
         base = 1 if one_based else 0
         raise IndexError(f"{source}: {key} must hold {base}-based indices in [{base}, {upper + base}), got range "
@@ -137,12 +133,39 @@ def _loadmat(path, what: str):
     import scipy.io
 
     source = os.fspath(path)
+    if os.path.isdir(source):
+        raise _pickle.NotAFileError(f"{source}: is a directory, not a {what}")
     if not os.path.exists(source):
         raise FileNotFoundError(f"{source}: no such file ({what})")
     try:
         return scipy.io.loadmat(source), source
     except Exception as error:  # scipy raises several types for a corrupt file
         raise ValueError(f"{source}: not a readable .mat file ({what}): {error}") from error
+
+
+#: Largest h5 dataset read (elements); the BFM 2017 basis has 32 M.
+MAX_H5_ELEMENTS = 2 ** 28
+
+
+def _h5_dataset(h5py, f, path: str, source: str) -> np.ndarray:
+    """Read dataset ``path`` of the open h5 file ``f``; every failure (missing,
+    a group, a soft-link loop, a broken external link, an oversized or unreadable
+    dataset) is a ``ValueError`` naming the file and the path."""
+    try:
+        node = f[path]
+    except KeyError as error:
+        raise ValueError(f"{source}: missing dataset {path} ({error})") from None
+    except (RuntimeError, OSError, ValueError) as error:  # h5py: RuntimeError for a soft-link loop
+        raise ValueError(f"{source}: cannot open {path} (a link loop or a broken link?): {error}") from None
+    if not isinstance(node, h5py.Dataset):
+        raise ValueError(f"{source}: {path} must be a dataset, got a {type(node).__name__}")
+    if node.size is None or node.size > MAX_H5_ELEMENTS:
+        raise ValueError(f"{source}: {path} has shape {node.shape}: not a face-model array "
+                         f"(more than {MAX_H5_ELEMENTS} elements)")
+    try:
+        return node[()]
+    except (RuntimeError, OSError, TypeError, ValueError) as error:
+        raise ValueError(f"{source}: cannot read {path} ({type(error).__name__}: {error})") from None
 
 
 def _h5py():
@@ -394,7 +417,7 @@ class BFM(nn.Module):
         masks = {}
         if "point_buf" in data:
             # 0 in the file (-1 here) pads vertices with fewer than 8 faces.
-            point_buf = np.asarray(data["point_buf"]).astype(np.int64) - 1
+            point_buf = _pickle.integer_array(data["point_buf"], "point_buf", source) - 1
             if point_buf.ndim != 2 or point_buf.shape[0] != num_vertices or point_buf.max() >= len(faces) \
                     or point_buf.min() < -1:
                 raise ValueError(f"{source}: point_buf must be [N, 8] 1-based face indices (0 = none)")
@@ -405,7 +428,7 @@ class BFM(nn.Module):
         if "tri_mask2" in data:
             masks["front_faces"] = _faces(data["tri_mask2"], source, "tri_mask2", num_vertices, one_based=True)
         if "skinmask" in data:
-            skin = np.asarray(data["skinmask"], dtype=np.float64).reshape(-1)
+            skin = _pickle.float_array(data["skinmask"], "skinmask", source).reshape(-1)
             if skin.size != num_vertices:
                 raise ValueError(f"{source}: skinmask must have N = {num_vertices} entries, got {skin.size}")
             masks["skin_mask"] = skin
@@ -430,8 +453,8 @@ class BFM(nn.Module):
             raise ValueError(f"{source}: expected a pickled dict (3DDFA bfm_noneck_v3.pkl)")
         mean = _vector(_get(data, "u", source), source, "u")
         num_vertices = mean.shape[0]
-        w_shp = np.asarray(_get(data, "w_shp", source))
-        w_exp = np.asarray(_get(data, "w_exp", source))
+        w_shp = _pickle.float_array(_get(data, "w_shp", source), "w_shp", source)
+        w_exp = _pickle.float_array(_get(data, "w_exp", source), "w_exp", source)
         for key, basis, wanted in (("w_shp", w_shp, n_shape), ("w_exp", w_exp, n_exp)):
             if basis.ndim != 2 or not 0 <= wanted <= basis.shape[1]:
                 raise ValueError(f"{source}: {key} has shape {list(basis.shape)}; cannot take {wanted} components")
@@ -486,8 +509,8 @@ class BFM(nn.Module):
         num_vertices = mean.shape[0]
 
         def scaled_basis(pc_key, ev_key, count, factor):
-            pc = np.asarray(_get(data, pc_key, source), dtype=np.float64)
-            ev = np.asarray(_get(data, ev_key, source), dtype=np.float64).reshape(-1)
+            pc = _pickle.float_array(_get(data, pc_key, source), pc_key, source)
+            ev = _pickle.float_array(_get(data, ev_key, source), ev_key, source).reshape(-1)
             count = ev.size if count is None else count
             if pc.ndim != 2 or ev.size != pc.shape[1] or not 0 <= count <= pc.shape[1]:
                 raise ValueError(f"{source}: {pc_key} {list(pc.shape)} / {ev_key} {list(ev.shape)} do not match "
@@ -521,16 +544,17 @@ class BFM(nn.Module):
         """
         h5py = _h5py()
         source = os.fspath(h5)
+        if os.path.isdir(source):
+            raise _pickle.NotAFileError(f"{source}: is a directory, not a Basel Face Model 2017 h5")
         if not os.path.exists(source):
             raise FileNotFoundError(f"{source}: no such file (Basel Face Model 2017 h5)")
 
         def read_model(f, group, file_source, count, num_vertices, factor):
-            try:
-                mean = np.asarray(f[f"{group}/model/mean"][()], dtype=np.float64)
-                basis = np.asarray(f[f"{group}/model/pcaBasis"][()], dtype=np.float64)
-                variance = np.asarray(f[f"{group}/model/pcaVariance"][()], dtype=np.float64).reshape(-1)
-            except KeyError as error:
-                raise ValueError(f"{file_source}: missing dataset under {group}/model ({error})") from None
+            mean, basis, variance = (
+                _pickle.float_array(_h5_dataset(h5py, f, f"{group}/model/{name}", file_source),
+                                    f"{group}/model/{name}", file_source)
+                for name in ("mean", "pcaBasis", "pcaVariance"))
+            variance = variance.reshape(-1)
             if basis.ndim != 2 or basis.shape[1] != variance.size:
                 raise ValueError(f"{file_source}: {group}/model/pcaBasis {list(basis.shape)} does not match "
                                  f"pcaVariance [{variance.size}]")
@@ -557,7 +581,7 @@ class BFM(nn.Module):
                 raise ValueError(f"{source}: n_exp={n_exp} but the file has no expression model")
             if "shape/representer/cells" not in f:
                 raise _missing(source, "shape/representer/cells", list(f.keys()))
-            faces = _faces(f["shape/representer/cells"][()], source, "shape/representer/cells", num_vertices,
+            faces = _faces(_h5_dataset(h5py, f, "shape/representer/cells", source), source, "shape/representer/cells", num_vertices,
                            one_based=False)
             mean_tex = tex_basis = None
             if albedo_h5 is None and "color" in f:
@@ -565,6 +589,8 @@ class BFM(nn.Module):
         mean_spec = spec_basis = None
         if albedo_h5 is not None:
             albedo_source = os.fspath(albedo_h5)
+            if os.path.isdir(albedo_source):
+                raise _pickle.NotAFileError(f"{albedo_source}: is a directory, not an AlbedoMM h5")
             if not os.path.exists(albedo_source):
                 raise FileNotFoundError(f"{albedo_source}: no such file (AlbedoMM h5)")
             try:
@@ -583,7 +609,7 @@ class BFM(nn.Module):
 def _expression_basis(expression, expression_vertices, num_vertices, n_exp, scale) -> np.ndarray:
     if isinstance(expression, (str, os.PathLike)):
         source = os.fspath(expression)
-        raw = np.fromfile(source, dtype=np.uint8)
+        raw = np.frombuffer(_pickle.read_bytes(source, "Exp_Pca.bin"), dtype=np.uint8)
         if raw.size < 4:
             raise ValueError(f"{source}: too short for an Exp_Pca.bin (int32 K, float32 mean [3M], basis [K, 3M])")
         count = int(np.frombuffer(raw[:4].tobytes(), dtype="<i4")[0])

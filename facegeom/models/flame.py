@@ -120,13 +120,7 @@ def contour_row(yaw: Tensor) -> Tensor:
 
 
 def _as_index(name: str, value, source: str) -> np.ndarray:
-    array = _to_numpy(value)
-    if array.dtype.kind not in "iu":
-        if array.dtype.kind == "f" and np.all(array == np.round(array)):
-            array = array.astype(np.int64)
-        else:
-            raise ValueError(f"{source}: {name} must hold integer indices, got dtype {array.dtype}")
-    return array.astype(np.int64)
+    return _pickle.integer_array(value, name, source)
 
 
 def _to_numpy(value) -> np.ndarray:
@@ -144,10 +138,7 @@ def _require(data, key: str, source: str, what: str):
 
 
 def _float_array(value, key: str, source: str, ndim: int) -> np.ndarray:
-    try:
-        array = np.asarray(value.toarray() if hasattr(value, "toarray") else value, dtype=np.float64)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"{source}: {key} is not a numeric array ({error})") from error
+    array = _pickle.float_array(value, key, source)  # sparse, complex, object ... handled there
     if array.ndim != ndim:
         raise ValueError(f"{source}: {key} must have {ndim} dimensions, got shape {list(array.shape)}")
     return array
@@ -340,7 +331,7 @@ class FLAME(nn.Module):
             return torch.as_tensor(array, dtype=torch.int64, device=device)
 
         def weights(name, value, shape, layout):
-            array = np.asarray(_to_numpy(value), dtype=np.float64)
+            array = _pickle.float_array(value, name, source)
             if list(array.shape) != shape:
                 raise ValueError(f"{source}: {name} must have shape {layout} = {shape}, got {list(array.shape)}")
             return torch.as_tensor(array, dtype=dtype, device=device)
@@ -418,7 +409,7 @@ class FLAME(nn.Module):
         if posedirs.shape[:2] != (num_vertices, 3):
             raise ValueError(f"{source}: posedirs must have shape [V={num_vertices}, 3, P], got {list(posedirs.shape)}")
         posedirs = posedirs.reshape(-1, posedirs.shape[2]).T  # smplx: [P, V*3]
-        kintree = np.asarray(data["kintree_table"])
+        kintree = _as_index("kintree_table", data["kintree_table"], source)
         if kintree.ndim != 2 or kintree.shape[0] != 2:
             raise ValueError(f"{source}: kintree_table must have shape [2, J], got {list(kintree.shape)}")
         num_joints = kintree.shape[1]
@@ -468,9 +459,17 @@ class FLAME(nn.Module):
             full_bary = data.get("full_lmk_bary_coords")
             if (full_faces is None) != (full_bary is None):
                 raise ValueError(f"{source}: full_lmk_faces_idx and full_lmk_bary_coords must come together")
+
+            def points(key, value):  # [L, 3] or DECA's [1, L, 3]
+                array = _pickle.float_array(value, key, source)
+                if array.size % 3:
+                    raise ValueError(f"{source}: {key} must hold [L, 3] barycentric weights, got shape "
+                                     f"{list(array.shape)}")
+                return array.reshape(-1, 3)
+
             self.set_landmark_embedding(
-                static_faces, np.reshape(_to_numpy(static_bary), (-1, 3)), dynamic_faces, dynamic_bary,
-                full_faces, None if full_bary is None else np.reshape(_to_numpy(full_bary), (-1, 3)), source)
+                static_faces, points("static_lmk_bary_coords", static_bary), dynamic_faces, dynamic_bary,
+                full_faces, None if full_bary is None else points("full_lmk_bary_coords", full_bary), source)
             return
         dynamic_source = os.fspath(dynamic_path)
         what = "a RingNet flame_static_embedding.pkl"
