@@ -49,8 +49,8 @@ except ImportError:  # TODO(found-geom): temporary until facegeom.transforms is 
 
 Tensor = torch.Tensor
 
-__all__ = ["COEFF_SIZES", "Config", "Deep3DOutput", "ReconNet", "decode", "load_checkpoint", "losses",
-           "split_coeff"]
+__all__ = ["COEFF_SIZES", "ConfidenceNet", "Config", "Deep3DOutput", "ReconNet", "aggregate_identity", "decode",
+           "load_checkpoint", "losses", "multi_image_config", "multi_image_losses", "split_coeff"]
 
 COEFF_SIZES = {"id": 80, "exp": 64, "tex": 80, "angle": 3, "gamma": 27, "trans": 3}
 """Layout of the 257 outputs, in order (``D3D:models/bfm.py:252-273``; PIPELINES.md §2.3)."""
@@ -161,7 +161,20 @@ class ReconNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         features = self.backbone(x)  # [B, C, 1, 1]
+        return self.heads(features)
+
+    def heads(self, features: Tensor) -> Tensor:
+        """The 7 heads on the pooled features ``[B, C, 1, 1]`` -> ``[B, 257]``."""
         return torch.flatten(torch.cat([layer(features) for layer in self.final_layers], dim=1), 1)
+
+    def forward_features(self, x: Tensor):
+        """``(coefficients [B, 257], F_b1, F_g)`` for the C-Net: ``F_b1`` = ``layer1``'s output
+        ``[B, 256, H/4, W/4]`` (ResNet-18: 64 channels), ``F_g`` = the pooled features
+        ``[B, 2048]`` (ResNet-18: 512). Same coefficients as :meth:`forward`."""
+        b = self.backbone
+        shallow = b.layer1(b.maxpool(b.relu(b.bn1(b.conv1(x)))))
+        pooled = b.avgpool(b.layer4(b.layer3(b.layer2(shallow))))
+        return self.heads(pooled), shallow, torch.flatten(pooled, 1)
 
 
 def load_checkpoint(path, map_location="cpu") -> ReconNet:
@@ -388,3 +401,132 @@ def losses(output: Deep3DOutput, batch: Dict[str, Tensor], config: Config = Conf
         terms["reflc"] = config.w_reflc * L.reflectance_loss(output.texture, output.skin_mask)
     terms["total"] = sum(terms.values())
     return terms
+
+
+# ---------------------------------------------------------------------------------------- #
+# Multi-image aggregation: C-Net (paper §5, eq. 7-8; PIPELINES.md §2.9; never released)    #
+# ---------------------------------------------------------------------------------------- #
+
+class ConfidenceNet(nn.Module):
+    """C-Net (Deng et al. 2019 §5.2): per-coefficient confidences ``c in (0, 1)^80`` of the
+    identity coefficients, from R-Net's shallow and pooled features.
+
+    Structure (paper §5.2): three 3x3 convolutions with 256 channels and stride 2 on
+    ``F_b1``, global average pooling -> 256; concatenated with ``F_g`` (2048); FC 512 -> FC 80
+    -> sigmoid. The last FC is zero-initialised, so every confidence starts at 0.5 and
+    eq. 7 starts as plain averaging (paper §6 "Training": "so that we start from average pooling").
+
+    Choices the paper leaves open (no code was released; PIPELINES.md §2.9) [INFERRED]:
+
+    - ``F_b1``: the paper's ``28 x 28 x 256`` is slim ``resnet_v1_50/block1`` (stride in the
+      block's last unit); the torchvision-layout R-Net's ``layer1`` gives ``56 x 56 x 256``
+      at 224. We use ``layer1`` as is: the three stride-2 convolutions take it to 7 x 7
+      before pooling (28 x 28 would give 4 x 4).
+    - ReLU after each convolution and after FC 512; no batch norm; PyTorch default init
+      except the zeroed last FC.
+
+    With the defaults it has 3.0 M parameters (paper: "3M").
+
+    Args:
+        shallow_channels: channels of ``F_b1`` (ResNet-50: 256; ResNet-18: 64).
+        global_features: size of ``F_g`` (ResNet-50: 2048; ResNet-18: 512).
+        n_id: identity coefficients (80). width / hidden: 256 / 512 (paper).
+    """
+
+    def __init__(self, shallow_channels: int = 256, global_features: int = 2048, n_id: int = 80,
+                 width: int = 256, hidden: int = 512):
+        super().__init__()
+        layers, channels = [], shallow_channels
+        for _ in range(3):
+            layers += [nn.Conv2d(channels, width, kernel_size=3, stride=2, padding=1), nn.ReLU(inplace=True)]
+            channels = width
+        self.convs = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc1 = nn.Linear(width + global_features, hidden)
+        self.fc2 = nn.Linear(hidden, n_id)
+        nn.init.zeros_(self.fc2.weight)
+        nn.init.zeros_(self.fc2.bias)
+
+    @classmethod
+    def for_reconnet(cls, net: "ReconNet", n_id: int = 80) -> "ConfidenceNet":
+        """A C-Net sized for ``net``'s backbone (ResNet-50 or -18)."""
+        shallow = net.backbone.layer1[-1]
+        channels = (shallow.conv3 if hasattr(shallow, "conv3") else shallow.conv2).out_channels
+        return cls(channels, net.backbone.num_features, n_id)
+
+    def forward(self, shallow: Tensor, pooled: Tensor) -> Tensor:
+        """``shallow`` ``[B, C1, h, w]`` (``F_b1``), ``pooled`` ``[B, C2]`` (``F_g``) -> ``[B, 80]`` in (0, 1)."""
+        _checks.floating("shallow", shallow)
+        _checks.shape("shallow", shallow, [None, self.convs[0].in_channels, None, None], "[B, C1, h, w]")
+        _checks.floating("pooled", pooled, shallow, "shallow")
+        _checks.shape("pooled", pooled, [shallow.shape[0], self.fc1.in_features - self.convs[-2].out_channels],
+                      "[B, C2]")
+        local = torch.flatten(self.pool(self.convs(shallow)), 1)
+        hidden = torch.relu(self.fc1(torch.cat([local, pooled], 1)))
+        return torch.sigmoid(self.fc2(hidden))
+
+
+def aggregate_identity(alpha: Tensor, confidence: Tensor) -> Tensor:
+    """Eq. 7: ``alpha_aggr = (sum_j c_j * alpha_j) / (sum_j c_j)`` element-wise over the images
+    ``j`` of a set.
+
+    Args:
+        alpha: ``[S, M, K]`` identity coefficients of ``S`` sets of ``M`` images (differentiable).
+        confidence: ``[S, M, K]`` positive confidences (differentiable).
+
+    Returns:
+        ``[S, K]``.
+
+    Example:
+        >>> aggregate_identity(torch.tensor([[[1.0], [3.0]]]), torch.tensor([[[0.5], [0.5]]]))
+        tensor([[2.]])
+    """
+    _checks.floating("alpha", alpha)
+    _checks.floating("confidence", confidence, alpha, "alpha")
+    _checks.shape("alpha", alpha, [None, None, None], "[S, M, K]")
+    if confidence.shape != alpha.shape:
+        raise ValueError(f"confidence must have the shape of alpha {list(alpha.shape)}, got {list(confidence.shape)}")
+    return (confidence * alpha).sum(1) / confidence.sum(1)
+
+
+def multi_image_config(config: Config = Config()) -> Config:
+    """The multi-image stage's weights (paper §5.1): ``w_lm 1.6e-3, w_photo 1.9, w_id 0.1``;
+    the other weights as in ``config`` [INFERRED: the paper names only these three]. Adam,
+    lr 2e-5, batch 5 sets x 5 images, 10k iterations (paper §6 "Training")."""
+    return config.replace(w_lm=1.6e-3, w_color=1.9, w_feat=0.1, lr=2e-5, batch_size=5)
+
+
+def multi_image_losses(rnet: ReconNet, cnet: ConfidenceNet, images: Tensor, batch: Dict[str, Tensor], model: BFM,
+                       config: Config = None, recog_net=None, renderer: Optional[Deep3DRenderer] = None):
+    """Eq. 8: the hybrid loss of every image re-rendered with the set's aggregated identity,
+    ``x_hat_j = (alpha_aggr, beta_j, delta_j, p_j, gamma_j)``, averaged over the images.
+
+    R-Net is frozen (run without gradients); only ``cnet`` receives gradients. The per-image
+    losses of the ``S·M`` images are computed as one batch with :func:`losses`, which
+    averages over the batch as the single-image training does (its photo term is normalised
+    by the whole batch's mask) [INFERRED].
+
+    Args:
+        rnet, cnet: the networks.
+        images: ``[S, M, 3, H, W]`` ``S`` sets of ``M`` images of one person each, RGB [0, 1].
+        batch: :func:`losses`'s keys for the ``S·M`` images flattened set-major (``'lms'``
+            ``[S·M, 68, 2]``, optional ``'msks'``, ``'M'``); ``'imgs'`` is taken from ``images``.
+        model, config (default :func:`multi_image_config`), recog_net, renderer: as :func:`decode` / :func:`losses`.
+
+    Returns:
+        ``(terms, output, confidence [S, M, 80])``.
+    """
+    config = multi_image_config() if config is None else config
+    _checks.floating("images", images)
+    _checks.shape("images", images, [None, None, 3, None, None], "[S, M, 3, H, W]")
+    sets, count = images.shape[:2]
+    flat = images.flatten(0, 1)
+    with torch.no_grad():
+        coeffs, shallow, pooled = rnet.forward_features(flat)
+    confidence = cnet(shallow, pooled).reshape(sets, count, -1)
+    n_id = confidence.shape[-1]
+    alpha = aggregate_identity(coeffs[:, :n_id].reshape(sets, count, n_id), confidence)  # [S, K]
+    params = torch.cat([alpha[:, None].expand(sets, count, n_id).flatten(0, 1), coeffs[:, n_id:]], 1)
+    output = decode(params, model, config, renderer)
+    terms = losses(output, dict(batch, imgs=flat), config, recog_net)
+    return terms, output, confidence
