@@ -34,6 +34,7 @@ from typing import Optional, Sequence, Tuple, Union
 
 import torch
 
+from facegeom import transforms
 from facegeom.ops import _checks
 
 Tensor = torch.Tensor
@@ -42,14 +43,7 @@ ImageSize = Union[int, Sequence[int]]
 __all__ = ["Camera", "WeakPerspective", "ScaledOrthographic", "Pinhole"]
 
 
-def _image_size(image_size: ImageSize, name: str = "image_size") -> Tuple[int, int]:
-    if isinstance(image_size, int):
-        size = (image_size, image_size)
-    else:
-        size = tuple(image_size)
-    if len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size):
-        raise ValueError(f"{name} must be a positive int or (H, W), got {image_size!r}")
-    return size
+_image_size = transforms.image_size_hw
 
 
 def _batched_points(points: Tensor, like: Tensor) -> Tensor:
@@ -147,10 +141,9 @@ class WeakPerspective(Camera):
 
     def pixels_and_depth(self, points):
         n = self.normalized(points)
-        height, width = self.image_size
-        u = (n[..., 0] + 1.0) * (width / 2.0) - 0.5
-        v = (1.0 - n[..., 1]) * (height / 2.0) - 0.5
-        return torch.stack([u, v], -1), -n[..., 2] / self.depth_range, torch.ones_like(u)
+        # DECA negates y before comparing with image landmarks (y down).
+        pixels = transforms.deca_to_pixels(torch.stack([n[..., 0], -n[..., 1]], -1), self.image_size)
+        return pixels, -n[..., 2] / self.depth_range, torch.ones_like(n[..., 2])
 
 
 class ScaledOrthographic(Camera):
@@ -267,18 +260,44 @@ class Pinhole(Camera):
         _checks.floating("K", K)
         K = K.unsqueeze(0) if K.dim() == 2 else K
         _checks.shape("K", K, [None, 3, 3], "[B, 3, 3]")
-        if not torch.compiler.is_compiling() and bool((K[:, 0, 1] != 0).any()):
-            raise ValueError("K has a non-zero skew K[0, 1], which Pinhole does not model")
-        focal = torch.stack([K[:, 0, 0], K[:, 1, 1]], -1)
-        centre = torch.stack([K[:, 0, 2], K[:, 1, 2]], -1)
+        focal, centre = transforms.intrinsics_from_matrix(K)
         return cls(focal, centre, R, t, image_size, near, far)
 
+    from_opencv = from_K
+
     @classmethod
-    def deep3d(cls, batch: int = 1, dtype: torch.dtype = torch.float32, device=None,
+    def from_pytorch3d(cls, R: Tensor, T: Tensor, focal_length: Tensor, principal_point: Tensor,
+                       image_size: ImageSize, near: float = 0.01, far: float = 100.0) -> "Pinhole":
+        """From PyTorch3D ``PerspectiveCameras`` in NDC (the metrical tracker's camera,
+        PIPELINES.md §7.3): ``R [B, 3, 3]``, ``T [B, 3]`` (``X_view = X_world @ R + T``),
+        ``focal_length [B, 1|2]`` and ``principal_point [B, 2]`` in NDC. Points project to
+        PyTorch3D's screen position minus 0.5 (:func:`facegeom.transforms.pytorch3d_to_opencv`)."""
+        K, R_cv, t_cv = transforms.pytorch3d_to_opencv(R, T, focal_length, principal_point, image_size)
+        return cls.from_K(K, R_cv, t_cv, image_size, near, far)
+
+    @property
+    def K(self) -> Tensor:
+        """OpenCV intrinsics ``[B, 3, 3]`` (pixel centres at integers, y down)."""
+        return transforms.intrinsics_matrix(self.focal, self.principal_point)
+
+    def to_opencv(self) -> Tuple[Tensor, Tensor, Tensor]:
+        """``(K [B, 3, 3], R [B, 3, 3], t [B, 3])`` in OpenCV's conventions (``cv2.projectPoints``
+        with these and zero distortion gives :meth:`project`)."""
+        return self.K, self.R, self.t
+
+    def to_pytorch3d(self) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(R, T, focal_length [B, 2], principal_point [B, 2])`` for PyTorch3D
+        ``PerspectiveCameras(in_ndc=True)`` (:func:`facegeom.transforms.opencv_to_pytorch3d`)."""
+        return transforms.opencv_to_pytorch3d(self.K, self.R, self.t, self.image_size)
+
+    @classmethod
+    def deep3d(cls, batch: int = 1, dtype: Optional[torch.dtype] = None, device=None,
                focal: float = 1015.0, center: float = 112.0, camera_distance: float = 10.0,
                image_size: int = 224, near: float = 5.0, far: float = 15.0) -> "Pinhole":
         """Deep3DFaceRecon's camera: ``u = f x / (d - z) + center`` and, after its
-        image flip, ``v = (H - 1) - (f y / (d - z) + center)`` (d = 10)."""
+        image flip, ``v = (H - 1) - (f y / (d - z) + center)`` (d = 10). ``dtype``
+        defaults to ``torch.get_default_dtype()``."""
+        dtype = torch.get_default_dtype() if dtype is None else dtype
         R = torch.diag(torch.tensor([1.0, -1.0, -1.0], dtype=dtype, device=device)).expand(batch, 3, 3)
         t = torch.tensor([0.0, 0.0, camera_distance], dtype=dtype, device=device).expand(batch, 3)
         focal_t = torch.full((batch, 2), focal, dtype=dtype, device=device)
@@ -304,13 +323,7 @@ class Pinhole(Camera):
         # point so that points at or behind the camera plane give finite values
         # (the rasterizer clips them) instead of dividing by zero.
         self._check_render_size(image_size)
-        height, width = self.image_size
         cam = self.camera_points(points)
-        x, y, z = cam.unbind(-1)
-        fx, fy = self.focal[:, None, 0], self.focal[:, None, 1]
-        cx, cy = self.principal_point[:, None, 0], self.principal_point[:, None, 1]
-        near, far = self.near, self.far
-        x_clip = (2.0 * fx * x + (2.0 * cx + 1.0 - width) * z) / width
-        y_clip = (-2.0 * fy * y + (height - 2.0 * cy - 1.0) * z) / height
-        z_clip = ((far + near) * z - 2.0 * far * near) / (far - near)
-        return torch.stack([x_clip, y_clip, z_clip, z], -1)
+        P = transforms.opencv_projection_matrix(self.K, self.image_size, self.near, self.far)  # [B, 4, 4]
+        # clip = P @ (x, y, z, 1): linear in the camera-frame point, finite at z = 0.
+        return cam @ P[:, :, :3].transpose(1, 2) + P[:, None, :, 3]
