@@ -35,17 +35,7 @@ from facegeom.models.bfm import BFM
 from facegeom.nets import resnet18, resnet50
 from facegeom.ops import _checks
 from facegeom.render.deep3d import Deep3DRenderer
-try:
-    from facegeom.transforms import euler_to_matrix
-except ImportError:  # TODO(found-geom): temporary until facegeom.transforms is merged; remove
-    def euler_to_matrix(angles, convention="deep3d"):
-        x, y, z = angles.unbind(-1)
-        one, zero = torch.ones_like(x), torch.zeros_like(x)
-        rx = torch.stack([one, zero, zero, zero, x.cos(), -x.sin(), zero, x.sin(), x.cos()], -1)
-        ry = torch.stack([y.cos(), zero, y.sin(), zero, one, zero, -y.sin(), zero, y.cos()], -1)
-        rz = torch.stack([z.cos(), -z.sin(), zero, z.sin(), z.cos(), zero, zero, zero, one], -1)
-        shape = (*angles.shape[:-1], 3, 3)
-        return rz.reshape(shape) @ ry.reshape(shape) @ rx.reshape(shape)
+from facegeom.transforms import euler_to_matrix
 
 Tensor = torch.Tensor
 
