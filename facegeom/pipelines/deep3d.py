@@ -491,7 +491,8 @@ def multi_image_losses(rnet: ReconNet, cnet: ConfidenceNet, images: Tensor, batc
     """Eq. 8: the hybrid loss of every image re-rendered with the set's aggregated identity,
     ``x_hat_j = (alpha_aggr, beta_j, delta_j, p_j, gamma_j)``, averaged over the images.
 
-    R-Net is frozen (run without gradients); only ``cnet`` receives gradients. The per-image
+    R-Net is frozen: it runs without gradients (put it in ``eval()`` so its batch norm uses and
+    keeps its running statistics); only ``cnet`` receives gradients. The per-image
     losses of the ``S·M`` images are computed as one batch with :func:`losses`, which
     averages over the batch as the single-image training does (its photo term is normalised
     by the whole batch's mask) [INFERRED].

@@ -276,3 +276,55 @@ def test_tiny_end_to_end(bfm_path):
     terms = D.losses(out, {"imgs": images, "lms": torch.rand(2, 68, 2, generator=g) * 64}, cfg)
     terms["total"].backward()
     assert net.final_layers[0].bias.grad.abs().sum() > 0
+
+
+# ---- C-Net (paper §5, eq. 7-8) ------------------------------------------------------------ #
+
+def test_confidence_net_structure_and_zero_init():
+    cnet = D.ConfidenceNet()
+    assert 2.9e6 < sum(p.numel() for p in cnet.parameters()) < 3.1e6  # paper: "3M parameters"
+    g = torch.Generator().manual_seed(0)
+    shallow, pooled = torch.rand(3, 256, 56, 56, generator=g), torch.rand(3, 2048, generator=g)
+    c = cnet(shallow, pooled)
+    assert c.shape == (3, 80) and torch.equal(c, torch.full((3, 80), 0.5))  # zero last FC: plain averaging
+    small = D.ConfidenceNet.for_reconnet(D.ReconNet("resnet18"))
+    assert small.convs[0].in_channels == 64 and small.fc1.in_features == 256 + 512
+    with pytest.raises(ValueError, match="shallow"):
+        cnet(torch.rand(3, 64, 56, 56), pooled)
+    with pytest.raises(ValueError, match="pooled"):
+        cnet(shallow, torch.rand(3, 512))
+
+
+def test_aggregate_identity_eq7():
+    g = torch.Generator().manual_seed(1)
+    alpha, conf = torch.randn(2, 5, 80, generator=g, dtype=torch.float64), torch.rand(2, 5, 80, generator=g, dtype=torch.float64)
+    a, c = alpha.numpy(), conf.numpy()
+    want = np.stack([(c[s] * a[s]).sum(0) / c[s].sum(0) for s in range(2)])  # eq. 7 per set
+    np.testing.assert_allclose(D.aggregate_identity(alpha, conf).numpy(), want, rtol=1e-12)
+    torch.testing.assert_close(D.aggregate_identity(alpha, torch.ones_like(conf)), alpha.mean(1))
+    with pytest.raises(ValueError, match="confidence"):
+        D.aggregate_identity(alpha, conf[:, :4])
+
+
+def test_multi_image_losses_train_only_the_cnet(bfm_path):
+    cfg = D.multi_image_config(D.Config.tiny())
+    assert (cfg.w_lm, cfg.w_color, cfg.w_feat, cfg.lr) == (1.6e-3, 1.9, 0.1, 2e-5)
+    model = BFM.from_deep3d(bfm_path)
+    torch.manual_seed(0)
+    rnet = D.ReconNet(cfg.net_recon).eval()
+    for layer in rnet.final_layers:  # a "trained" R-Net: identity varies with the image
+        torch.nn.init.normal_(layer.weight, std=0.05)
+    cnet = D.ConfidenceNet.for_reconnet(rnet)
+    g = torch.Generator().manual_seed(2)
+    images = torch.rand(2, 3, 3, 64, 64, generator=g)
+    batch = {"lms": torch.rand(6, 68, 2, generator=g) * 64}
+    terms, out, conf = D.multi_image_losses(rnet, cnet, images, batch, model, cfg)
+    assert conf.shape == (2, 3, 80)
+    # at initialisation eq. 7 is the plain average of the set's identities
+    with torch.no_grad():
+        ident = rnet(images.flatten(0, 1))[:, :80].reshape(2, 3, 80)
+    torch.testing.assert_close(out.coeffs["id"].reshape(2, 3, 80), ident.mean(1, keepdim=True).expand(2, 3, 80),
+                               rtol=1e-5, atol=1e-6)
+    terms["total"].backward()
+    assert all(p.grad is None for p in rnet.parameters())  # R-Net frozen
+    assert cnet.fc2.weight.grad.abs().sum() > 0
