@@ -123,6 +123,40 @@ def _point_buf(value, source: str, num_vertices: int, num_faces: int) -> np.ndar
     return array
 
 
+def point_buf_from_faces(faces: Tensor, num_vertices: int, slots: Optional[int] = None) -> Tensor:
+    """A Deep3D-style ``point_buf`` ``[N, slots]`` for any mesh: the faces around each vertex
+    in increasing order, padded with ``F`` (the zero-normal slot of
+    :func:`deep3d_vertex_normals`). ``slots`` defaults to the largest vertex valence (every
+    face counts; Deep3D's file has 8 slots). A vertex with more faces than ``slots`` keeps
+    its first ``slots``.
+
+    Example:
+        >>> point_buf_from_faces(torch.tensor([[0, 1, 2], [0, 2, 3]]), 4)
+        tensor([[0, 1],
+                [0, 2],
+                [0, 1],
+                [1, 2]])
+    """
+    _checks.integer("faces", faces)
+    _checks.shape("faces", faces, [None, 3], "[F, 3]")
+    faces = faces.long()
+    num_faces = faces.shape[0]
+    if num_faces and (int(faces.min()) < 0 or int(faces.max()) >= num_vertices):
+        raise IndexError(f"faces must index vertices in [0, {num_vertices})")
+    vertex = faces.reshape(-1)
+    face = torch.arange(num_faces, device=faces.device).repeat_interleave(3)
+    order = torch.argsort(vertex * (num_faces + 1) + face)  # by vertex, then face
+    vertex, face = vertex[order], face[order]
+    counts = torch.bincount(vertex, minlength=num_vertices)
+    width = int(counts.max()) if slots is None and counts.numel() else (slots or 0)
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(vertex.numel(), device=faces.device) - starts[vertex]
+    buf = torch.full((num_vertices, width), num_faces, dtype=torch.int64, device=faces.device)
+    keep = rank < width
+    buf[vertex[keep], rank[keep]] = face[keep]
+    return buf
+
+
 def deep3d_vertex_normals(vertices: Tensor, faces: Tensor, point_buf: Tensor) -> Tensor:
     """Deep3DFaceRecon's vertex normals (``ParametricFaceModel.compute_norm``,
     D3D:models/bfm.py:117-137; PIPELINES.md §1.5).
@@ -276,11 +310,17 @@ class BFM(nn.Module):
 
     def deep3d_normals(self, vertices: Tensor) -> Tensor:
         """Deep3DFaceRecon's unit-face-normal vertex normals of ``vertices``
-        ``[B, N, 3]`` over this model's ``point_buf`` (see :func:`deep3d_vertex_normals`).
-        Needs a model read by :meth:`from_deep3d` from a file with ``point_buf``."""
-        if "point_buf" not in self._mask_names:
-            raise ValueError("deep3d_normals needs masks['point_buf'] (BFM.from_deep3d on a file with point_buf)")
-        return deep3d_vertex_normals(vertices, self.faces, self.mask_point_buf)
+        ``[B, N, 3]`` over this model's ``point_buf`` (see :func:`deep3d_vertex_normals`);
+        a model without one (other files, :meth:`from_flame`) uses every incident face
+        (:func:`point_buf_from_faces`)."""
+        if "point_buf" in self._mask_names:
+            point_buf = self.mask_point_buf
+        else:  # every incident face, unit-weighted (same formula, no 8-slot cap)
+            cached = getattr(self, "_point_buf_cache", None)
+            if cached is None or cached.device != self.faces.device:
+                cached = self._point_buf_cache = point_buf_from_faces(self.faces, self.num_vertices)
+            point_buf = cached
+        return deep3d_vertex_normals(vertices, self.faces, point_buf)
 
     # ------------------------------------------------------------------ #
     # Forward                                                            #

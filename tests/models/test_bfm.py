@@ -129,10 +129,27 @@ def test_deep3d_point_buf_errors(deep3d_file, tmp_path):
     scipy.io.savemat(short, dict(c, point_buf=c["point_buf"][:-1]))
     with pytest.raises(ValueError, match=r"short_buf\.mat: point_buf must have shape"):
         BFM.from_deep3d(short)
+    # without point_buf: every incident face, unit-weighted (the icosphere has valence <= 6,
+    # so this equals the file's 8-slot point_buf)
     no_buf = tmp_path / "no_buf.mat"
     scipy.io.savemat(no_buf, {k: v for k, v in c.items() if k != "point_buf"})
-    with pytest.raises(ValueError, match="point_buf"):
-        BFM.from_deep3d(no_buf).deep3d_normals(torch.zeros(1, V, 3))
+    shape = torch.randn(2, V, 3, dtype=torch.float64)
+    torch.testing.assert_close(BFM.from_deep3d(no_buf, dtype=torch.float64).deep3d_normals(shape),
+                               BFM.from_deep3d(path, dtype=torch.float64).deep3d_normals(shape))
+
+
+def test_point_buf_from_faces():
+    from facegeom.models.bfm import point_buf_from_faces
+
+    faces = torch.as_tensor(FACES)
+    buf = point_buf_from_faces(faces, V)
+    for v in range(V):  # the file's construction: faces around v in increasing order, padded with F
+        around = np.nonzero((FACES == v).any(1))[0]
+        assert buf[v, : len(around)].tolist() == around.tolist()
+        assert (buf[v, len(around):] == len(FACES)).all()
+    assert point_buf_from_faces(faces, V, slots=3).shape == (V, 3)
+    with pytest.raises(IndexError, match="faces"):
+        point_buf_from_faces(faces, 10)
 
 
 def test_deep3d_fewer_coefficients_and_float32(deep3d_file):
