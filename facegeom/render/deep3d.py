@@ -95,7 +95,7 @@ class Deep3DRenderer(nn.Module):
         >>> renderer = Deep3DRenderer()
         >>> v = torch.tensor([[[-1.0, -1, 10], [1, -1, 10], [0, 1, 10]]])   # camera frame
         >>> mask, depth, image = renderer(v, torch.tensor([[0, 1, 2]]), feat=torch.ones(1, 3, 3))
-        >>> mask.shape, float(depth.max())
+        >>> mask.shape, round(float(depth.max()), 4)          # camera distance
         (torch.Size([1, 1, 224, 224]), 10.0)
     """
 
