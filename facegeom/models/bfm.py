@@ -129,6 +129,103 @@ def _faces(value, source: str, key: str, num_vertices: int, one_based: bool) -> 
     return _indices(array, source, key, num_vertices, one_based)
 
 
+def _point_buf(value, source: str, num_vertices: int, num_faces: int) -> np.ndarray:
+    """Deep3DFaceRecon's ``point_buf`` ``[N, K]`` (1-based face indices around each
+    vertex, padded with ``F + 1`` in the official file or with ``0``) -> 0-based,
+    padded with ``F`` (the slot of the appended zero normal, D3D:models/bfm.py:53,133)."""
+    array = _pickle.integer_array(value, "point_buf", source)
+    if array.ndim != 2 or array.shape[0] != num_vertices:
+        raise ValueError(f"{source}: point_buf must have shape [N = {num_vertices}, K], got {list(array.shape)}")
+    if array.size and (array.min() < 0 or array.max() > num_faces + 1):
+        raise IndexError(f"{source}: point_buf must hold 1-based face indices in [1, {num_faces}] padded with "
+                         f"0 or {num_faces + 1}, got range [{array.min()}, {array.max()}]")
+    array = array - 1
+    array[array < 0] = num_faces  # 0-padding -> the zero-normal slot, as F + 1 padding
+    return array
+
+
+def point_buf_from_faces(faces: Tensor, num_vertices: int, slots: Optional[int] = None) -> Tensor:
+    """A Deep3D-style ``point_buf`` ``[N, slots]`` for any mesh: the faces around each vertex
+    in increasing order, padded with ``F`` (the zero-normal slot of
+    :func:`deep3d_vertex_normals`). ``slots`` defaults to the largest vertex valence (every
+    face counts; Deep3D's file has 8 slots). A vertex with more faces than ``slots`` keeps
+    its first ``slots``.
+
+    Example:
+        >>> point_buf_from_faces(torch.tensor([[0, 1, 2], [0, 2, 3]]), 4)
+        tensor([[0, 1],
+                [0, 2],
+                [0, 1],
+                [1, 2]])
+    """
+    _checks.integer("faces", faces)
+    _checks.shape("faces", faces, [None, 3], "[F, 3]")
+    faces = faces.long()
+    num_faces = faces.shape[0]
+    if num_faces and (int(faces.min()) < 0 or int(faces.max()) >= num_vertices):
+        raise IndexError(f"faces must index vertices in [0, {num_vertices})")
+    vertex = faces.reshape(-1)
+    face = torch.arange(num_faces, device=faces.device).repeat_interleave(3)
+    order = torch.argsort(vertex * (num_faces + 1) + face)  # by vertex, then face
+    vertex, face = vertex[order], face[order]
+    counts = torch.bincount(vertex, minlength=num_vertices)
+    width = int(counts.max()) if slots is None and counts.numel() else (slots or 0)
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(vertex.numel(), device=faces.device) - starts[vertex]
+    buf = torch.full((num_vertices, width), num_faces, dtype=torch.int64, device=faces.device)
+    keep = rank < width
+    buf[vertex[keep], rank[keep]] = face[keep]
+    return buf
+
+
+def deep3d_vertex_normals(vertices: Tensor, faces: Tensor, point_buf: Tensor) -> Tensor:
+    """Deep3DFaceRecon's vertex normals (``ParametricFaceModel.compute_norm``,
+    D3D:models/bfm.py:117-137; PIPELINES.md §1.5).
+
+    Face normal ``n_f = normalize(cross(v0 - v1, v1 - v2))`` (unit length: every
+    face counts the same, **not** area-weighted as :func:`facegeom.ops.vertex_normals`);
+    a zero normal is appended as face ``F``; vertex normal
+    ``normalize(sum_k n_{point_buf[v, k]})`` over the fixed slots of ``point_buf``
+    (only the faces listed there count). ``F.normalize`` semantics: a zero sum
+    stays zero (eps 1e-12). Deep3D computes them on the unrotated shape and then
+    rotates them (``face_norm @ rotation``, D3D:models/bfm.py:295-296).
+
+    Args:
+        vertices: ``[B, N, 3]`` or ``[N, 3]`` float (differentiable).
+        faces: ``[F, 3]`` int64 0-based.
+        point_buf: ``[N, K]`` int64 face indices in ``[0, F]`` (``F`` = padding),
+            as ``BFM.from_deep3d`` stores ``masks["point_buf"]``.
+
+    Returns:
+        ``[B, N, 3]`` (``[N, 3]`` for unbatched input) unit normals.
+
+    Example:
+        >>> v = torch.tensor([[0.0, 0, 0], [1, 0, 0], [0, 1, 0]])
+        >>> deep3d_vertex_normals(v, torch.tensor([[0, 1, 2]]), torch.tensor([[0, 1], [0, 1], [0, 1]]))[0]
+        tensor([0., 0., 1.])
+    """
+    _checks.floating("vertices", vertices)
+    _checks.integer("faces", faces, vertices.device)
+    _checks.integer("point_buf", point_buf, vertices.device)
+    unbatched = vertices.dim() == 2
+    if unbatched:
+        vertices = vertices.unsqueeze(0)
+    _checks.shape("vertices", vertices, [None, None, 3], "[B, N, 3] or [N, 3]")
+    _checks.shape("faces", faces, [None, 3], "[F, 3]")
+    _checks.shape("point_buf", point_buf, [vertices.shape[1], None], "[N, K]")
+    num_faces = faces.shape[0]
+    if faces.numel() and (int(faces.min()) < 0 or int(faces.max()) >= vertices.shape[1]):
+        raise IndexError(f"faces must index vertices in [0, {vertices.shape[1]})")
+    if point_buf.numel() and (int(point_buf.min()) < 0 or int(point_buf.max()) > num_faces):
+        raise IndexError(f"point_buf must hold face indices in [0, F = {num_faces}] (F = padding)")
+    faces = faces.long()
+    v0, v1, v2 = vertices[:, faces[:, 0]], vertices[:, faces[:, 1]], vertices[:, faces[:, 2]]
+    face_normals = torch.nn.functional.normalize(torch.linalg.cross(v0 - v1, v1 - v2, dim=-1), dim=-1, p=2)
+    face_normals = torch.cat([face_normals, face_normals.new_zeros(face_normals.shape[0], 1, 3)], 1)
+    normals = torch.nn.functional.normalize(face_normals[:, point_buf.long()].sum(2), dim=-1, p=2)
+    return normals[0] if unbatched else normals
+
+
 def _loadmat(path, what: str):
     import scipy.io
 
@@ -263,6 +360,20 @@ class BFM(nn.Module):
     @property
     def n_spec(self) -> int:
         return 0 if self.specular_basis is None else self.specular_basis.shape[0]
+
+    def deep3d_normals(self, vertices: Tensor) -> Tensor:
+        """Deep3DFaceRecon's unit-face-normal vertex normals of ``vertices``
+        ``[B, N, 3]`` over this model's ``point_buf`` (see :func:`deep3d_vertex_normals`);
+        a model without one (other files, :meth:`from_flame`) uses every incident face
+        (:func:`point_buf_from_faces`)."""
+        if "point_buf" in self._mask_names:
+            point_buf = self.mask_point_buf
+        else:  # every incident face, unit-weighted (same formula, no 8-slot cap)
+            cached = getattr(self, "_point_buf_cache", None)
+            if cached is None or cached.device != self.faces.device:
+                cached = self._point_buf_cache = point_buf_from_faces(self.faces, self.num_vertices)
+            point_buf = cached
+        return deep3d_vertex_normals(vertices, self.faces, point_buf)
 
     # ------------------------------------------------------------------ #
     # Forward                                                            #
@@ -399,8 +510,15 @@ class BFM(nn.Module):
 
         As ``ParametricFaceModel``: the mean shape is re-centred (``recenter``),
         the texture is divided by 255, indices become 0-based. ``masks`` gets
-        ``point_buf`` (faces around each vertex, -1 where the file has 0),
-        ``front_mask``, ``front_faces`` and ``skin_mask`` when present.
+        ``point_buf`` (``[N, 8]``: faces around each vertex, 0-based, padded with
+        ``F``), ``front_mask``, ``front_faces`` and ``skin_mask`` when present.
+
+        ``point_buf`` padding: the official file (built by ``transferBFM09``) pads
+        with ``F + 1`` (1-based index of one face past the end), which
+        ``ParametricFaceModel`` turns into ``F``, the zero normal it appends
+        (``D3D:models/bfm.py:53,133``); files padded with ``0`` become ``-1``
+        there, which indexes the same appended zero normal. Both are accepted
+        and stored as ``F``. :meth:`deep3d_normals` uses it.
         """
         data, source = _loadmat(path, "Deep3DFaceRecon BFM_model_front.mat")
         mean = _vector(_get(data, "meanshape", source), source, "meanshape")
@@ -416,12 +534,7 @@ class BFM(nn.Module):
                              num_vertices, one_based=True)
         masks = {}
         if "point_buf" in data:
-            # 0 in the file (-1 here) pads vertices with fewer than 8 faces.
-            point_buf = _pickle.integer_array(data["point_buf"], "point_buf", source) - 1
-            if point_buf.ndim != 2 or point_buf.shape[0] != num_vertices or point_buf.max() >= len(faces) \
-                    or point_buf.min() < -1:
-                raise ValueError(f"{source}: point_buf must be [N, 8] 1-based face indices (0 = none)")
-            masks["point_buf"] = point_buf
+            masks["point_buf"] = _point_buf(data["point_buf"], source, num_vertices, len(faces))
         if "frontmask2_idx" in data:
             masks["front_mask"] = _indices(np.asarray(data["frontmask2_idx"]).reshape(-1), source,
                                            "frontmask2_idx", num_vertices, one_based=True)

@@ -70,12 +70,86 @@ def test_deep3d_matches_parametric_face_model(deep3d_file):
     keypoints = c["keypoints"].reshape(-1).astype(np.int64) - 1
     np.testing.assert_allclose(out.landmarks3d.numpy(), shape.reshape(2, -1, 3)[:, keypoints], rtol=1e-9, atol=1e-12)
     assert np.array_equal(bfm.faces.numpy(), FACES)
-    assert np.array_equal(bfm.masks["point_buf"].numpy(), c["point_buf"].astype(np.int64) - 1)
-    assert bfm.masks["point_buf"].min() == -1  # padding
+    expected_buf = c["point_buf"].astype(np.int64) - 1
+    expected_buf[expected_buf < 0] = len(FACES)  # 0-padding -> the appended zero-normal slot F
+    assert np.array_equal(bfm.masks["point_buf"].numpy(), expected_buf)
+    assert bfm.masks["point_buf"].max() == len(FACES)  # padding
     assert bfm.masks["front_mask"].tolist() == list(range(10, 30))
     assert np.array_equal(bfm.masks["front_faces"].numpy(), FACES[:5])
     raw = BFM.from_deep3d(path, recenter=False, dtype=torch.float64)
     np.testing.assert_allclose(raw.mean_shape.numpy(), c["meanshape"].reshape(-1, 3), rtol=1e-7)
+
+
+def deep3d_compute_norm(face_shape, face_buf, point_buf):
+    """Transcription of D3D:models/bfm.py:117-137 (compute_norm) in numpy, with
+    point_buf already ``file - 1`` (so 0-padding gives -1 and F+1 padding gives F,
+    both the appended zero normal)."""
+    v1, v2, v3 = face_shape[:, face_buf[:, 0]], face_shape[:, face_buf[:, 1]], face_shape[:, face_buf[:, 2]]
+    face_norm = np.cross(v1 - v2, v2 - v3)
+    face_norm = face_norm / np.maximum(np.linalg.norm(face_norm, axis=-1, keepdims=True), 1e-12)
+    face_norm = np.concatenate([face_norm, np.zeros((face_norm.shape[0], 1, 3))], 1)
+    vertex_norm = face_norm[:, point_buf].sum(2)
+    return vertex_norm / np.maximum(np.linalg.norm(vertex_norm, axis=-1, keepdims=True), 1e-12)
+
+
+@pytest.mark.parametrize("padding", ["zero", "official"])
+def test_deep3d_point_buf_padding_and_unit_normals(deep3d_file, tmp_path, padding):
+    """The official file pads point_buf with F + 1 (transferBFM09); older files with 0.
+    Both load, and deep3d_normals equals the authors' compute_norm."""
+    path, c = deep3d_file
+    point_buf = c["point_buf"].copy()
+    if padding == "official":
+        point_buf[point_buf == 0] = len(FACES) + 1
+        path = tmp_path / "official.mat"
+        scipy.io.savemat(path, dict(c, point_buf=point_buf))
+    bfm = BFM.from_deep3d(path, dtype=torch.float64)
+    g = torch.Generator().manual_seed(3)
+    shape = bfm(torch.randn(2, 80, generator=g, dtype=torch.float64) * 30).vertices
+    got = bfm.deep3d_normals(shape)
+    want = deep3d_compute_norm(shape.numpy(), FACES, point_buf.astype(np.int64) - 1)
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-12, atol=1e-12)
+    # not the area-weighted normals: on this randomly deformed mesh they differ
+    from facegeom import ops
+    assert (ops.vertex_normals(shape, bfm.faces) - got).abs().max() > 1e-3
+    # float32 and gradients
+    bfm32 = BFM.from_deep3d(path)
+    shape32 = shape.float().requires_grad_()
+    np.testing.assert_allclose(bfm32.deep3d_normals(shape32).detach().numpy(), want, atol=1e-5)
+    bfm32.deep3d_normals(shape32).sum().backward()
+    assert torch.isfinite(shape32.grad).all() and shape32.grad.abs().sum() > 0
+
+
+def test_deep3d_point_buf_errors(deep3d_file, tmp_path):
+    path, c = deep3d_file
+    bad = tmp_path / "bad_buf.mat"
+    scipy.io.savemat(bad, dict(c, point_buf=c["point_buf"] + len(FACES) + 5))
+    with pytest.raises(IndexError, match=r"bad_buf\.mat: point_buf"):
+        BFM.from_deep3d(bad)
+    short = tmp_path / "short_buf.mat"
+    scipy.io.savemat(short, dict(c, point_buf=c["point_buf"][:-1]))
+    with pytest.raises(ValueError, match=r"short_buf\.mat: point_buf must have shape"):
+        BFM.from_deep3d(short)
+    # without point_buf: every incident face, unit-weighted (the icosphere has valence <= 6,
+    # so this equals the file's 8-slot point_buf)
+    no_buf = tmp_path / "no_buf.mat"
+    scipy.io.savemat(no_buf, {k: v for k, v in c.items() if k != "point_buf"})
+    shape = torch.randn(2, V, 3, dtype=torch.float64)
+    torch.testing.assert_close(BFM.from_deep3d(no_buf, dtype=torch.float64).deep3d_normals(shape),
+                               BFM.from_deep3d(path, dtype=torch.float64).deep3d_normals(shape))
+
+
+def test_point_buf_from_faces():
+    from facegeom.models.bfm import point_buf_from_faces
+
+    faces = torch.as_tensor(FACES)
+    buf = point_buf_from_faces(faces, V)
+    for v in range(V):  # the file's construction: faces around v in increasing order, padded with F
+        around = np.nonzero((FACES == v).any(1))[0]
+        assert buf[v, : len(around)].tolist() == around.tolist()
+        assert (buf[v, len(around):] == len(FACES)).all()
+    assert point_buf_from_faces(faces, V, slots=3).shape == (V, 3)
+    with pytest.raises(IndexError, match="faces"):
+        point_buf_from_faces(faces, 10)
 
 
 def test_deep3d_fewer_coefficients_and_float32(deep3d_file):

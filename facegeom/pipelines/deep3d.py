@@ -1,0 +1,523 @@
+"""Deep3DFaceRecon (Deng et al. 2019), reproducing the PyTorch release
+sicxu/Deep3DFaceRecon_pytorch at 9167c7136aebef0c54d3ac74f4b0396222a491c1 (``D3D:``
+below; PIPELINES.md §2 gives every convention).
+
+- :class:`Config`: the authors' defaults (``D3D:models/facerecon_model.py:24-71``,
+  ``options/train_options.py``), with :meth:`Config.tiny` for tests.
+- :class:`ReconNet`: ``ReconNetWrapper`` (``D3D:models/networks.py:69-104``): a
+  torchvision-layout ResNet-50 from :mod:`facegeom.nets` and 7 zero-initialised 1x1
+  conv heads ``final_layers.{0..6}`` (80 id, 64 exp, 80 tex, 3 angles, 27 gamma, 2
+  trans-xy, 1 trans-z) -> ``[B, 257]``. Input RGB in [0, 1], no ImageNet normalisation.
+- :func:`load_checkpoint`: ``epoch_20.pth['net_recon']`` loaded as is (§2.8).
+- :func:`split_coeff`, :func:`decode` (``ParametricFaceModel.compute_for_render``,
+  ``D3D:models/bfm.py:252-299``) + the authors' renderer (:mod:`facegeom.render.deep3d`),
+  :func:`losses` (``D3D:models/facerecon_model.py:145-175``, :mod:`facegeom.losses.deep3d`).
+
+[CODE≠PAPER] choices (PIPELINES.md §2.11), all following the code: 257 outputs (RGB
+gamma + gamma loss, paper 239); photo weight 1.92 (paper 1.9); texture regulariser
+1.7e-2 (paper 1.7e-3); skin attention ``A = P`` (paper thresholds at 0.5); ArcFace r50
+on a 112 crop (paper: FaceNet); batch 32 / 20 epochs / StepLR (paper: batch 5, 500k
+iterations); the PyTorch face-crop mask indexing (``crop_mask="pytorch"``, see :class:`Config`).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from typing import Callable, Dict, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from facegeom import ops
+from facegeom.losses import deep3d as L
+from facegeom.models.bfm import BFM
+from facegeom.nets import resnet18, resnet50
+from facegeom.ops import _checks
+from facegeom.render.deep3d import Deep3DRenderer
+from facegeom.transforms import euler_to_matrix
+
+Tensor = torch.Tensor
+
+__all__ = ["COEFF_SIZES", "ConfidenceNet", "Config", "Deep3DOutput", "ReconNet", "aggregate_identity", "decode",
+           "load_checkpoint", "losses", "multi_image_config", "multi_image_losses", "split_coeff"]
+
+COEFF_SIZES = {"id": 80, "exp": 64, "tex": 80, "angle": 3, "gamma": 27, "trans": 3}
+"""Layout of the 257 outputs, in order (``D3D:models/bfm.py:252-273``; PIPELINES.md §2.3)."""
+HEAD_SIZES = (80, 64, 80, 3, 27, 2, 1)
+"""``final_layers.{0..6}`` output channels (``D3D:models/networks.py:84-92``)."""
+CROP_MASKS = ("pytorch", "tf", "none")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Deep3DFaceRecon's settings; defaults are the PyTorch release's
+    (``D3D:models/facerecon_model.py:24-71``, ``options/base_options.py``,
+    ``options/train_options.py``); paper values where they differ are in the comments."""
+
+    # network
+    net_recon: str = "resnet50"     # facerecon_model.py:24 ('resnet18' also supported)
+    # camera / renderer (facerecon_model.py:31-35,66)
+    focal: float = 1015.0
+    center: float = 112.0           # image size = 2 * center = 224
+    camera_d: float = 10.0
+    z_near: float = 5.0
+    z_far: float = 15.0
+    init_lit: float = 0.8           # bfm.py:31-33, added to gamma[:, c, 0]
+    # losses (facerecon_model.py:52-60; paper eq. 1-7 weights in brackets)
+    w_feat: float = 0.2             # [0.2]
+    w_color: float = 1.92           # [1.9]
+    w_reg: float = 3.0e-4           # [3e-4]
+    w_id: float = 1.0               # [1.0]
+    w_exp: float = 0.8              # [0.8]
+    w_tex: float = 1.7e-2           # [1.7e-3]
+    w_gamma: float = 10.0           # [no gamma term]
+    w_lm: float = 1.6e-3            # [1.6e-3]
+    w_reflc: float = 5.0            # [5.0]
+    # face-crop mask of the photo loss (use_crop_face=True at training, facerecon_model.py:68-71):
+    # "pytorch": tri_mask2 rasterised against the full vertex buffer, as the release trains
+    # (indexes a 27,660-vertex subset with full-model indices: PIPELINES.md §2.5.1);
+    # "tf": the TF original's gather of frontmask2_idx first (the intended mask);
+    # "none": the full rendered mask (use_crop_face=False).
+    crop_mask: str = "pytorch"
+    use_predef_M: bool = False      # facerecon_model.py:43,70: the render's ArcFace crop from predicted landmarks
+    recog_input_size: int = 112     # networks.py:107
+    # optimisation (facerecon_model.py:117, networks.py:50-51, train_options.py); [CODE≠PAPER] paper: batch 5, 500k it.
+    lr: float = 1e-4
+    batch_size: int = 32
+    epochs: int = 20
+    lr_step_epochs: int = 10
+    lr_gamma: float = 0.2
+
+    def __post_init__(self):
+        if self.net_recon not in ("resnet50", "resnet18"):
+            raise ValueError(f"net_recon must be 'resnet50' or 'resnet18', got {self.net_recon!r}")
+        if self.crop_mask not in CROP_MASKS:
+            raise ValueError(f"crop_mask must be one of {CROP_MASKS}, got {self.crop_mask!r}")
+        if not (self.focal > 0 and self.center > 0 and 0 < self.z_near < self.z_far):
+            raise ValueError("need focal > 0, center > 0 and 0 < z_near < z_far")
+
+    @property
+    def image_size(self) -> int:
+        return int(2 * self.center)
+
+    @classmethod
+    def tiny(cls, **overrides) -> "Config":
+        """Small and fast for tests: ResNet-18 and a 64 x 64 image (same field of view:
+        focal scaled with the centre)."""
+        settings = dict(net_recon="resnet18", center=32.0, focal=1015.0 * 32.0 / 112.0, batch_size=2, epochs=1)
+        settings.update(overrides)
+        return cls(**settings)
+
+    def replace(self, **changes) -> "Config":
+        return replace(self, **changes)
+
+
+# ---------------------------------------------------------------------------------------- #
+# R-Net                                                                                    #
+# ---------------------------------------------------------------------------------------- #
+
+class ReconNet(nn.Module):
+    """``ReconNetWrapper`` (``D3D:models/networks.py:69-104``; PIPELINES.md §2.2).
+
+    ``backbone``: torchvision-layout ResNet-50 (or -18) without ``fc``, ending in
+    ``AdaptiveAvgPool2d(1)``; ``final_layers``: 7 ``Conv2d(C, k, 1, bias=True)`` with
+    weights and biases initialised to zero, so an untrained net outputs all-zero
+    coefficients (the mean face, frontal, at the origin). State-dict keys equal
+    ``epoch_20.pth['net_recon']``'s.
+
+    Args:
+        net_recon: ``"resnet50"`` (release) or ``"resnet18"``.
+
+    Input ``[B, 3, H, W]`` RGB in [0, 1] (no mean/std normalisation, ``D3D:test.py:34``);
+    output ``[B, 257]``.
+
+    Example:
+        >>> net = ReconNet("resnet18")
+        >>> net(torch.rand(1, 3, 64, 64)).abs().max()
+        tensor(0., grad_fn=<MaxBackward1>)
+    """
+
+    def __init__(self, net_recon: str = "resnet50"):
+        super().__init__()
+        if net_recon not in ("resnet50", "resnet18"):
+            raise ValueError(f"net_recon must be 'resnet50' or 'resnet18', got {net_recon!r}")
+        self.backbone = (resnet50 if net_recon == "resnet50" else resnet18)(num_classes=None)
+        channels = self.backbone.num_features
+        self.final_layers = nn.ModuleList(nn.Conv2d(channels, k, kernel_size=1, bias=True) for k in HEAD_SIZES)
+        for layer in self.final_layers:
+            nn.init.constant_(layer.weight, 0.0)
+            nn.init.constant_(layer.bias, 0.0)
+
+    def forward(self, x: Tensor) -> Tensor:
+        features = self.backbone(x)  # [B, C, 1, 1]
+        return self.heads(features)
+
+    def heads(self, features: Tensor) -> Tensor:
+        """The 7 heads on the pooled features ``[B, C, 1, 1]`` -> ``[B, 257]``."""
+        return torch.flatten(torch.cat([layer(features) for layer in self.final_layers], dim=1), 1)
+
+    def forward_features(self, x: Tensor):
+        """``(coefficients [B, 257], F_b1, F_g)`` for the C-Net: ``F_b1`` = ``layer1``'s output
+        ``[B, 256, H/4, W/4]`` (ResNet-18: 64 channels), ``F_g`` = the pooled features
+        ``[B, 2048]`` (ResNet-18: 512). Same coefficients as :meth:`forward`."""
+        b = self.backbone
+        shallow = b.layer1(b.maxpool(b.relu(b.bn1(b.conv1(x)))))
+        pooled = b.avgpool(b.layer4(b.layer3(b.layer2(shallow))))
+        return self.heads(pooled), shallow, torch.flatten(pooled, 1)
+
+
+def load_checkpoint(path, map_location="cpu") -> ReconNet:
+    """A :class:`ReconNet` with the weights of the authors' ``epoch_20.pth``.
+
+    Reads ``torch.load(path)['net_recon']`` (``D3D:models/base_model.py:200-228,244-264``;
+    PIPELINES.md §2.8) and loads it with ``strict=True`` as is; a ``module.`` prefix
+    (DDP) is stripped. The backbone depth (ResNet-50 or -18) is read from the keys.
+    ``'opt_00'`` / ``'sched_00'`` are ignored. A bare state dict (the ``net_recon``
+    content itself) is accepted too.
+
+    Raises:
+        FileNotFoundError, ValueError naming the file when it is not such a checkpoint.
+    """
+    source = os.fspath(path)
+    if not os.path.exists(source):
+        raise FileNotFoundError(f"{source}: no such file (Deep3DFaceRecon checkpoint, e.g. epoch_20.pth)")
+    try:
+        data = torch.load(source, map_location=map_location, weights_only=True)
+    except Exception as error:  # torch raises several types for a corrupt / foreign file
+        raise ValueError(f"{source}: not a readable torch checkpoint: {error}") from error
+    if not isinstance(data, dict):
+        raise ValueError(f"{source}: expected a dict with 'net_recon', got {type(data).__name__}")
+    state = data["net_recon"] if "net_recon" in data else data
+    if not isinstance(state, dict) or not any(str(k).endswith("final_layers.0.weight") for k in state):
+        raise ValueError(f"{source}: no 'net_recon' state dict with final_layers.* (keys: {sorted(map(str, data))[:8]})")
+    state = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
+    net_recon = "resnet50" if "backbone.layer1.0.conv3.weight" in state else "resnet18"
+    net = ReconNet(net_recon)
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        raise ValueError(f"{source}: net_recon does not match ReconNet({net_recon!r}): {error}") from error
+    return net
+
+
+# ---------------------------------------------------------------------------------------- #
+# Decoding                                                                                 #
+# ---------------------------------------------------------------------------------------- #
+
+def split_coeff(coeffs: Tensor) -> Dict[str, Tensor]:
+    """``ParametricFaceModel.split_coeff`` (``D3D:models/bfm.py:252-273``): ``[B, 257]`` ->
+    ``{'id': [B, 80], 'exp': [B, 64], 'tex': [B, 80], 'angle': [B, 3], 'gamma': [B, 27],
+    'trans': [B, 3]}`` (views). ``gamma`` is colour-major (``reshape(B, 3, 9)``: R, G, B).
+
+    Example:
+        >>> {k: v.shape[1] for k, v in split_coeff(torch.zeros(2, 257)).items()}
+        {'id': 80, 'exp': 64, 'tex': 80, 'angle': 3, 'gamma': 27, 'trans': 3}
+    """
+    _checks.floating("coeffs", coeffs)
+    _checks.shape("coeffs", coeffs, [None, 257], "[B, 257]")
+    out, start = {}, 0
+    for name, size in COEFF_SIZES.items():
+        out[name] = coeffs[:, start:start + size]
+        start += size
+    return out
+
+
+@dataclass
+class Deep3DOutput:
+    """What :func:`decode` returns (names of ``FaceReconModel``'s attributes in brackets).
+
+    Attributes:
+        coeffs: :func:`split_coeff` of the parameters (``pred_coeffs_dict``).
+        shape: ``[B, N, 3]`` identity + expression shape in the model frame (``face_shape``).
+        vertices: ``[B, N, 3]`` in Deep3D's camera frame: ``R S + t`` with ``z`` replaced by
+            ``camera_d - z`` (``pred_vertex``; y up, z = distance in front of the camera).
+        texture: ``[B, N, 3]`` albedo in [0, 1] (``pred_tex``).
+        normals: ``[B, N, 3]`` rotated unit-face-normal vertex normals.
+        color: ``[B, N, 3]`` SH-shaded colour, not clamped (``pred_color``).
+        landmarks: ``[B, 68, 2]`` projected landmarks, pixels, **y up** (``pred_lm``;
+            image row = ``H - 1 - y``).
+        mask, depth, image: the render ``[B, 1|1|3, H, W]`` (``pred_mask``, depth, ``pred_face``).
+        crop_mask: ``[B, 1, H, W]`` the photo loss's face-crop mask (detached), or ``None``.
+        skin_mask: ``[N]`` the model's ``skinmask`` (for the reflectance loss), or ``None``.
+    """
+
+    coeffs: Dict[str, Tensor]
+    shape: Tensor
+    vertices: Tensor
+    texture: Tensor
+    normals: Tensor
+    color: Tensor
+    landmarks: Tensor
+    mask: Tensor
+    depth: Tensor
+    image: Tensor
+    crop_mask: Optional[Tensor] = None
+    skin_mask: Optional[Tensor] = field(default=None, repr=False)
+
+
+def _projection(config: Config, like: Tensor) -> Tensor:
+    """``perspective_projection(focal, center)`` (``D3D:models/bfm.py:11-17``): ``[3, 3]`` float32
+    (as the authors round it), transposed for ``points @ K``."""
+    f, c = config.focal, config.center
+    K = np.array([f, 0, c, 0, f, c, 0, 0, 1]).reshape([3, 3]).astype(np.float32).transpose()
+    return torch.tensor(K).to(like)
+
+
+def decode(params: Tensor, model: BFM, config: Config = Config(),
+           renderer: Optional[Deep3DRenderer] = None, render: bool = True) -> Deep3DOutput:
+    """``ParametricFaceModel.compute_for_render`` + ``MeshRenderer`` (``D3D:models/bfm.py:274-299``,
+    ``models/facerecon_model.py:134-142``; PIPELINES.md §2.4):
+
+    1. ``S = mean + idBase·id + exBase·exp`` (``model``: :meth:`BFM.from_deep3d`, mean re-centred);
+    2. ``R = Rz Ry Rx`` (:func:`facegeom.transforms.euler_to_matrix`, ``convention="deep3d"``),
+       ``p = R S + t``; camera frame ``(x, y, camera_d - z)``;
+    3. landmarks ``(f x + c z) / z``, ``(f y + c z) / z`` of the 68 ``keypoints`` (y up);
+    4. texture ``(meantex + texBase·tex) / 255``;
+    5. normals: :meth:`BFM.deep3d_normals` of ``S`` (unit face normals, ``point_buf``), then
+       rotated (``n @ R^T``);
+    6. colour = texture x SH (``"deep3d"`` convention) with ``gamma.reshape(B, 3, 9) + init_lit``
+       on coefficient 0, not clamped;
+    7. render with :class:`facegeom.render.deep3d.Deep3DRenderer` (no antialiasing, image
+       0.5 px off the landmarks) and, when the model has ``tri_mask2``, the face-crop mask of
+       ``config.crop_mask``.
+
+    Args:
+        params: ``[B, 257]`` R-Net output (differentiable).
+        model: a BFM read by :meth:`BFM.from_deep3d` (needs ``keypoints``, ``point_buf`` and a texture).
+        config: camera, ``init_lit`` and ``crop_mask``.
+        renderer: reuse a renderer (default: one built from ``config``).
+        render: False skips rasterisation (``mask``/``depth``/``image`` are then ``None``).
+    """
+    coeffs = split_coeff(params)
+    _checks.floating("params", params, model.mean_shape, "the model's buffers")
+    if model.keypoints is None or model.texture_basis is None:
+        raise ValueError("model must have keypoints and a texture model (BFM.from_deep3d of BFM_model_front.mat)")
+    decoded = model(coeffs["id"], coeffs["exp"], coeffs["tex"])
+    shape, texture = decoded.vertices, decoded.texture
+    rotation = euler_to_matrix(coeffs["angle"], convention="deep3d")  # [B, 3, 3] = Rz Ry Rx
+    world = shape @ rotation.transpose(1, 2) + coeffs["trans"].unsqueeze(1)
+    vertices = torch.cat([world[..., :2], config.camera_d - world[..., 2:]], -1)
+    projected = vertices @ _projection(config, vertices)
+    landmarks = (projected[..., :2] / projected[..., 2:])[:, model.keypoints]
+    normals = model.deep3d_normals(shape) @ rotation.transpose(1, 2)
+    gamma = coeffs["gamma"].reshape(-1, 3, 9)
+    gamma = torch.cat([gamma[..., :1] + config.init_lit, gamma[..., 1:]], -1)
+    color = ops.sh_shading(normals, texture, gamma.transpose(1, 2).contiguous(), convention="deep3d")
+    skin = model.masks.get("skin_mask")
+    out = Deep3DOutput(coeffs, shape, vertices, texture, normals, color, landmarks, None, None, None,
+                       skin_mask=skin)
+    if render:
+        if renderer is None:
+            renderer = Deep3DRenderer(config.focal, config.center, config.z_near, config.z_far)
+        out.mask, out.depth, out.image = renderer(vertices, model.faces, feat=color)
+        out.crop_mask = _crop_mask(out, model, config, renderer)
+    return out
+
+
+def _crop_mask(out: Deep3DOutput, model: BFM, config: Config, renderer: Deep3DRenderer) -> Tensor:
+    """The photo loss's face mask (``D3D:models/facerecon_model.py:157-161``), detached."""
+    masks = model.masks
+    if config.crop_mask == "none" or "front_faces" not in masks:
+        return out.mask.detach()
+    with torch.no_grad():
+        if config.crop_mask == "pytorch":  # tri_mask2 - 1 against the full vertex buffer (bfm.py:63)
+            return renderer(out.vertices, masks["front_faces"]).mask
+        if "front_mask" not in masks:
+            raise ValueError("crop_mask='tf' needs the model's frontmask2_idx (masks['front_mask'])")
+        subset = out.vertices[:, masks["front_mask"]]  # D3D-TF:face_decoder.py:280-282,323-340
+        faces = masks["front_faces"]
+        if int(faces.max()) >= subset.shape[1]:
+            raise IndexError(f"tri_mask2 indexes {int(faces.max()) + 1} vertices, frontmask2_idx has {subset.shape[1]}")
+        return renderer(subset, faces).mask
+
+
+# ---------------------------------------------------------------------------------------- #
+# Losses                                                                                   #
+# ---------------------------------------------------------------------------------------- #
+
+def _arcface_transform(landmarks: Tensor, height: int) -> Tensor:
+    """``estimate_norm_torch`` (``D3D:util/preprocess.py:207-236``) from :mod:`facegeom.data.deep3d`."""
+    try:
+        from facegeom.data.deep3d import estimate_norm_torch
+    except ImportError as error:  # the data layer is a separate issue
+        raise ImportError("the perceptual loss with use_predef_M=False needs facegeom.data.deep3d.estimate_norm_torch"
+                          ) from error
+    return estimate_norm_torch(landmarks, height)
+
+
+def losses(output: Deep3DOutput, batch: Dict[str, Tensor], config: Config = Config(),
+           recog_net: Optional[Callable[[Tensor], Tensor]] = None) -> Dict[str, Tensor]:
+    """``FaceReconModel.compute_losses`` (``D3D:models/facerecon_model.py:145-175``): the
+    weighted terms and their sum.
+
+    Args:
+        output: :func:`decode` output (rendered).
+        batch: the authors' keys: ``'imgs'`` ``[B, 3, H, W]`` RGB [0, 1]; ``'lms'`` ``[B, 68, 2]``
+            y-up landmarks; ``'msks'`` ``[B, 1, H, W]`` skin attention (default all ones);
+            ``'M'`` ``[B, 2, 3]`` ArcFace crop of the input (needed with ``recog_net``).
+        config: weights and ``use_predef_M``.
+        recog_net: frozen face-recognition net (ArcFace IResNet-50); without it ``feat`` is
+            omitted from the dict (and from ``total``).
+
+    Returns:
+        ``{'feat'?, 'color', 'lm', 'reg', 'gamma', 'reflc', 'total'}`` scalar tensors
+        (``total`` = the authors' ``loss_all``).
+    """
+    for key in ("imgs", "lms"):
+        if key not in batch:
+            raise ValueError(f"batch must hold {key!r} (keys: {sorted(batch)})")
+    if output.image is None:
+        raise ValueError("output has no render: decode(..., render=True)")
+    images = batch["imgs"]
+    attention = batch.get("msks")
+    if attention is None:
+        attention = torch.ones_like(images[:, :1])
+    terms = {}
+    if recog_net is not None:
+        if "M" not in batch:
+            raise ValueError("batch must hold 'M' (the input's ArcFace crop) for the perceptual loss")
+        trans_m = batch["M"]
+        pred_m = trans_m if config.use_predef_M else _arcface_transform(output.landmarks, images.shape[-2])
+        pred_feat = L.recog_features(recog_net, output.image, pred_m.to(images), config.recog_input_size)
+        gt_feat = L.recog_features(recog_net, images, trans_m.to(images), config.recog_input_size)
+        terms["feat"] = config.w_feat * L.perceptual_loss(pred_feat, gt_feat)
+    face_mask = output.crop_mask if output.crop_mask is not None else output.mask
+    terms["color"] = config.w_color * L.photo_loss(output.image, images, attention * face_mask.detach())
+    terms["reg"] = config.w_reg * L.reg_loss(output.coeffs, config.w_id, config.w_exp, config.w_tex)
+    terms["gamma"] = config.w_gamma * L.gamma_loss(output.coeffs["gamma"])
+    terms["lm"] = config.w_lm * L.landmark_loss(output.landmarks, batch["lms"].to(output.landmarks))
+    if output.skin_mask is not None:
+        terms["reflc"] = config.w_reflc * L.reflectance_loss(output.texture, output.skin_mask)
+    terms["total"] = sum(terms.values())
+    return terms
+
+
+# ---------------------------------------------------------------------------------------- #
+# Multi-image aggregation: C-Net (paper §5, eq. 7-8; PIPELINES.md §2.9; never released)    #
+# ---------------------------------------------------------------------------------------- #
+
+class ConfidenceNet(nn.Module):
+    """C-Net (Deng et al. 2019 §5.2): per-coefficient confidences ``c in (0, 1)^80`` of the
+    identity coefficients, from R-Net's shallow and pooled features.
+
+    Structure (paper §5.2): three 3x3 convolutions with 256 channels and stride 2 on
+    ``F_b1``, global average pooling -> 256; concatenated with ``F_g`` (2048); FC 512 -> FC 80
+    -> sigmoid. The last FC is zero-initialised, so every confidence starts at 0.5 and
+    eq. 7 starts as plain averaging (paper §6 "Training": "so that we start from average pooling").
+
+    Choices the paper leaves open (no code was released; PIPELINES.md §2.9) [INFERRED]:
+
+    - ``F_b1``: the paper's ``28 x 28 x 256`` is slim ``resnet_v1_50/block1`` (stride in the
+      block's last unit); the torchvision-layout R-Net's ``layer1`` gives ``56 x 56 x 256``
+      at 224. We use ``layer1`` as is: the three stride-2 convolutions take it to 7 x 7
+      before pooling (28 x 28 would give 4 x 4).
+    - ReLU after each convolution and after FC 512; no batch norm; PyTorch default init
+      except the zeroed last FC.
+
+    With the defaults it has 3.0 M parameters (paper: "3M").
+
+    Args:
+        shallow_channels: channels of ``F_b1`` (ResNet-50: 256; ResNet-18: 64).
+        global_features: size of ``F_g`` (ResNet-50: 2048; ResNet-18: 512).
+        n_id: identity coefficients (80). width / hidden: 256 / 512 (paper).
+    """
+
+    def __init__(self, shallow_channels: int = 256, global_features: int = 2048, n_id: int = 80,
+                 width: int = 256, hidden: int = 512):
+        super().__init__()
+        layers, channels = [], shallow_channels
+        for _ in range(3):
+            layers += [nn.Conv2d(channels, width, kernel_size=3, stride=2, padding=1), nn.ReLU(inplace=True)]
+            channels = width
+        self.convs = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc1 = nn.Linear(width + global_features, hidden)
+        self.fc2 = nn.Linear(hidden, n_id)
+        nn.init.zeros_(self.fc2.weight)
+        nn.init.zeros_(self.fc2.bias)
+
+    @classmethod
+    def for_reconnet(cls, net: "ReconNet", n_id: int = 80) -> "ConfidenceNet":
+        """A C-Net sized for ``net``'s backbone (ResNet-50 or -18)."""
+        shallow = net.backbone.layer1[-1]
+        channels = (shallow.conv3 if hasattr(shallow, "conv3") else shallow.conv2).out_channels
+        return cls(channels, net.backbone.num_features, n_id)
+
+    def forward(self, shallow: Tensor, pooled: Tensor) -> Tensor:
+        """``shallow`` ``[B, C1, h, w]`` (``F_b1``), ``pooled`` ``[B, C2]`` (``F_g``) -> ``[B, 80]`` in (0, 1)."""
+        _checks.floating("shallow", shallow)
+        _checks.shape("shallow", shallow, [None, self.convs[0].in_channels, None, None], "[B, C1, h, w]")
+        _checks.floating("pooled", pooled, shallow, "shallow")
+        _checks.shape("pooled", pooled, [shallow.shape[0], self.fc1.in_features - self.convs[-2].out_channels],
+                      "[B, C2]")
+        local = torch.flatten(self.pool(self.convs(shallow)), 1)
+        hidden = torch.relu(self.fc1(torch.cat([local, pooled], 1)))
+        return torch.sigmoid(self.fc2(hidden))
+
+
+def aggregate_identity(alpha: Tensor, confidence: Tensor) -> Tensor:
+    """Eq. 7: ``alpha_aggr = (sum_j c_j * alpha_j) / (sum_j c_j)`` element-wise over the images
+    ``j`` of a set.
+
+    Args:
+        alpha: ``[S, M, K]`` identity coefficients of ``S`` sets of ``M`` images (differentiable).
+        confidence: ``[S, M, K]`` positive confidences (differentiable).
+
+    Returns:
+        ``[S, K]``.
+
+    Example:
+        >>> aggregate_identity(torch.tensor([[[1.0], [3.0]]]), torch.tensor([[[0.5], [0.5]]]))
+        tensor([[2.]])
+    """
+    _checks.floating("alpha", alpha)
+    _checks.floating("confidence", confidence, alpha, "alpha")
+    _checks.shape("alpha", alpha, [None, None, None], "[S, M, K]")
+    if confidence.shape != alpha.shape:
+        raise ValueError(f"confidence must have the shape of alpha {list(alpha.shape)}, got {list(confidence.shape)}")
+    return (confidence * alpha).sum(1) / confidence.sum(1)
+
+
+def multi_image_config(config: Config = Config()) -> Config:
+    """The multi-image stage's weights (paper §5.1): ``w_lm 1.6e-3, w_photo 1.9, w_id 0.1``;
+    the other weights as in ``config`` [INFERRED: the paper names only these three]. Adam,
+    lr 2e-5, batch 5 sets x 5 images, 10k iterations (paper §6 "Training")."""
+    return config.replace(w_lm=1.6e-3, w_color=1.9, w_feat=0.1, lr=2e-5, batch_size=5)
+
+
+def multi_image_losses(rnet: ReconNet, cnet: ConfidenceNet, images: Tensor, batch: Dict[str, Tensor], model: BFM,
+                       config: Config = None, recog_net=None, renderer: Optional[Deep3DRenderer] = None):
+    """Eq. 8: the hybrid loss of every image re-rendered with the set's aggregated identity,
+    ``x_hat_j = (alpha_aggr, beta_j, delta_j, p_j, gamma_j)``, averaged over the images.
+
+    R-Net is frozen: it runs without gradients (put it in ``eval()`` so its batch norm uses and
+    keeps its running statistics); only ``cnet`` receives gradients. The per-image
+    losses of the ``S·M`` images are computed as one batch with :func:`losses`, which
+    averages over the batch as the single-image training does (its photo term is normalised
+    by the whole batch's mask) [INFERRED].
+
+    Args:
+        rnet, cnet: the networks.
+        images: ``[S, M, 3, H, W]`` ``S`` sets of ``M`` images of one person each, RGB [0, 1].
+        batch: :func:`losses`'s keys for the ``S·M`` images flattened set-major (``'lms'``
+            ``[S·M, 68, 2]``, optional ``'msks'``, ``'M'``); ``'imgs'`` is taken from ``images``.
+        model, config (default :func:`multi_image_config`), recog_net, renderer: as :func:`decode` / :func:`losses`.
+
+    Returns:
+        ``(terms, output, confidence [S, M, 80])``.
+    """
+    config = multi_image_config() if config is None else config
+    _checks.floating("images", images)
+    _checks.shape("images", images, [None, None, 3, None, None], "[S, M, 3, H, W]")
+    sets, count = images.shape[:2]
+    flat = images.flatten(0, 1)
+    with torch.no_grad():
+        coeffs, shallow, pooled = rnet.forward_features(flat)
+    confidence = cnet(shallow, pooled).reshape(sets, count, -1)
+    n_id = confidence.shape[-1]
+    alpha = aggregate_identity(coeffs[:, :n_id].reshape(sets, count, n_id), confidence)  # [S, K]
+    params = torch.cat([alpha[:, None].expand(sets, count, n_id).flatten(0, 1), coeffs[:, n_id:]], 1)
+    output = decode(params, model, config, renderer)
+    terms = losses(output, dict(batch, imgs=flat), config, recog_net)
+    return terms, output, confidence
