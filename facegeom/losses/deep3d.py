@@ -31,7 +31,7 @@ from typing import Callable, Dict, Optional
 import torch
 import torch.nn.functional as F
 
-from facegeom.ops import _checks
+from facegeom import _checks
 
 Tensor = torch.Tensor
 

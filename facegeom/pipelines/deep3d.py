@@ -33,7 +33,7 @@ from facegeom import ops
 from facegeom.losses import deep3d as L
 from facegeom.models.bfm import BFM
 from facegeom.nets import resnet18, resnet50
-from facegeom.ops import _checks
+from facegeom import _checks
 from facegeom.render.deep3d import Deep3DRenderer
 from facegeom.transforms import euler_to_matrix
 

@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from facegeom import ops
-from facegeom.ops import _checks
+from facegeom import _checks
 
 Tensor = torch.Tensor
 
