@@ -285,8 +285,16 @@ def test_matches_trimesh_on_a_real_scale_mesh():
         torch.testing.assert_close(ours[~agree], ref_dist2[0].sqrt(), atol=tol, rtol=0)
         if dtype == torch.float64:  # (float32 rounding can pick another of two near-tied faces)
             ours_closest = closest_from(vertices[None], faces, face_index[None], bary[None])[0]
-            torch.testing.assert_close(ours_closest[agree], torch.from_numpy(closest)[agree],
-                                       atol=tol * 10, rtol=0)
+            apart = (ours_closest - torch.from_numpy(closest)).norm(dim=-1) > tol * 10
+            # The closest points agree except at near-ties: a second face, other than ours, lies
+            # within tol of the best distance (trimesh then may report a point on it; its
+            # distance is no smaller than ours, checked above). The brute force confirms each tie.
+            for i in (agree & apart).nonzero().flatten().tolist():
+                others = torch.ones(len(faces), dtype=torch.bool)
+                others[face_index[i]] = False
+                second, _, _ = reference.point_to_surface(points[i][None, None], vertices[None], faces[others])
+                assert second[0, 0].sqrt() - ours[i] <= tol, f"point {i}: closest points differ without a tie"
+            assert (agree & apart).float().mean() < 0.01
 
 
 @requires_kernel
