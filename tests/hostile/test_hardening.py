@@ -11,7 +11,7 @@ import torch
 from facegeom import cameras, cli
 from facegeom.eval import now
 from facegeom.models import _pickle
-from tests.eval import synthetic as syn
+from facegeom import testing as syn
 
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import given, strategies as st  # noqa: E402
