@@ -16,14 +16,14 @@ if ! "$venv_python" -c "import sys, torch; v = tuple(int(x) for x in torch.__ver
 fi
 # The stamp carries a number: bump it when this list changes so existing venvs pick up new packages.
 # setuptools>=77: pyproject.toml's SPDX licence; no pybind11 (torch bundles it).
-if [ ! -f .venv/.facegeom-deps-3 ]; then
-  "$venv_python" -m pip install -q numpy scipy trimesh tqdm matplotlib pytest pytest-benchmark ninja "setuptools>=77" wheel rtree h5py
+if [ ! -f .venv/.facegeom-deps-4 ]; then
+  "$venv_python" -m pip install -q numpy scipy trimesh tqdm matplotlib pillow pytest pytest-benchmark hypothesis ninja "setuptools>=77" wheel rtree h5py
   # smplx is only the LBS peer for tests and benchmarks; --no-deps keeps pip away from torch.
   "$venv_python" -m pip install -q --no-deps smplx || echo "bootstrap: smplx unavailable; its comparison tests will skip"
   # The one compile: the editable install builds facegeom/_C*.so in place, its objects in
   # build/ (setup.py shares that folder with `build_ext --inplace`, so later runs are incremental).
   "$venv_python" -m pip install -q --no-build-isolation --no-deps -e .
-  touch .venv/.facegeom-deps-3
+  touch .venv/.facegeom-deps-4
 else
   # Incremental (ninja): recompiles only what changed since the last build.
   "$venv_python" setup.py -q build_ext --inplace >/dev/null
