@@ -2,17 +2,15 @@
 dataset readers, each reproducing the authors' arithmetic (PIPELINES.md §1.1, §2.1, §2.6,
 §3.1, §4.1, §6.1, §7.1; every function cites its ``repo:path:line``).
 
-Modules:
-    deep3d   -- Deep3DFaceRecon ``align_img`` (POS, rescale 102, PIL bicubic, 224 crop), its
-                inverse, ``estimate_norm(lm, 224)``.
-    arcface  -- insightface ``estimate_norm`` / ``norm_crop`` (Umeyama to the 112 template),
-                MICA's ``(x - 127.5) / 127.5`` blob.
-    crops    -- RingNet loose crop, 2DASL 120 crop + 18-landmark map, 3DDFA ROI boxes, the
-                metrical tracker's crop (bb_scale 2.5, square, 512).
-    skin     -- Deep3D's skin-attention GMM.
-    augment  -- Deep3D's shift / scale / rotation / flip augmentation (68-point mirror order).
-    datasets -- readers for the authors' folder layouts; a bad file is skipped and reported.
-    synthetic -- deterministic rendered training samples from the built-in synthetic head.
+What is in it:
+
+- :mod:`facegeom.data.deep3d`: Deep3DFaceRecon ``align_img`` (POS, rescale 102, PIL bicubic, 224 crop), its inverse, ``estimate_norm(lm, 224)``.
+- :mod:`facegeom.data.arcface`: insightface ``estimate_norm`` / ``norm_crop`` (Umeyama to the 112 template), MICA's ``(x - 127.5) / 127.5`` blob.
+- :mod:`facegeom.data.crops`: RingNet loose crop, 2DASL 120 crop + 18-landmark map, 3DDFA ROI boxes, the metrical tracker's crop (bb_scale 2.5, square, 512).
+- :mod:`facegeom.data.skin`: Deep3D's skin-attention GMM.
+- :mod:`facegeom.data.augment`: Deep3D's shift / scale / rotation / flip augmentation (68-point mirror order).
+- :mod:`facegeom.data.datasets`: readers for the authors' folder layouts; a bad file is skipped and reported.
+- :mod:`facegeom.data.synthetic`: deterministic rendered training samples from the built-in synthetic head.
 """
 from facegeom.data import arcface, augment, crops, datasets, deep3d, skin, synthetic
 from facegeom.data.arcface import ARCFACE_TEMPLATE, arcface_blob, norm_crop, umeyama

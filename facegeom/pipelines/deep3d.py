@@ -177,7 +177,8 @@ def load_checkpoint(path, map_location="cpu") -> ReconNet:
     content itself) is accepted too.
 
     Raises:
-        FileNotFoundError, ValueError naming the file when it is not such a checkpoint.
+        FileNotFoundError: the file does not exist.
+        ValueError: naming the file, when it is not such a checkpoint.
     """
     source = os.fspath(path)
     if not os.path.exists(source):
