@@ -121,7 +121,7 @@ KINDS = ["near", "uniform"]
 @pytest.mark.parametrize("num_faces", SIZES)
 @pytest.mark.parametrize("impl", ["facegeom", "warp", "libigl", "open3d", "trimesh"])
 def test_point_to_surface_cpu(benchmark, impl, num_faces, kind):
-    benchmark.group = f"p2s CPU F={num_faces} {kind} ({NUM_QUERIES} queries)"
+    benchmark.group = f"point_to_surface CPU F={num_faces} {kind} ({NUM_QUERIES} queries)"
     vertices, faces, points = case(num_faces, kind)
     if impl == "facegeom":
         if not _native.AVAILABLE:
@@ -179,7 +179,7 @@ def test_bvh_build_and_refit(benchmark, stage, num_faces):
 @pytest.mark.skipif(not _native.AVAILABLE, reason="facegeom._C is not built")
 @pytest.mark.parametrize("num_points", [10_000, 100_000, 1_000_000])
 def test_scaling_with_points(benchmark, num_points):
-    benchmark.group = "p2s scaling vs P (F = 9976, near)"
+    benchmark.group = "point_to_surface scaling vs P (F = 9976, near)"
     vertices, faces = head_mesh(9976)
     points = queries(vertices, faces, "near", num_points)
     with torch.no_grad():
@@ -189,7 +189,7 @@ def test_scaling_with_points(benchmark, num_points):
 @pytest.mark.skipif(not _native.AVAILABLE, reason="facegeom._C is not built")
 @pytest.mark.parametrize("num_faces", [1_000, 10_000, 100_000, 1_000_000])
 def test_scaling_with_faces(benchmark, num_faces):
-    benchmark.group = "p2s scaling vs F (P = 100k, near, query only)"
+    benchmark.group = "point_to_surface scaling vs F (P = 100k, near, query only)"
     vertices, faces = head_mesh(num_faces)
     points = queries(vertices, faces, "near")
     benchmark.extra_info["faces"] = len(faces)
@@ -204,7 +204,7 @@ def test_scaling_with_faces(benchmark, num_faces):
 @pytest.mark.parametrize("num_faces", SIZES)
 @pytest.mark.parametrize("impl", ["facegeom", "warp"])
 def test_point_to_surface_cuda(benchmark, impl, num_faces, kind):
-    benchmark.group = f"p2s CUDA F={num_faces} {kind} ({NUM_QUERIES} queries)"
+    benchmark.group = f"point_to_surface CUDA F={num_faces} {kind} ({NUM_QUERIES} queries)"
     vertices, faces, points = case(num_faces, kind, "cuda")
     if impl == "facegeom":
         with torch.no_grad():

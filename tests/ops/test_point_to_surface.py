@@ -13,10 +13,10 @@ from facegeom import _native
 from facegeom.ops import reference
 from tests.conftest import cuda
 
-p2s_module = importlib.import_module("facegeom.ops.point_to_surface")
-requires_kernel = pytest.mark.skipif(not p2s_module.KERNEL_AVAILABLE,
+point_to_surface_module = importlib.import_module("facegeom.ops.point_to_surface")
+requires_kernel = pytest.mark.skipif(not point_to_surface_module.KERNEL_AVAILABLE,
                                      reason="facegeom._C lacks point_to_surface")
-ops = torch.ops.facegeom if p2s_module.KERNEL_AVAILABLE else None
+ops = torch.ops.facegeom if point_to_surface_module.KERNEL_AVAILABLE else None
 
 
 def random_soup(num_vertices, num_faces, batch=1, dtype=torch.float64, seed=0, scale=1.0):

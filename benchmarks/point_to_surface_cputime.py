@@ -3,7 +3,7 @@ threads, min of 3): facegeom vs Warp CPU vs libigl vs trimesh, BVH build/refit,
 and scaling with P and F. Robust to a busy machine, unlike wall-clock timings,
 which it adds only for the all-cores comparison with Warp (quiet machine only).
 
-    python benchmarks/p2s_cputime.py
+    python benchmarks/point_to_surface_cputime.py
 """
 import os
 import sys
