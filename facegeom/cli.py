@@ -1,4 +1,4 @@
-"""Command line: ``facegeom info | bench | demo | now-eval``."""
+"""Command line: ``facegeom info | bench | demo | now-eval | train``."""
 from __future__ import annotations
 
 import argparse
@@ -71,6 +71,84 @@ def cmd_now_eval(args) -> int:
     return now_cli.run(args)
 
 
+def _method_config(method, tiny: bool, overrides):
+    """The method's Config (``tiny()`` with --tiny) with ``--set key=value`` overrides,
+    each value parsed as the field's current type."""
+    import dataclasses
+
+    config = method.Config.tiny() if tiny else method.Config()
+    changes = {}
+    fields = {f.name for f in dataclasses.fields(config)}
+    for item in overrides or ():
+        key, sep, text = item.partition("=")
+        if not sep or key not in fields:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE with KEY one of {sorted(fields)}")
+        current = getattr(config, key)
+        if isinstance(current, bool):
+            if text.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(f"--set {item!r}: {key} takes true or false")
+            changes[key] = text.lower() in ("true", "1")
+        elif isinstance(current, (int, float)):
+            try:
+                changes[key] = type(current)(text)
+            except ValueError:
+                raise ValueError(f"--set {item!r}: {key} takes a {type(current).__name__}") from None
+        else:
+            changes[key] = text
+    return dataclasses.replace(config, **changes)
+
+
+def cmd_train(args) -> int:
+    import torch
+
+    from facegeom import train as training
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    method = training.get_method(args.method)
+    config = training.TrainConfig(
+        steps=args.steps, batch_size=args.batch_size, accumulation=args.accumulation, seed=args.seed, out=args.out,
+        schedule=args.lr_schedule, warmup_steps=args.warmup_steps, step_size=args.lr_step_size, gamma=args.lr_gamma,
+        grad_clip=args.grad_clip, amp=args.amp, checkpoint_every=args.checkpoint_every, val_every=args.val_every,
+        log_every=args.log_every, resume=args.resume, num_workers=args.num_workers, device=args.device,
+        progress=not args.quiet)
+    result = training.train(args.method, config, _method_config(method, args.tiny, args.set), data=args.data)
+    if int(__import__("os").environ.get("RANK", "0")) == 0 and not args.quiet:
+        print(json.dumps({"final": result.final_path, "metrics": result.metrics_path, "steps": result.step,
+                          "best": result.best}))
+    return 0
+
+
+def add_train_arguments(parser) -> None:
+    parser.add_argument("--method", required=True, help="registered method (landmarks, deep3d, ringnet, mica, tdasl, "
+                        "specular) or package.module:Class")
+    parser.add_argument("--data", default="synthetic", help="'synthetic' (default) or a dataset folder")
+    parser.add_argument("--steps", type=int, default=1000, help="optimiser steps (default: 1000)")
+    parser.add_argument("--batch-size", type=int, default=8, help="GLOBAL batch per step, divisible by world size "
+                        "x --accumulation (default: 8)")
+    parser.add_argument("--accumulation", type=int, default=1, help="micro-batches per step on each rank")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="train_out", help="output folder: final.pt, metrics.jsonl, checkpoints")
+    parser.add_argument("--resume", help="checkpoint to resume from, or 'auto' (newest step_*.pt in --out)")
+    parser.add_argument("--checkpoint-every", type=int, default=0, help="write step_N.pt every N steps (0: never)")
+    parser.add_argument("--val-every", type=int, default=0, help="validate (and keep best.pt) every N steps")
+    parser.add_argument("--log-every", type=int, default=1, help="metrics line every N steps")
+    parser.add_argument("--lr-schedule", choices=("constant", "step", "exponential"), default="constant")
+    parser.add_argument("--lr-step-size", type=int, default=1000, help="steps between 'step' decays")
+    parser.add_argument("--lr-gamma", type=float, default=0.1, help="decay factor ('step': per step-size; "
+                        "'exponential': per step)")
+    parser.add_argument("--warmup-steps", type=int, default=0, help="linear learning-rate warm-up steps")
+    parser.add_argument("--grad-clip", type=float, default=0.0, help="max gradient norm (0: off)")
+    parser.add_argument("--amp", action="store_true", help="mixed precision (needs the ops' autocast policy)")
+    parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers per process")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--tiny", action="store_true", help="the method's tiny configuration (tests, smoke runs)")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a field of the method's "
+                        "Config (repeatable)")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads per process (default: torch's)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="facegeom", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -100,6 +178,9 @@ def main(argv=None) -> int:
     from facegeom.eval.now_cli import add_arguments as add_now_eval_arguments
 
     add_now_eval_arguments(now_parser)
+    train_parser = sub.add_parser("train", help="train a method on synthetic data or a dataset folder (one process, "
+                                  "or under torchrun --nproc_per_node N -m facegeom.cli train ...)")
+    add_train_arguments(train_parser)
     args = parser.parse_args(argv)
     if args.command == "bench" and args.threads is not None and args.threads < 1:
         parser.error(f"--threads: expected a positive integer, got {args.threads}")
@@ -108,7 +189,7 @@ def main(argv=None) -> int:
 
         if not torch.cuda.is_available():
             parser.error("--cuda: no CUDA device is available")
-    handlers = {"info": cmd_info, "bench": cmd_bench, "demo": cmd_demo, "now-eval": cmd_now_eval}
+    handlers = {"info": cmd_info, "bench": cmd_bench, "demo": cmd_demo, "now-eval": cmd_now_eval, "train": cmd_train}
     return handlers[args.command](args)
 
 

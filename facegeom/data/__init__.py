@@ -12,8 +12,9 @@ Modules:
     skin     -- Deep3D's skin-attention GMM.
     augment  -- Deep3D's shift / scale / rotation / flip augmentation (68-point mirror order).
     datasets -- readers for the authors' folder layouts; a bad file is skipped and reported.
+    synthetic -- deterministic rendered training samples from the built-in synthetic head.
 """
-from facegeom.data import arcface, augment, crops, datasets, deep3d, skin
+from facegeom.data import arcface, augment, crops, datasets, deep3d, skin, synthetic
 from facegeom.data.arcface import ARCFACE_TEMPLATE, arcface_blob, norm_crop, umeyama
 from facegeom.data.augment import MIRROR_68, AffineParams, sample_affine_params
 from facegeom.data.crops import (crop_img, ddfa_crop, get_bbox, obtain_18pts_map, parse_roi_box_from_bbox,
@@ -25,7 +26,7 @@ from facegeom.data.deep3d import LM3D_STD, align_img, extract_5p, image_to_origi
 from facegeom.data.skin import skin_probability, skinmask
 
 __all__ = [
-    "arcface", "augment", "crops", "datasets", "deep3d", "skin",
+    "arcface", "augment", "crops", "datasets", "deep3d", "skin", "synthetic",
     "ARCFACE_TEMPLATE", "arcface_blob", "norm_crop", "umeyama",
     "MIRROR_68", "AffineParams", "sample_affine_params",
     "crop_img", "ddfa_crop", "get_bbox", "obtain_18pts_map", "parse_roi_box_from_bbox",
