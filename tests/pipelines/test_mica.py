@@ -230,8 +230,8 @@ def test_load_checkpoint_reproduces_shape_code_and_vertices(authors_checkpoint, 
         out = model.eval()(x)
     torch.testing.assert_close(out["shape"], code, rtol=0, atol=1e-5)
     torch.testing.assert_close(out["vertices"], verts, rtol=0, atol=1e-5)
-    other = synthetic_head(seed=1, n_shape=50, n_exp=1, n_tex=1, dtype=torch.float32)
-    wrong = M.MICA(other, iresnet100())
+    wrong = model
+    wrong.flame = synthetic_head(seed=1, n_shape=50, n_exp=1, n_tex=1, dtype=torch.float32)  # another FLAME
     with pytest.raises(ValueError, match="FLAME stored in the checkpoint differs"):
         M.load_checkpoint(wrong, path)
     with pytest.warns(UserWarning, match="shapedirs"):
@@ -319,7 +319,7 @@ def test_train_cli_runs_two_steps(tmp_path):
     assert cli_main(["train", "--method", "mica", "--data", "synthetic", "--steps", "2", "--batch-size", "2",
                      "--tiny", "--quiet", "--out", str(out)]) == 0
     lines = [json.loads(s) for s in open(out / "metrics.jsonl")]
-    losses = [r["total"] for r in lines if "total" in r]
+    losses = [r["loss/total"] for r in lines if "loss/total" in r]
     assert len(losses) == 2 and all(np.isfinite(losses))
     state = torch.load(out / "final.pt", map_location="cpu")
     assert "regressor.output.weight" in state and "arcface.layer4.0.conv1.weight" in state
