@@ -321,6 +321,7 @@ class MICAConfig:
 
     ``arch``: ``"iresnet100"`` (MICA), ``"iresnet50"``, or ``"tiny"`` (an IResNet ``[1,1,1,1]``,
     tests only). ``flame``: path of ``generic_model.pkl`` or ``None`` for the synthetic head.
+    ``landmark_embedding``: ``landmark_embedding.npy`` for ``flame`` (kpt7 / kpt68 outputs).
     ``masks``: ``FLAME_masks.pkl`` or ``None`` (no region weights, ``use_mask=False``).
     ``identities`` x ``images_per_identity`` images make one batch element group: a dataset
     item is one identity with K images (the loop's ``batch_size`` counts identities).
@@ -332,6 +333,7 @@ class MICAConfig:
     n_shape: int = 300
     mapping_layers: int = 3
     flame: Optional[str] = None
+    landmark_embedding: Optional[str] = None
     masks: Optional[str] = None
     lr: float = 1e-5
     arcface_lr: float = 1e-5
@@ -351,7 +353,8 @@ def _build_flame(config: MICAConfig):
     if config.flame:
         from facegeom.models import FLAME
 
-        return FLAME.from_file(config.flame, n_shape=max(config.n_shape, 1), n_exp=100)
+        return FLAME.from_file(config.flame, n_shape=config.n_shape, n_exp=100,
+                               landmark_embedding=config.landmark_embedding, dtype=torch.float32)
     from facegeom.models import synthetic_head
 
     return synthetic_head(n_shape=config.synthetic_n_shape, n_exp=1, n_tex=1, dtype=torch.float32)
@@ -415,6 +418,9 @@ class MICAMethod:
     def dataset(self, config, data, split, seed):
         if data != "synthetic":
             raise ValueError(f"--data {data!r}: the mica method reads only 'synthetic' so far")
+        if config.flame:
+            raise ValueError("--data synthetic pairs with the synthetic head: leave the 'flame' setting empty "
+                             "(the synthetic shape codes are not FLAME coefficients)")
         from facegeom.data.synthetic import SyntheticFaces
 
         count = (config.num_identities if split == "train" else config.val_identities) * config.images_per_identity

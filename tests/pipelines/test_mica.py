@@ -336,3 +336,6 @@ def test_method_dataset_groups_identities():
     torch.testing.assert_close(item["shape"], params["shape"].float())
     with pytest.raises(ValueError, match="synthetic"):
         method.dataset(cfg, "/no/such", "train", 0)
+    import dataclasses
+    with pytest.raises(ValueError, match="synthetic head"):
+        method.dataset(dataclasses.replace(cfg, flame="generic_model.pkl"), "synthetic", "train", 0)
