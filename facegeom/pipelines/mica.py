@@ -199,13 +199,10 @@ def load_checkpoint(model: MICA, path, check_flame: str = "raise") -> MICA:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"MICA checkpoint not found: {path}")
-    try:
+    try:  # tensors and plain containers only: never unpickle arbitrary objects
         data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # pickles with other objects (training checkpoints' optimiser)
-        try:
-            data = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception:
-            raise ValueError(f"{path}: not a readable torch checkpoint ({error})") from error
+    except Exception as error:
+        raise ValueError(f"{path}: not a readable torch checkpoint of tensors ({error})") from error
     if not isinstance(data, dict) or "arcface" not in data or "flameModel" not in data:
         raise ValueError(f"{path}: expected a dict with 'arcface' and 'flameModel' (MICA's mica.tar), got "
                          f"{sorted(data) if isinstance(data, dict) else type(data).__name__}")

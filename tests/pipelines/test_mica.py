@@ -245,6 +245,9 @@ def test_load_checkpoint_errors(tmp_path, head):
     model = M.MICA(head, tiny_net())
     with pytest.raises(FileNotFoundError, match="missing.tar"):
         M.load_checkpoint(model, tmp_path / "missing.tar")
+    (tmp_path / "junk.tar").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="junk.tar"):
+        M.load_checkpoint(model, tmp_path / "junk.tar")
     torch.save({"model": {}}, tmp_path / "bad.tar")
     with pytest.raises(ValueError, match="'arcface' and 'flameModel'"):
         M.load_checkpoint(model, tmp_path / "bad.tar")
