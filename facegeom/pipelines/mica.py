@@ -47,7 +47,7 @@ from facegeom.nets.iresnet import IResNet, iresnet50, iresnet100
 
 __all__ = ["NOW_LANDMARKS", "MappingNetwork", "MICA", "MICAConfig", "MICAMethod", "freeze_arcface",
            "arcface_features", "load_checkpoint", "write_outputs", "load_keypoints", "preprocess",
-           "detect_keypoints", "optimizer"]
+           "detect_keypoints", "optimizer", "losses", "Config"]
 
 #: 68-landmark indices of the 7 NoW landmarks (``full_lmk[17:][[19,22,25,28,16,31,37]]``, PIPELINES.md §6.3).
 NOW_LANDMARKS = (36, 39, 42, 45, 33, 48, 54)
@@ -166,6 +166,13 @@ def optimizer(model: MICA, lr: float = 1e-5, arcface_lr: float = 1e-5,
     return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, amsgrad=False)
 
 
+def losses(output: Dict[str, Tensor], target_vertices: Tensor, weights: Optional[Tensor] = None) -> Dict[str, Tensor]:
+    """MICA's loss dict (``MICA:micalib/models/mica.py:107-120``, the authors' term name):
+    ``pred_verts_shape_canonical_diff`` = :func:`facegeom.losses.mica.vertex_loss`, and ``total``."""
+    term = mica_loss.vertex_loss(output["vertices"], target_vertices, weights)
+    return {"pred_verts_shape_canonical_diff": term, "total": term}
+
+
 # --------------------------------------------------------------------------- #
 # Checkpoint                                                                   #
 # --------------------------------------------------------------------------- #
@@ -186,8 +193,18 @@ def _cross_check(flame, stored: Dict[str, Tensor], n_shape: int) -> list:
     return problems
 
 
+def _from_final(state: Dict[str, Tensor]) -> Dict[str, Dict[str, Tensor]]:
+    """facegeom ``final.pt`` keys -> the authors' layout."""
+    names = {"v_template": "v_template", "faces": "faces_tensor", "shapedirs": "shapedirs"}
+    flame_model = {k: v for k, v in state.items() if k.startswith("regressor.")}
+    flame_model.update({f"generator.{names[k[6:]]}": v for k, v in state.items()
+                        if k.startswith("flame.") and k[6:] in names})
+    return {"arcface": {k[8:]: v for k, v in state.items() if k.startswith("arcface.")}, "flameModel": flame_model}
+
+
 def load_checkpoint(model: MICA, path, check_flame: str = "raise") -> MICA:
-    """Load the authors' ``mica.tar`` (PIPELINES.md §6.6) into ``model``.
+    """Load the authors' ``mica.tar`` (PIPELINES.md §6.6), or facegeom's own ``final.pt``
+    of this method, into ``model``.
 
     Reads ``['arcface']`` (strict) and ``['flameModel']['regressor.*']`` (strict);
     ``['flameModel']['generator.*']`` (the authors' FLAME buffers) is only cross-checked
@@ -203,6 +220,8 @@ def load_checkpoint(model: MICA, path, check_flame: str = "raise") -> MICA:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         raise ValueError(f"{path}: not a readable torch checkpoint of tensors ({error})") from error
+    if isinstance(data, dict) and "arcface" not in data and any(str(k).startswith("arcface.") for k in data):
+        data = _from_final(data)  # facegeom's own final.pt (the model's plain state_dict)
     if not isinstance(data, dict) or "arcface" not in data or "flameModel" not in data:
         raise ValueError(f"{path}: expected a dict with 'arcface' and 'flameModel' (MICA's mica.tar), got "
                          f"{sorted(data) if isinstance(data, dict) else type(data).__name__}")
@@ -435,11 +454,13 @@ class MICAMethod:
         shape = batch["shape"].repeat_interleave(k, 0)
         with torch.no_grad():
             target = core.flame(shape=shape.to(core.flame.v_template.dtype)).vertices
-        pred = model(images)["vertices"]
-        return mica_loss.vertex_loss(pred, target, core.loss_weights)
+        return losses(model(images), target, core.loss_weights)
 
     def training_step(self, model, batch, optimizers):
-        return {"total": self._loss(model, batch)}
+        return self._loss(model, batch)
 
     def validation_step(self, model, batch):
-        return {"loss": self._loss(model, batch)}
+        return {"loss": self._loss(model, batch)["total"]}
+
+
+Config = MICAConfig  # API.md §7: every pipeline module exposes ``Config``

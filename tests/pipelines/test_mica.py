@@ -326,6 +326,12 @@ def test_train_cli_runs_two_steps(tmp_path):
     assert len(losses) == 2 and all(np.isfinite(losses))
     state = torch.load(out / "final.pt", map_location="cpu")
     assert "regressor.output.weight" in state and "arcface.layer4.0.conv1.weight" in state
+    assert any(r.get("loss/pred_verts_shape_canonical_diff") is not None for r in lines)
+    method = M.MICAMethod()
+    model = method.build_model(M.Config.tiny())  # facegeom's own final.pt loads through load_checkpoint
+    M.load_checkpoint(model, out / "final.pt")
+    assert torch.equal(model.regressor.output.weight, state["regressor.output.weight"])
+    assert torch.equal(model.arcface.fc.bias, state["arcface.fc.bias"])
 
 
 def test_method_dataset_groups_identities():
