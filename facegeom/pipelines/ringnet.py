@@ -33,8 +33,8 @@ from facegeom.cameras import WeakPerspective
 from facegeom.losses import ringnet as ring_losses
 from facegeom.nets.resnet import resnet18, resnet50
 
-__all__ = ["IEFRegressor", "RingNet", "split_params", "loose_crop", "neutral_vertices", "RingNetConfig",
-           "RingNetMethod"]
+__all__ = ["IEFRegressor", "RingNet", "split_params", "loose_crop", "preprocess", "neutral_vertices",
+           "load_checkpoint", "RingNetConfig", "RingNetMethod", "Config"]
 
 
 def split_params(theta: Tensor, n_shape: int, n_exp: int) -> Dict[str, Tensor]:
@@ -146,6 +146,34 @@ def loose_crop(img: np.ndarray, img_size: int = 224) -> np.ndarray:
     return 2.0 * (crop / 255.0 - 0.5)
 
 
+def preprocess(image: np.ndarray, img_size: int = 224) -> Tensor:
+    """:func:`loose_crop` as a network input ``[1, 3, S, S]`` float32 (RGB in [-1, 1])."""
+    crop = loose_crop(image, img_size)
+    return torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1), dtype=np.float32))[None]
+
+
+def load_checkpoint(model: RingNet, path) -> RingNet:
+    """Load facegeom's own ``final.pt`` of this method (the model's state dict). The authors'
+    release is a TF1 graph and cannot be loaded (API.md §7)."""
+    import os
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"RingNet checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ValueError(f"{path}: not a readable torch checkpoint of tensors ({error})") from error
+    if not isinstance(state, dict) or not any(str(k).startswith("regressor.") for k in state):
+        raise ValueError(f"{path}: not a facegeom RingNet state dict (no 'regressor.*' keys); the authors' "
+                         f"TF1 release cannot be loaded")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        raise ValueError(f"{path}: does not fit the model: {error}") from error
+    return model
+
+
 # --------------------------------------------------------------------------- #
 # Training (facegeom.train)                                                    #
 # --------------------------------------------------------------------------- #
@@ -253,3 +281,6 @@ class RingNetMethod:
         terms = self._losses(model, batch)
         terms["loss"] = terms.pop("total")
         return terms
+
+
+Config = RingNetConfig  # API.md §7: every pipeline module exposes ``Config``

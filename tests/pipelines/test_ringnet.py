@@ -134,6 +134,9 @@ def test_loose_crop_matches_release():
     c = np.round(np.round(np.array([301, 400]) / 2)[::-1] * np.array([new[1] / 400, new[0] / 301])).astype(int)
     pad = np.pad(scaled, ((112, 112), (112, 112), (0, 0)), mode="edge")
     np.testing.assert_allclose(RN.loose_crop(big), 2 * (pad[c[1]:c[1] + 224, c[0]:c[0] + 224] / 255.0 - 0.5))
+    x = RN.preprocess(big)
+    assert x.shape == (1, 3, 224, 224) and x.dtype == torch.float32
+    np.testing.assert_allclose(x[0].permute(1, 2, 0).numpy(), RN.loose_crop(big), atol=1e-6)
 
 
 def test_train_cli_ringnet_two_steps(tmp_path):
@@ -146,6 +149,15 @@ def test_train_cli_ringnet_two_steps(tmp_path):
     losses = [r["loss/total"] for r in lines if "loss/total" in r]
     assert len(losses) == 2 and all(np.isfinite(losses))
     assert any("loss/ring" in r for r in lines)
+    state = torch.load(out / "final.pt", map_location="cpu")
+    model = RN.RingNetMethod().build_model(RN.Config.tiny())
+    RN.load_checkpoint(model, out / "final.pt")
+    assert torch.equal(model.regressor.fc3.weight, state["regressor.fc3.weight"])
+    with pytest.raises(FileNotFoundError):
+        RN.load_checkpoint(model, tmp_path / "none.pt")
+    torch.save({"x": torch.zeros(1)}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="regressor"):
+        RN.load_checkpoint(model, tmp_path / "other.pt")
 
 
 def test_ring_dataset_layout():
