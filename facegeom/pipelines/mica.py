@@ -47,7 +47,7 @@ from facegeom.nets.iresnet import IResNet, iresnet50, iresnet100
 
 __all__ = ["NOW_LANDMARKS", "MappingNetwork", "MICA", "MICAConfig", "MICAMethod", "freeze_arcface",
            "arcface_features", "load_checkpoint", "write_outputs", "load_keypoints", "preprocess",
-           "detect_keypoints", "optimizer", "losses", "Config"]
+           "detect_keypoints", "optimizer", "losses", "write_now", "Config"]
 
 #: 68-landmark indices of the 7 NoW landmarks (``full_lmk[17:][[19,22,25,28,16,31,37]]``, PIPELINES.md §6.3).
 NOW_LANDMARKS = (36, 39, 42, 45, 33, 48, 54)
@@ -271,6 +271,28 @@ def write_outputs(out_dir, output: Dict[str, Tensor], faces: Tensor, index: int 
         paths[name] = os.path.join(out_dir, f"{name}.npy")
         np.save(paths[name], array)
     return paths
+
+
+def write_now(root, stem, vertices: Tensor, kpt7: Tensor, faces: Tensor, scale: float = 1000.0) -> Dict[str, str]:
+    """Write one NoW prediction (PIPELINES.md §8.1): ``<root>/<stem>.obj`` and ``<root>/<stem>.npy``
+    (the 7 landmarks ``[7, 3]``), coordinates times ``scale`` (1000: millimetres from metres,
+    as MICA's outputs; pass ``mm`` to the metrical evaluation).
+
+    Args:
+        stem: ``subject/challenge/name`` without extension (NoW's layout).
+        vertices: ``[V, 3]``; kpt7: ``[7, 3]``; faces: ``[F, 3]``.
+    """
+    import trimesh
+
+    if tuple(kpt7.shape) != (7, 3):
+        raise ValueError(f"kpt7 must have shape [7, 3], got {list(kpt7.shape)}")
+    base = os.path.join(os.fspath(root), os.fspath(stem))
+    os.makedirs(os.path.dirname(base) or ".", exist_ok=True)
+    verts = vertices.detach().cpu().double().numpy() * scale
+    trimesh.Trimesh(vertices=verts, faces=np.asarray(torch.as_tensor(faces).cpu().numpy(), dtype=np.int64),
+                    process=False).export(base + ".obj")
+    np.save(base + ".npy", kpt7.detach().cpu().double().numpy() * scale)
+    return {"mesh": base + ".obj", "landmarks": base + ".npy"}
 
 
 # --------------------------------------------------------------------------- #

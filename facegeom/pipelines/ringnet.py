@@ -33,7 +33,7 @@ from facegeom.cameras import WeakPerspective
 from facegeom.losses import ringnet as ring_losses
 from facegeom.nets.resnet import resnet18, resnet50
 
-__all__ = ["IEFRegressor", "RingNet", "split_params", "loose_crop", "preprocess", "neutral_vertices",
+__all__ = ["IEFRegressor", "RingNet", "split_params", "loose_crop", "preprocess", "neutral_vertices", "now_prediction",
            "load_checkpoint", "RingNetConfig", "RingNetMethod", "Config"]
 
 
@@ -117,6 +117,16 @@ def neutral_vertices(flame, shape: Tensor) -> Tensor:
     """NoW mesh: FLAME with the predicted shape, zero pose and expression; a shorter code
     is padded with zeros to the model's ``n_shape`` (300 for the NoW export)."""
     return flame(shape=shape.to(flame.v_template.dtype)).vertices
+
+
+def now_prediction(flame, shape: Tensor) -> Dict[str, Tensor]:
+    """The NoW export of a prediction: :func:`neutral_vertices` and its 7 NoW landmarks
+    (68-indices 36, 39, 42, 45, 33, 48, 54 of the neutral mesh's ``landmarks3d``), metres.
+    Write them with :func:`facegeom.pipelines.mica.write_now` (``scale=1``: metres, or 1000)."""
+    out = flame(shape=shape.to(flame.v_template.dtype))
+    if out.landmarks3d is None:
+        raise ValueError("flame needs the full 68-landmark embedding for the NoW landmarks")
+    return {"vertices": out.vertices, "kpt7": out.landmarks3d[:, [36, 39, 42, 45, 33, 48, 54]]}
 
 
 def loose_crop(img: np.ndarray, img_size: int = 224) -> np.ndarray:

@@ -348,3 +348,20 @@ def test_method_dataset_groups_identities():
     import dataclasses
     with pytest.raises(ValueError, match="synthetic head"):
         method.dataset(dataclasses.replace(cfg, flame="generic_model.pkl"), "synthetic", "train", 0)
+
+
+def test_write_now_reads_back_with_now_eval_readers(tmp_path, head):
+    from facegeom.eval.io import read_landmarks, read_mesh
+
+    model = M.MICA(head, tiny_net()).eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 112, 112))
+    paths = M.write_now(tmp_path, "FaMoS_180424_03335_TA/multiview_neutral/IMG_0101", out["vertices"][0],
+                        out["kpt7"][0], head.faces)
+    v, f = read_mesh(paths["mesh"])
+    np.testing.assert_allclose(v, out["vertices"][0].double().numpy() * 1000, atol=1e-3)
+    np.testing.assert_array_equal(f, head.faces.numpy())
+    np.testing.assert_allclose(read_landmarks(paths["landmarks"], 7), out["kpt7"][0].double().numpy() * 1000,
+                               rtol=1e-6)
+    with pytest.raises(ValueError, match="kpt7"):
+        M.write_now(tmp_path, "x", out["vertices"][0], out["kpt7"][0, :5], head.faces)

@@ -2,6 +2,7 @@
 the IEF regressor and output layout, loose-crop preprocessing, NoW neutral export and
 ``facegeom train --method ringnet``."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -115,6 +116,19 @@ def test_neutral_vertices_pad_shape():
     shape = torch.randn(2, 10)
     padded = torch.cat([shape, torch.zeros(2, 10)], 1)
     torch.testing.assert_close(RN.neutral_vertices(flame, shape), flame(shape=padded, expression=torch.zeros(2, 5)).vertices)
+
+
+def test_now_prediction_neutral(tmp_path):
+    from facegeom.pipelines.mica import write_now
+
+    flame = synthetic_head(n_shape=20, n_exp=5, n_tex=1, dtype=torch.float32)
+    shape = torch.randn(1, 10)
+    now = RN.now_prediction(flame, shape)
+    ref = flame(shape=torch.cat([shape, torch.zeros(1, 10)], 1))
+    torch.testing.assert_close(now["vertices"], ref.vertices)
+    torch.testing.assert_close(now["kpt7"], ref.landmarks3d[:, [36, 39, 42, 45, 33, 48, 54]])
+    paths = write_now(tmp_path, "s/c/img", now["vertices"][0], now["kpt7"][0], flame.faces, scale=1.0)
+    assert os.path.isfile(paths["mesh"]) and np.load(paths["landmarks"]).shape == (7, 3)
 
 
 def test_loose_crop_matches_release():
