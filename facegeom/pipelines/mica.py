@@ -30,7 +30,6 @@ meshes), ``"warn"`` warns and ``"ignore"`` skips the check. Absent buffers are f
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import warnings
 from dataclasses import dataclass
@@ -188,8 +187,10 @@ def _cross_check(flame, stored: Dict[str, Tensor], n_shape: int) -> list:
             theirs = theirs[:, :, :cut]
         if tuple(theirs.shape) != tuple(ours.shape):
             problems.append(f"{key}: shape {list(theirs.shape)} in the file, {list(ours.shape)} in the model")
-        elif not torch.allclose(theirs.to(torch.float64), ours.detach().cpu().to(torch.float64), atol=1e-6, rtol=1e-5):
-            problems.append(f"{key}: values differ (max {float((theirs.double() - ours.double().cpu()).abs().max()):.3g})")
+        else:
+            a, b = theirs.to(torch.float64), ours.detach().cpu().to(torch.float64)
+            if not torch.allclose(a, b, atol=1e-6, rtol=1e-5):
+                problems.append(f"{key}: values differ (max {float((a - b).abs().max()):.3g})")
     return problems
 
 
