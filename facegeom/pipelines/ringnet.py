@@ -1,0 +1,296 @@
+"""RingNet (Sanyal et al. 2019): image -> ResNet-50 -> IEF regressor -> FLAME (PIPELINES.md §3).
+
+The authors released inference only (a TF1 graph, ``RN:run_RingNet.py:57-95``); this module
+is a PyTorch reimplementation that can be trained (:class:`RingNetMethod`).
+
+- Encoder: ResNet-50, 2048-d pooled feature. **Deviation (documented)**: the torchvision
+  v1.5 layout of :func:`facegeom.nets.resnet50`; the paper cites a pre-activation ResNet
+  (v2, HMR's ``resnet_v2_50``), and the released TF1 graph cannot be loaded here.
+- Regressor (IEF, paper §3.2 / HMR, **[INFERRED]** details in PIPELINES.md §3.2):
+  ``[feature, theta_t]`` -> FC 512 + ReLU + dropout(0.5) -> FC 512 + ReLU + dropout ->
+  FC ``n_params`` (init ``variance_scaling(0.01, fan_avg, uniform)``);
+  ``theta_{t+1} = theta_t + delta``, ``theta_0 = 0``, 3 iterations.
+- Output layout (``RN:demo.py:128,140-141``, §3.3): ``cam 3 | pose 6 (global, jaw) |
+  shape | expression`` (159 = 3 + 6 + 100 + 50 for FLAME 2019).
+- Weak-perspective camera (§3.4): ``n = s * (xy + t)`` compared with landmarks normalised to
+  [-1, 1] (y down; the global rotation absorbs FLAME's y-up flip, as the release).
+- Preprocessing (``RN:demo.py:102-120``, ``util/image.py:28-62``): :func:`loose_crop`.
+- NoW export (``RN:util/using_flame_parameters.py:27-48``): :func:`neutral_vertices` (zero
+  pose and expression, shape padded with zeros to the model's size).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Dict, Optional
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from facegeom import train as training
+from facegeom.cameras import WeakPerspective
+from facegeom.losses import ringnet as ring_losses
+from facegeom.nets.resnet import resnet18, resnet50
+
+__all__ = ["IEFRegressor", "RingNet", "split_params", "loose_crop", "preprocess", "neutral_vertices", "now_prediction",
+           "load_checkpoint", "RingNetConfig", "RingNetMethod", "Config"]
+
+
+def split_params(theta: Tensor, n_shape: int, n_exp: int) -> Dict[str, Tensor]:
+    """``[B, 9 + n_shape + n_exp]`` -> ``cam [B, 3]``, ``pose [B, 6]`` (global, jaw),
+    ``shape [B, n_shape]``, ``expression [B, n_exp]`` (``RN:demo.py:140-141``)."""
+    if theta.dim() != 2 or theta.shape[1] != 9 + n_shape + n_exp:
+        raise ValueError(f"theta must have shape [B, {9 + n_shape + n_exp}], got {list(theta.shape)}")
+    return {"cam": theta[:, :3], "pose": theta[:, 3:9], "shape": theta[:, 9:9 + n_shape],
+            "expression": theta[:, 9 + n_shape:]}
+
+
+class IEFRegressor(nn.Module):
+    """Iterative error feedback (HMR ``Encoder_fc3_dropout``, PIPELINES.md §3.2).
+
+    Forward: ``feature [B, in_features]`` -> list of ``iterations`` estimates ``[B, n_params]``
+    (the last is the prediction)."""
+
+    def __init__(self, in_features: int = 2048, n_params: int = 159, iterations: int = 3, dropout: float = 0.5,
+                 hidden: int = 512):
+        super().__init__()
+        for name, v in (("in_features", in_features), ("n_params", n_params), ("iterations", iterations)):
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        self.n_params, self.iterations = n_params, iterations
+        self.fc1 = nn.Linear(in_features + n_params, hidden)
+        self.fc2 = nn.Linear(hidden, hidden)
+        self.fc3 = nn.Linear(hidden, n_params)
+        self.dropout = nn.Dropout(dropout)
+        limit = math.sqrt(3.0 * 0.01 / ((hidden + n_params) / 2.0))  # variance_scaling(0.01, FAN_AVG, uniform)
+        nn.init.uniform_(self.fc3.weight, -limit, limit)
+        nn.init.zeros_(self.fc3.bias)
+
+    def forward(self, feature: Tensor):
+        theta = feature.new_zeros(feature.shape[0], self.n_params)
+        estimates = []
+        for _ in range(self.iterations):
+            h = self.dropout(torch.relu(self.fc1(torch.cat([feature, theta], 1))))
+            h = self.dropout(torch.relu(self.fc2(h)))
+            theta = theta + self.fc3(h)
+            estimates.append(theta)
+        return estimates
+
+
+class RingNet(nn.Module):
+    """Encoder + IEF regressor + fixed FLAME decoder.
+
+    Args:
+        flame: :class:`facegeom.models.FLAME` with a landmark embedding (FLAME 2019, 100 shape
+            / 50 expression for the paper; :func:`facegeom.models.synthetic_head` in tests).
+        encoder: a :class:`facegeom.nets.ResNet` without ``fc`` (default ResNet-50).
+
+    Forward: ``images [B, 3, S, S]`` (RGB in [-1, 1]) -> dict with ``theta``, ``cam``, ``pose``,
+    ``shape``, ``expression``, ``vertices [B, V, 3]``, ``landmarks3d [B, 68, 3]`` (17 dynamic
+    contour + 51 static, iBUG order) and ``landmarks [B, 68, 2]`` (weak perspective, normalised).
+    """
+
+    def __init__(self, flame, encoder: Optional[nn.Module] = None, iterations: int = 3, dropout: float = 0.5):
+        super().__init__()
+        if not flame.has_landmarks:
+            raise ValueError("flame needs a landmark embedding (RingNet's loss uses 68 landmarks)")
+        self.encoder = encoder if encoder is not None else resnet50(num_classes=None)
+        self.n_shape, self.n_exp = flame.n_shape, flame.n_exp
+        self.regressor = IEFRegressor(self.encoder.num_features, 9 + self.n_shape + self.n_exp, iterations, dropout)
+        self.flame = flame
+        self.flame.requires_grad_(False)
+
+    def forward(self, images: Tensor) -> Dict[str, Tensor]:
+        feature = torch.flatten(self.encoder(images), 1)
+        theta = self.regressor(feature)[-1]
+        out = split_params(theta, self.n_shape, self.n_exp)
+        dtype = self.flame.v_template.dtype
+        decoded = self.flame(shape=out["shape"].to(dtype), expression=out["expression"].to(dtype),
+                             pose=out["pose"].to(dtype))
+        out.update(theta=theta, vertices=decoded.vertices, landmarks3d=decoded.landmarks2d)
+        out["landmarks"] = WeakPerspective(out["cam"].to(dtype)).normalized(decoded.landmarks2d)[..., :2]
+        return out
+
+
+def neutral_vertices(flame, shape: Tensor) -> Tensor:
+    """NoW mesh: FLAME with the predicted shape, zero pose and expression; a shorter code
+    is padded with zeros to the model's ``n_shape`` (300 for the NoW export)."""
+    return flame(shape=shape.to(flame.v_template.dtype)).vertices
+
+
+def now_prediction(flame, shape: Tensor) -> Dict[str, Tensor]:
+    """The NoW export of a prediction: :func:`neutral_vertices` and its 7 NoW landmarks
+    (68-indices 36, 39, 42, 45, 33, 48, 54 of the neutral mesh's ``landmarks3d``), metres.
+    Write them with :func:`facegeom.pipelines.mica.write_now` (``scale=1``: metres, or 1000)."""
+    out = flame(shape=shape.to(flame.v_template.dtype))
+    if out.landmarks3d is None:
+        raise ValueError("flame needs the full 68-landmark embedding for the NoW landmarks")
+    return {"vertices": out.vertices, "kpt7": out.landmarks3d[:, [36, 39, 42, 45, 33, 48, 54]]}
+
+
+def loose_crop(img: np.ndarray, img_size: int = 224) -> np.ndarray:
+    """RingNet's preprocessing (``RN:demo.py:102-120``, ``util/image.py:28-62``): scale so the
+    longer side is ``img_size`` (bilinear, sizes floored), edge-pad by ``img_size / 2``, crop
+    ``img_size`` around the (rounded) image centre, map to ``2 * (x / 255 - 0.5)``.
+
+    Args:
+        img: ``[H, W, 3]`` uint8 RGB.
+    Returns:
+        ``[img_size, img_size, 3]`` float64 in [-1, 1] (NHWC as the release; permute for torch).
+    """
+    from facegeom.data._image import as_uint8_image, cv2_resize
+
+    img = as_uint8_image("img", img)
+    h, w = img.shape[:2]
+    scale = float(img_size) / max(h, w) if max(h, w) != img_size else 1.0
+    center = np.round(np.array([h, w]) / 2).astype(int)[::-1]  # (x, y)
+    new_size = np.floor(np.array([h, w]) * scale).astype(int)
+    scaled = cv2_resize(img, (int(new_size[1]), int(new_size[0])))
+    factors = np.array([new_size[1] / float(w), new_size[0] / float(h)])
+    center_scaled = np.round(center * factors).astype(int)
+    margin = img_size // 2
+    padded = np.pad(scaled, ((margin, margin), (margin, margin), (0, 0)), mode="edge")
+    start = center_scaled  # center_pad - margin
+    crop = padded[start[1]:start[1] + 2 * margin, start[0]:start[0] + 2 * margin]
+    return 2.0 * (crop / 255.0 - 0.5)
+
+
+def preprocess(image: np.ndarray, img_size: int = 224) -> Tensor:
+    """:func:`loose_crop` as a network input ``[1, 3, S, S]`` float32 (RGB in [-1, 1])."""
+    crop = loose_crop(image, img_size)
+    return torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1), dtype=np.float32))[None]
+
+
+def load_checkpoint(model: RingNet, path) -> RingNet:
+    """Load facegeom's own ``final.pt`` of this method (the model's state dict). The authors'
+    release is a TF1 graph and cannot be loaded (API.md §7)."""
+    import os
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"RingNet checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ValueError(f"{path}: not a readable torch checkpoint of tensors ({error})") from error
+    if not isinstance(state, dict) or not any(str(k).startswith("regressor.") for k in state):
+        raise ValueError(f"{path}: not a facegeom RingNet state dict (no 'regressor.*' keys); the authors' "
+                         f"TF1 release cannot be loaded")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        raise ValueError(f"{path}: does not fit the model: {error}") from error
+    return model
+
+
+# --------------------------------------------------------------------------- #
+# Training (facegeom.train)                                                    #
+# --------------------------------------------------------------------------- #
+@dataclass(frozen=True)
+class RingNetConfig:
+    """RingNet settings (paper §3.5-3.6, PIPELINES.md §3.6): Adam, lr 1e-4, R = 6, eta 0.5,
+    lambda_proj 60, shape / expression L2 1e-4. A dataset item is one ring (R images); the
+    loop's ``batch_size`` counts rings (``n_b``). ``arch``: ``"resnet50"`` or ``"resnet18"``
+    (tiny). Synthetic data uses the synthetic head with ``n_shape`` / ``n_exp`` components."""
+
+    arch: str = "resnet50"
+    image_size: int = 224
+    ring_size: int = 6
+    eta: float = 0.5
+    include_diagonal: bool = True
+    lambda_proj: float = 60.0
+    lambda_shape: float = 1e-4
+    lambda_exp: float = 1e-4
+    lr: float = 1e-4
+    iterations: int = 3
+    dropout: float = 0.5
+    n_shape: int = 100
+    n_exp: int = 50
+    num_rings: int = 1024
+    val_rings: int = 16
+
+    @classmethod
+    def tiny(cls) -> "RingNetConfig":
+        return cls(arch="resnet18", image_size=64, ring_size=3, n_shape=10, n_exp=5, num_rings=8, val_rings=2)
+
+
+class _Rings(torch.utils.data.Dataset):
+    """Ring ``i``: ``R - 1`` images of synthetic identity ``i`` + the first image of identity
+    ``i + 1`` (another identity), with normalised landmarks (y down)."""
+
+    def __init__(self, faces, ring_size: int, num_rings: int):
+        self.faces, self.R, self.num = faces, ring_size, num_rings
+
+    def __len__(self):
+        return self.num
+
+    def __getitem__(self, i):
+        k = self.R - 1
+        indices = [i * k + j for j in range(k)] + [((i + 1) % (self.num + 1)) * k]
+        images, landmarks, identity = [], [], []
+        for index in indices:
+            s = self.faces[index]
+            size = s["image"].new_tensor([s["image"].shape[-1], s["image"].shape[-2]])
+            images.append(s["image"] * 2.0 - 1.0)
+            landmarks.append((s["landmarks"] + 0.5) / size * 2 - 1)
+            identity.append(s["identity"])
+        return {"image": torch.stack(images), "landmarks": torch.stack(landmarks), "identity": torch.stack(identity)}
+
+
+@training.register("ringnet")
+class RingNetMethod:
+    """``facegeom train --method ringnet``: ring loss + landmark L1 + regularisers (eq. 8)."""
+
+    name = "ringnet"
+    Config = RingNetConfig
+    val_metric, val_mode = "loss", "min"
+    manual_optimization = False
+
+    def build_model(self, config: RingNetConfig) -> RingNet:
+        from facegeom.models import synthetic_head
+
+        if config.arch not in ("resnet50", "resnet18"):
+            raise ValueError(f"arch must be 'resnet50' or 'resnet18', got {config.arch!r}")
+        encoder = (resnet50 if config.arch == "resnet50" else resnet18)(num_classes=None)
+        flame = synthetic_head(n_shape=config.n_shape, n_exp=config.n_exp, n_tex=1, dtype=torch.float32)
+        model = RingNet(flame, encoder, config.iterations, config.dropout)
+        model.loss_config = config  # read by the steps (a frozen dataclass, not a module)
+        return model
+
+    def optimizers(self, model, config):
+        params = [p for p in training.unwrap(model).parameters() if p.requires_grad]
+        return {"adam": torch.optim.Adam(params, lr=config.lr)}
+
+    def dataset(self, config, data, split, seed):
+        if data != "synthetic":
+            raise ValueError(f"--data {data!r}: the ringnet method reads only 'synthetic' so far")
+        from facegeom.data.synthetic import SyntheticFaces
+
+        rings = config.num_rings if split == "train" else config.val_rings
+        k = config.ring_size - 1
+        faces = SyntheticFaces(num_samples=(rings + 1) * k, image_size=config.image_size,
+                               seed=seed if split == "train" else seed + 1_000_003, images_per_identity=k,
+                               mask=None, n_shape=config.n_shape, n_exp=config.n_exp, n_tex=1)
+        return _Rings(faces, config.ring_size, rings)
+
+    @staticmethod
+    def _losses(model, batch):
+        config = training.unwrap(model).loss_config
+        n_b, R = batch["image"].shape[:2]
+        out = model(batch["image"].flatten(0, 1))
+        return ring_losses.total_loss(
+            out["shape"].view(n_b, R, -1), out["landmarks"].float(), batch["landmarks"].flatten(0, 1).float(), None,
+            out["expression"], {"proj": config.lambda_proj, "shape": config.lambda_shape, "exp": config.lambda_exp},
+            include_diagonal=config.include_diagonal, eta=config.eta)
+
+    def training_step(self, model, batch, optimizers):
+        return self._losses(model, batch)
+
+    def validation_step(self, model, batch):
+        terms = self._losses(model, batch)
+        terms["loss"] = terms.pop("total")
+        return terms
+
+
+Config = RingNetConfig  # API.md §7: every pipeline module exposes ``Config``
