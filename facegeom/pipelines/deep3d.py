@@ -308,7 +308,7 @@ def decode(params: Tensor, model: BFM, config: Config = Config(),
     if model.keypoints is None or model.texture_basis is None:
         raise ValueError("model must have keypoints and a texture model (BFM.from_deep3d of BFM_model_front.mat)")
     decoded = model(coeffs["id"], coeffs["exp"], coeffs["tex"])
-    shape, texture = decoded.vertices, decoded.texture
+    shape, texture = decoded.vertices, decoded.albedo
     rotation = euler_to_matrix(coeffs["angle"], convention="deep3d")  # [B, 3, 3] = Rz Ry Rx
     world = shape @ rotation.transpose(1, 2) + coeffs["trans"].unsqueeze(1)
     vertices = torch.cat([world[..., :2], config.camera_d - world[..., 2:]], -1)
