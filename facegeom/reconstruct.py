@@ -23,7 +23,8 @@ Outputs, per image, under ``--out`` (relative path below ``--image-root`` when g
 
 Failures: a bad image (unreadable, missing or malformed landmarks, a method error) is reported
 on stderr and in ``summary.json`` and skipped; the run goes on. The command returns 1 when any
-image failed, 0 otherwise.
+image failed, 0 otherwise, and 2 (with the message, no traceback) when the run cannot start:
+unknown method, unreadable checkpoint or assets, missing input path.
 """
 from __future__ import annotations
 
@@ -82,6 +83,13 @@ def register(name: str, factory=None):
 
 
 def available() -> List[str]:
+    """Registered methods, after importing every pipeline that exists (they register on import)."""
+    for name in PIPELINES:
+        if name not in _FACTORIES:
+            try:
+                importlib.import_module(f"facegeom.pipelines.{name}")
+            except ImportError:
+                pass
     return sorted(_FACTORIES)
 
 
@@ -234,8 +242,12 @@ def add_arguments(parser) -> None:
 def main(args) -> int:
     """The ``facegeom reconstruct`` command (parsed by :mod:`facegeom.cli`)."""
     options = {"tiny": args.tiny, "device": args.device}
-    summary = run(args.method, args.checkpoint, args.assets, args.images, args.out, image_root=args.image_root,
-                  landmarks_dir=args.landmarks, options=options, progress=not args.quiet)
+    try:
+        summary = run(args.method, args.checkpoint, args.assets, args.images, args.out, image_root=args.image_root,
+                      landmarks_dir=args.landmarks, options=options, progress=not args.quiet)
+    except (ValueError, TypeError, FileNotFoundError) as exc:  # the setup (method, checkpoint, assets, inputs)
+        print(f"facegeom reconstruct: error: {exc}", file=sys.stderr)
+        return 2
     if not args.quiet:
         print(json.dumps({"out": args.out, "ok": summary["ok"], "failed": summary["failed"]}))
     return 1 if summary["failed"] else 0

@@ -187,8 +187,15 @@ def test_cli_train_then_reconstruct(tmp_path, sample_images, capsys):
         assert np.abs(params["lm68_image"].mean(0) - sample_images[k][1].mean(0)).max() < 20
 
 
-def test_reconstruct_errors(tmp_path):
+def test_reconstruct_errors(tmp_path, capsys):
     from facegeom import reconstruct as R
+
+    assert "deep3d" in R.available()
+    assert cli_main(["reconstruct", "--method", "nosuchmethod", str(tmp_path)]) == 2
+    assert "nosuchmethod" in capsys.readouterr().err
+    assert cli_main(["reconstruct", "--method", "deep3d", "--checkpoint", str(tmp_path / "none.pth"), "--assets",
+                     "synthetic", str(tmp_path)]) == 2
+    assert "none.pth" in capsys.readouterr().err
 
     with pytest.raises(ValueError, match="no reconstruct support"):
         R.get("nosuchmethod")
