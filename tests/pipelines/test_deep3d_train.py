@@ -205,3 +205,34 @@ def test_reconstruct_errors(tmp_path, capsys):
         D.reconstructor(str(tmp_path / "w.pt"), str(tmp_path), {})
     with pytest.raises(ValueError, match="checkpoint"):
         D.reconstructor(None, "synthetic", {})
+
+
+def test_folder_data_in_the_authors_layout(tmp_path, sample_images):
+    """<DIR>/datalist/train/masks.txt -> Deep3DFlistDataset (y-up landmark files); a bad entry is
+    replaced by the next readable sample; one training step on a BFM_model_front.mat."""
+    from tests.pipelines.deep3d_files import write_deep3d_bfm
+
+    root = tmp_path / "data"
+    for sub in ("faces/mask", "faces/landmarks", "datalist/train"):
+        (root / sub).mkdir(parents=True)
+    names = []
+    for k, (pixels, lm) in enumerate(sample_images):
+        Image.fromarray(pixels).save(root / "faces" / f"f{k}.png")
+        Image.fromarray(np.full_like(pixels, 255)).save(root / "faces" / "mask" / f"f{k}.png")
+        up = lm.copy()
+        up[:, 1] = pixels.shape[0] - 1 - up[:, 1]  # the authors' landmark files are y-up
+        np.savetxt(root / "faces" / "landmarks" / f"f{k}.txt", up)
+        names.append(f"faces/mask/f{k}.png")
+    (root / "datalist" / "train" / "masks.txt").write_text("\n".join(["faces/mask/missing.png"] + names) + "\n")
+    write_deep3d_bfm(tmp_path / "BFM_model_front.mat")
+    cfg = D.Config(net_recon="resnet18", w_feat=0.0, bfm_path=str(tmp_path / "BFM_model_front.mat"))
+    method = D.Deep3DMethod()
+    ds = method.dataset(cfg, str(root), "train", 0)
+    assert method.dataset(cfg, str(root), "val", 0) is None  # no val list: no validation
+    assert len(ds) == 3
+    first = ds[0]  # the missing file is skipped: the next sample comes instead
+    assert first["imgs"].shape == (3, 224, 224) and first["lms"].shape == (68, 2) and first["M"].shape == (2, 3)
+    batch = torch.utils.data.default_collate([ds[0], ds[2]])
+    net = method.build_model(cfg)
+    terms = method.training_step(net, batch, None)
+    assert torch.isfinite(terms["total"]) and {"color", "lm", "reg", "gamma", "reflc"} <= set(terms)
