@@ -105,6 +105,11 @@ class Config:
             raise ValueError(f"crop_mask must be one of {CROP_MASKS}, got {self.crop_mask!r}")
         if not (self.focal > 0 and self.center > 0 and 0 < self.z_near < self.z_far):
             raise ValueError("need focal > 0, center > 0 and 0 < z_near < z_far")
+        for name, low in (("steps_per_epoch", 0), ("num_samples", 1), ("val_samples", 1),
+                          ("images_per_identity", 1), ("head_seed", 0), ("lr_step_epochs", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
 
     @property
     def image_size(self) -> int:

@@ -124,6 +124,8 @@ def test_training_and_validation_steps():
 
 
 def test_folder_data_needs_the_model_file(tmp_path):
+    with pytest.raises(ValueError, match="steps_per_epoch"):
+        D.Config(steps_per_epoch=-1)
     with pytest.raises(ValueError, match="bfm_path"):
         D.Deep3DMethod().dataset(D.Config(), str(tmp_path), "train", 0)
     with pytest.raises(ValueError, match="224"):
