@@ -1,4 +1,4 @@
-"""Command line: ``facegeom info | bench | demo | now-eval | train`` (also ``python -m facegeom``)."""
+"""Command line: ``facegeom info | bench | demo | now-eval | train | reconstruct`` (also ``python -m facegeom``)."""
 from __future__ import annotations
 
 import argparse
@@ -145,6 +145,12 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_reconstruct(args) -> int:
+    from facegeom import reconstruct
+
+    return reconstruct.main(args)
+
+
 def add_train_arguments(parser) -> None:
     parser.add_argument("--method", required=True, help="registered method (landmarks, deep3d, ringnet, mica, tdasl, "
                         "specular) or package.module:Class")
@@ -209,6 +215,11 @@ def main(argv=None) -> int:
     train_parser = sub.add_parser("train", help="train a method on synthetic data or a dataset folder (one process, "
                                   "or under torchrun --nproc_per_node N -m facegeom.cli train ...)")
     add_train_arguments(train_parser)
+    reconstruct_parser = sub.add_parser("reconstruct", help="reconstruct faces from images with a pipeline "
+                                        "(mesh .obj, parameters .npz, overlay PNG per image)")
+    from facegeom.reconstruct import add_arguments as add_reconstruct_arguments
+
+    add_reconstruct_arguments(reconstruct_parser)
     args = parser.parse_args(argv)
     if args.command == "bench" and args.threads is not None and args.threads < 1:
         parser.error(f"--threads: expected a positive integer, got {args.threads}")
@@ -217,7 +228,8 @@ def main(argv=None) -> int:
 
         if not torch.cuda.is_available():
             parser.error("--cuda: no CUDA device is available")
-    handlers = {"info": cmd_info, "bench": cmd_bench, "demo": cmd_demo, "now-eval": cmd_now_eval, "train": cmd_train}
+    handlers = {"info": cmd_info, "bench": cmd_bench, "demo": cmd_demo, "now-eval": cmd_now_eval, "train": cmd_train,
+                "reconstruct": cmd_reconstruct}
     return handlers[args.command](args)
 
 

@@ -39,8 +39,9 @@ from facegeom.transforms import euler_to_matrix
 
 Tensor = torch.Tensor
 
-__all__ = ["COEFF_SIZES", "ConfidenceNet", "Config", "Deep3DOutput", "ReconNet", "aggregate_identity", "decode",
-           "load_checkpoint", "losses", "multi_image_config", "multi_image_losses", "split_coeff"]
+__all__ = ["COEFF_SIZES", "ConfidenceNet", "Config", "Deep3DMethod", "Deep3DOutput", "ReconNet", "SyntheticDeep3DHook",
+           "aggregate_identity", "decode", "landmarks_to_image", "load_checkpoint", "losses", "multi_image_config",
+           "multi_image_losses", "preprocess", "split_coeff", "synthetic_bfm"]
 
 COEFF_SIZES = {"id": 80, "exp": 64, "tex": 80, "angle": 3, "gamma": 27, "trans": 3}
 """Layout of the 257 outputs, in order (``D3D:models/bfm.py:252-273``; PIPELINES.md §2.3)."""
@@ -88,6 +89,14 @@ class Config:
     epochs: int = 20
     lr_step_epochs: int = 10
     lr_gamma: float = 0.2
+    # training with facegeom.train (``facegeom train --method deep3d``; not the authors' options)
+    recog_weights: str = ""         # ArcFace IResNet-50 state dict (D3D: ms1mv3_arcface_r50_fp16/backbone.pth); "": random init
+    steps_per_epoch: int = 0        # StepLR's epoch in optimiser steps; 0: ceil(num_samples / batch) on synthetic data
+    num_samples: int = 20000        # synthetic training samples (--data synthetic)
+    val_samples: int = 64           # synthetic validation samples (another seed: disjoint)
+    images_per_identity: int = 4
+    head_seed: int = 0              # synthetic_head's seed (data and face model)
+    bfm_path: str = ""              # BFM_model_front.mat of the trained model; "": synthetic_bfm(head_seed)
 
     def __post_init__(self):
         if self.net_recon not in ("resnet50", "resnet18"):
@@ -96,6 +105,11 @@ class Config:
             raise ValueError(f"crop_mask must be one of {CROP_MASKS}, got {self.crop_mask!r}")
         if not (self.focal > 0 and self.center > 0 and 0 < self.z_near < self.z_far):
             raise ValueError("need focal > 0, center > 0 and 0 < z_near < z_far")
+        for name, low in (("steps_per_epoch", 0), ("num_samples", 1), ("val_samples", 1),
+                          ("images_per_identity", 1), ("head_seed", 0), ("lr_step_epochs", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
 
     @property
     def image_size(self) -> int:
@@ -104,8 +118,10 @@ class Config:
     @classmethod
     def tiny(cls, **overrides) -> "Config":
         """Small and fast for tests: ResNet-18 and a 64 x 64 image (same field of view:
-        focal scaled with the centre)."""
-        settings = dict(net_recon="resnet18", center=32.0, focal=1015.0 * 32.0 / 112.0, batch_size=2, epochs=1)
+        focal scaled with the centre); ``w_feat = 0`` (no recognition net is built: an
+        IResNet-50 forward per step is the slowest part on CPU); 64 synthetic samples."""
+        settings = dict(net_recon="resnet18", center=32.0, focal=1015.0 * 32.0 / 112.0, batch_size=2, epochs=1,
+                        w_feat=0.0, num_samples=64, val_samples=4)
         settings.update(overrides)
         return cls(**settings)
 
@@ -174,7 +190,8 @@ def load_checkpoint(path, map_location="cpu") -> ReconNet:
     PIPELINES.md §2.8) and loads it with ``strict=True`` as is; a ``module.`` prefix
     (DDP) is stripped. The backbone depth (ResNet-50 or -18) is read from the keys.
     ``'opt_00'`` / ``'sched_00'`` are ignored. A bare state dict (the ``net_recon``
-    content itself) is accepted too.
+    content itself: ``facegeom train --method deep3d``'s ``final.pt``) and a ``facegeom.train``
+    checkpoint (its ``'model'``) are accepted too.
 
     Raises:
         FileNotFoundError: the file does not exist.
@@ -189,6 +206,8 @@ def load_checkpoint(path, map_location="cpu") -> ReconNet:
         raise ValueError(f"{source}: not a readable torch checkpoint: {error}") from error
     if not isinstance(data, dict):
         raise ValueError(f"{source}: expected a dict with 'net_recon', got {type(data).__name__}")
+    if data.get("format") == "facegeom.train/1" and isinstance(data.get("model"), dict):
+        data = data["model"]  # a facegeom.train checkpoint (step_N.pt / best.pt): its model is a ReconNet
     state = data["net_recon"] if "net_recon" in data else data
     if not isinstance(state, dict) or not any(str(k).endswith("final_layers.0.weight") for k in state):
         raise ValueError(f"{source}: no 'net_recon' state dict with final_layers.* (keys: {sorted(map(str, data))[:8]})")
@@ -295,7 +314,7 @@ def decode(params: Tensor, model: BFM, config: Config = Config(),
     if model.keypoints is None or model.texture_basis is None:
         raise ValueError("model must have keypoints and a texture model (BFM.from_deep3d of BFM_model_front.mat)")
     decoded = model(coeffs["id"], coeffs["exp"], coeffs["tex"])
-    shape, texture = decoded.vertices, decoded.texture
+    shape, texture = decoded.vertices, decoded.albedo
     rotation = euler_to_matrix(coeffs["angle"], convention="deep3d")  # [B, 3, 3] = Rz Ry Rx
     world = shape @ rotation.transpose(1, 2) + coeffs["trans"].unsqueeze(1)
     vertices = torch.cat([world[..., :2], config.camera_d - world[..., 2:]], -1)
@@ -522,3 +541,378 @@ def multi_image_losses(rnet: ReconNet, cnet: ConfidenceNet, images: Tensor, batc
     output = decode(params, model, config, renderer)
     terms = losses(output, dict(batch, imgs=flat), config, recog_net)
     return terms, output, confidence
+
+
+# ---------------------------------------------------------------------------------------- #
+# Preprocessing (D3D:test.py:26-36, util/preprocess.py:175-204; PIPELINES.md §2.1)         #
+# ---------------------------------------------------------------------------------------- #
+
+def _as_uint8_rgb(image) -> np.ndarray:
+    """A PIL image, ``[H, W, 3]`` uint8 array or ``[3, H, W]`` float tensor in [0, 1] as uint8 RGB."""
+    if isinstance(image, torch.Tensor):
+        _checks.floating("image", image)
+        _checks.shape("image", image, [3, None, None], "[3, H, W]")
+        return (image.detach().cpu().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    from facegeom.data._image import to_pil
+
+    return np.asarray(to_pil("image", image).convert("RGB"))
+
+
+def preprocess(image, landmarks, config: Config = Config()):
+    """Deep3D's test-time alignment (``D3D:test.py:26-36`` then ``util/preprocess.py:175-204``).
+
+    Args:
+        image: PIL image, ``[H, W, 3]`` uint8 RGB array or ``[3, H, W]`` float tensor in [0, 1].
+        landmarks: ``[5, 2]`` or ``[68, 2]`` pixel landmarks in IMAGE coordinates, row 0 at the
+            top (as read from a sidecar file); flipped to the authors' y-up ``H - 1 - y`` here.
+        config: the crop size ``config.image_size`` (224; the tiny config's 64 uses the same
+            field of view: ``rescale_factor = 102 * size / 224``).
+
+    Returns:
+        ``(image [3, S, S] float32 RGB in [0, 1], trans_params [5] float64 numpy
+        ([w0, h0, s, tx, ty]), landmarks [N, 2] float64 in the crop, y-up)``.
+    """
+    from facegeom.data import deep3d as data
+
+    pixels = _as_uint8_rgb(image)
+    height = pixels.shape[0]
+    from facegeom.data._image import as_points
+
+    lm = as_points("landmarks", landmarks, (5, 68)).copy()
+    lm[:, 1] = height - 1 - lm[:, 1]
+    size = config.image_size
+    trans_params, crop, lm_crop, _ = data.align_img(pixels, lm, target_size=float(size),
+                                                    rescale_factor=102.0 * size / 224.0)
+    return data.to_tensor(crop), trans_params, lm_crop
+
+
+def landmarks_to_image(landmarks, trans_params, config: Config = Config()) -> np.ndarray:
+    """Inverse of :func:`preprocess` for outputs: ``[N, 2]`` crop landmarks, **y-up** (as
+    :attr:`Deep3DOutput.landmarks`) -> original-image pixels, row 0 at the top (float64).
+    Uses :func:`facegeom.data.deep3d.landmarks_to_original`."""
+    from facegeom.data import deep3d as data
+
+    original = data.landmarks_to_original(landmarks, trans_params, target_size=float(config.image_size))
+    h0 = float(np.asarray(trans_params, dtype=np.float64).reshape(-1)[1])
+    original[:, 1] = h0 - 1 - original[:, 1]
+    return original
+
+
+# ---------------------------------------------------------------------------------------- #
+# Synthetic data and face model (facegeom.data.synthetic; API.md §6)                       #
+# ---------------------------------------------------------------------------------------- #
+
+SYNTHETIC_SCALE = 10.0
+"""Metres -> the BFM's units (the real ``BFM_model_front.mat`` is in decimetres: a face
+about 2 units tall at ``camera_d = 10``, PIPELINES.md §2.4)."""
+
+
+def synthetic_bfm(head_seed: int = 0) -> BFM:
+    """The face model of ``--data synthetic`` / ``--assets synthetic``:
+    :meth:`BFM.from_flame` of :func:`facegeom.models.synthetic_head` with Deep3D's 80 identity,
+    64 expression and 80 texture components, scaled by :data:`SYNTHETIC_SCALE`, mean re-centred
+    (as ``ParametricFaceModel`` does), ``skin_mask`` = the vertices of
+    :func:`facegeom.data.synthetic.skin_faces` (for the reflectance loss). No ``point_buf``
+    (unit-weighted normals over every incident face) and no ``tri_mask2`` (the crop mask is the
+    full render)."""
+    from facegeom.data.synthetic import skin_faces
+    from facegeom.models import synthetic_head
+
+    head = synthetic_head(seed=head_seed, n_shape=80, n_exp=64, n_tex=80, dtype=torch.float32)
+    base = BFM.from_flame(head)
+    mean = base.mean_shape - base.mean_shape.mean(0, keepdim=True)
+    basis = base.shape_basis * SYNTHETIC_SCALE
+    skin = np.zeros(base.num_vertices, dtype=np.float32)
+    skin[head.faces.long()[skin_faces(head)].reshape(-1).numpy()] = 1.0
+    return BFM(mean * SYNTHETIC_SCALE, basis[:80], basis[80:], base.faces, base.mean_texture, base.texture_basis,
+               keypoints=base.keypoints, masks={"skin_mask": skin}, dtype=torch.float32)
+
+
+@dataclass(frozen=True)
+class SyntheticDeep3DHook:
+    """A :class:`facegeom.data.synthetic.SyntheticFaces` hook that turns a rendered sample into
+    the authors' training sample (``D3D:data/flist_dataset.py:78-109``):
+
+    - skin attention from the YCbCr GMM on the full image (``D3D:util/skin_mask.py``,
+      :func:`facegeom.data.skin.skinmask`, as ``data_preparation.py`` stores it);
+    - the 68 landmarks flipped to y-up ``H - 1 - y`` (the stored landmark files' convention),
+      then :func:`facegeom.data.deep3d.align_img` to ``size`` (``rescale_factor = 102 size / 224``);
+    - ``M`` = :func:`facegeom.data.deep3d.estimate_norm` of the aligned landmarks.
+
+    Adds ``imgs [3, S, S]``, ``lms [68, 2]`` (y-up, crop), ``msks [1, S, S]``, ``M [2, 3]``,
+    ``trans_params [5]``.
+    """
+
+    size: int
+
+    def __call__(self, sample, context) -> None:
+        from facegeom.data import deep3d as data
+        from facegeom.data.skin import skinmask
+
+        pixels = _as_uint8_rgb(sample["image"])
+        lm = sample["landmarks"].double().numpy().copy()
+        lm[:, 1] = pixels.shape[0] - 1 - lm[:, 1]
+        tp, crop, lm_crop, mask = data.align_img(pixels, lm, mask=skinmask(pixels), target_size=float(self.size),
+                                                 rescale_factor=102.0 * self.size / 224.0)
+        sample["imgs"] = data.to_tensor(crop)
+        sample["lms"] = torch.from_numpy(lm_crop.astype(np.float32))
+        sample["msks"] = data.to_tensor(mask)[:1]
+        sample["M"] = torch.from_numpy(data.estimate_norm(lm_crop, self.size).astype(np.float32))
+        sample["trans_params"] = torch.from_numpy(tp)
+
+
+# ---------------------------------------------------------------------------------------- #
+# Training with facegeom.train (its module docstring gives the protocol; API.md §6)        #
+# ---------------------------------------------------------------------------------------- #
+
+class Deep3DNet(ReconNet):
+    """The trained model: a :class:`ReconNet` (so ``state_dict()`` / ``final.pt`` has exactly
+    ``epoch_20.pth['net_recon']``'s keys and :func:`load_checkpoint` reads it) that also carries,
+    outside its state dict, the face model, the renderer and the frozen recognition net
+    (the authors keep ``net_recog`` and the renderer out of the checkpoint too,
+    ``D3D:models/facerecon_model.py:82-101``). They follow the network's device on use."""
+
+    def __init__(self, config: Config, face_model: Optional[BFM] = None, recog_net: Optional[nn.Module] = None):
+        super().__init__(config.net_recon)
+        self.config = config
+        renderer = Deep3DRenderer(config.focal, config.center, config.z_near, config.z_far)
+        self._aux = {"bfm": face_model, "renderer": renderer, "recog": recog_net}  # not submodules
+
+    def aux(self, device: torch.device):
+        """``(face model, renderer, recognition net or None)`` on ``device``; the face model is
+        read on first use (``config.bfm_path``, else :func:`synthetic_bfm`)."""
+        if self._aux["bfm"] is None:
+            cfg = self.config
+            self._aux["bfm"] = BFM.from_deep3d(cfg.bfm_path) if cfg.bfm_path else synthetic_bfm(cfg.head_seed)
+        for key, module in self._aux.items():
+            if module is not None:
+                self._aux[key] = module.to(device)
+        return self._aux["bfm"], self._aux["renderer"], self._aux["recog"]
+
+
+def _recognition_net(config: Config) -> Optional[nn.Module]:
+    """Frozen ArcFace IResNet-50 in ``eval()`` (``D3D:models/networks.py:107-124``); ``None`` when
+    ``w_feat == 0``. Random weights unless ``config.recog_weights`` names a state dict (a
+    random net still gives a well-defined, if meaningless, perceptual term: tests only)."""
+    if config.w_feat == 0:
+        return None
+    from facegeom.nets import iresnet50
+
+    net = iresnet50()
+    if config.recog_weights:
+        path = os.fspath(config.recog_weights)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"recog_weights: {path} does not exist (ArcFace IResNet-50 backbone.pth)")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            net.load_state_dict(state, strict=True)
+        except Exception as error:  # noqa: BLE001 - report any read / layout failure with the file
+            raise ValueError(f"recog_weights: {path} is not an IResNet-50 state dict: {error}") from None
+    net.eval()
+    net.requires_grad_(False)
+    return net
+
+
+class _SkipBad(torch.utils.data.Dataset):
+    """A :class:`facegeom.data.datasets.Deep3DFlistDataset` whose failed samples (a bad file
+    is logged there) are replaced by the next readable one, so the default collate never sees
+    a failure record and an epoch never aborts."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        for k in range(len(self.dataset)):
+            sample = self.dataset[(int(index) + k) % len(self.dataset)]
+            if "failed" not in sample:
+                return {key: value for key, value in sample.items() if key != "im_paths"}
+        raise ValueError(f"every sample of the dataset failed to load (last: {sample['failed']})")
+
+
+def _vertex_error(model: BFM, alpha: Tensor, alpha_gt: Tensor) -> Tensor:
+    """Mean per-vertex distance (in the model's units) between the neutral identity shapes."""
+    n = alpha_gt.shape[1]
+    return (model(alpha[:, :n]).vertices - model(alpha_gt).vertices).norm(dim=-1).mean(1)
+
+
+class Deep3DMethod:
+    """``facegeom train --method deep3d``: the single-image R-Net training of
+    ``FaceReconModel`` (``D3D:models/facerecon_model.py:104-175``; PIPELINES.md §2.5-2.7).
+
+    - model: :class:`Deep3DNet` (ResNet-50, or ResNet-18 in :meth:`Config.tiny`);
+    - optimiser: ``Adam(net_recon.parameters(), lr=1e-4)`` (``facerecon_model.py:117``);
+    - scheduler: the authors' ``StepLR(step_size=10 epochs, gamma=0.2)`` stepped per epoch
+      (``networks.py:50-51``) becomes a ``StepLR`` stepped per optimiser step with
+      ``step_size = lr_step_epochs * steps_per_epoch`` (``steps_per_epoch`` from the Config, or
+      ``ceil(num_samples / batch_size)`` on synthetic data); the loop's ``--lr-schedule`` is ignored;
+    - data ``"synthetic"``: :class:`facegeom.data.synthetic.SyntheticFaces` of the 80/64/80
+      synthetic head with :class:`SyntheticDeep3DHook`, face model :func:`synthetic_bfm`;
+      a folder: ``<folder>/datalist/{train,val}/masks.txt`` (no val list: no validation) read by
+      :class:`facegeom.data.datasets.Deep3DFlistDataset` (``data_root = <folder>``; the train split
+      with the authors' augmentation); the face model is then ``--set bfm_path=BFM_model_front.mat``;
+    - ``training_step``: :func:`decode` + :func:`losses` (``total`` = ``loss_all``);
+    - ``validation_step``: the same losses, and on synthetic data ``shape_mm`` / ``shape_mm_mean``:
+      the mean per-vertex error (mm) of the predicted vs true neutral identity shape, and of
+      the mean face (identity 0) as the baseline.
+    """
+
+    name = "deep3d"
+    Config = Config
+    val_metric, val_mode = "loss", "min"
+    manual_optimization = False
+
+    def build_model(self, config: Config) -> Deep3DNet:
+        return Deep3DNet(config, None, _recognition_net(config))
+
+    def optimizers(self, model, config: Config):
+        return {"adam": torch.optim.Adam(model.parameters(), lr=config.lr)}
+
+    def schedulers(self, optimizers, config: Config, train_config):
+        per_epoch = config.steps_per_epoch or max(1, -(-config.num_samples // train_config.batch_size))
+        return {k: torch.optim.lr_scheduler.StepLR(o, step_size=config.lr_step_epochs * per_epoch,
+                                                   gamma=config.lr_gamma) for k, o in optimizers.items()}
+
+    def dataset(self, config: Config, data, split, seed):
+        if data == "synthetic":
+            from facegeom.data.synthetic import SyntheticFaces
+
+            count = config.num_samples if split == "train" else config.val_samples
+            return SyntheticFaces(num_samples=count, image_size=config.image_size,
+                                  seed=seed if split == "train" else seed + 1_000_003,
+                                  images_per_identity=config.images_per_identity, head_seed=config.head_seed,
+                                  n_shape=80, n_exp=64, n_tex=80, mask=None,
+                                  hooks=(SyntheticDeep3DHook(config.image_size),))
+        from facegeom.data.datasets import Deep3DFlistDataset
+
+        if config.image_size != 224:
+            raise ValueError(f"--data {data!r}: Deep3DFlistDataset gives 224 crops; the config's image_size is "
+                             f"{config.image_size} (use the full configuration, not --tiny)")
+        if not config.bfm_path:
+            raise ValueError(f"--data {data!r}: training on a folder needs the face model: "
+                             f"--set bfm_path=BFM_model_front.mat")
+        if not os.path.isdir(data):
+            raise FileNotFoundError(f"--data {data!r}: not 'synthetic' and not a folder")
+        flist, root = os.path.join(data, "datalist", split, "masks.txt"), data
+        if split == "val" and not os.path.isfile(flist):
+            return None
+        return _SkipBad(Deep3DFlistDataset(flist, data_root=root, use_aug=split == "train", seed=seed))
+
+    @staticmethod
+    def _forward(model, batch):
+        net = model.module if hasattr(model, "module") else model
+        images = batch["imgs"]
+        coeffs = model(images)  # through the DDP wrapper when there is one
+        face_model, renderer, recog = net.aux(images.device)
+        output = decode(coeffs, face_model, net.config, renderer)
+        return output, losses(output, batch, net.config, recog), face_model
+
+    def training_step(self, model, batch, optimizers):
+        return self._forward(model, batch)[1]
+
+    def validation_step(self, model, batch):
+        output, terms, face_model = self._forward(model, batch)
+        terms = {"loss": terms.pop("total"), **terms}
+        if "params" in batch and "shape" in batch["params"]:
+            alpha = output.coeffs["id"]
+            truth = batch["params"]["shape"].to(alpha)
+            mm = 1000.0 / SYNTHETIC_SCALE
+            terms["shape_mm"] = mm * _vertex_error(face_model, alpha, truth).mean()
+            terms["shape_mm_mean"] = mm * _vertex_error(face_model, torch.zeros_like(alpha), truth).mean()
+        return terms
+
+
+try:  # register with the training loop (facegeom.train imports this module on first use)
+    from facegeom import train as _train
+
+    _train.register("deep3d", Deep3DMethod)
+except ImportError:  # pragma: no cover - facegeom.train is part of the same package
+    pass
+
+
+# ---------------------------------------------------------------------------------------- #
+# facegeom reconstruct (API.md §7; the authors' test.py: D3D:test.py:39-72)                #
+# ---------------------------------------------------------------------------------------- #
+
+def reconstructor(checkpoint, assets, options=None):
+    """``facegeom reconstruct --method deep3d`` (:mod:`facegeom.reconstruct`).
+
+    Args:
+        checkpoint: ``epoch_20.pth`` or ``facegeom train``'s ``final.pt`` (:func:`load_checkpoint`).
+        assets: a folder with ``BFM_model_front.mat``, or ``"synthetic"`` (:func:`synthetic_bfm`,
+            for tests and models trained with ``--data synthetic``).
+        options: ``tiny`` (use :meth:`Config.tiny`'s camera and crop size), ``device``.
+
+    Returns ``reconstruct(image [H, W, 3] uint8, landmarks [5|68, 2] row-0-at-top) ->
+    Reconstruction`` that, as ``D3D:test.py`` + ``FaceReconModel.save_mesh / save_coeff``
+    (``D3D:models/facerecon_model.py:202-225``), writes:
+
+    - mesh: the posed shape in the authors' world frame (``pred_vertex`` with ``z`` mapped back
+      to ``camera_d - z``: ``R S + t``), vertex colours ``pred_color`` (clipped to [0, 1]);
+    - params: ``id exp tex angle gamma trans`` ``[1, k]`` and ``lm68`` ``[1, 68, 2]`` in the
+      crop, y down (``H - 1 - y``, as ``save_coeff``), plus ``lm68_image`` ``[68, 2]`` in the
+      input image (row 0 at the top) and ``trans_params`` ``[5]``;
+    - overlay: the render (where its mask is set) over the input image, pasted back from the
+      crop with :func:`facegeom.data.deep3d.image_to_original`.
+    """
+    from facegeom import reconstruct as R
+
+    options = dict(options or {})
+    config = Config.tiny() if options.get("tiny") else Config()
+    if checkpoint is None:
+        raise ValueError("--checkpoint is required for deep3d (epoch_20.pth or facegeom train's final.pt)")
+    if assets is None:
+        raise ValueError("--assets is required for deep3d: a folder with BFM_model_front.mat, or 'synthetic'")
+    if assets == "synthetic":
+        face_model = synthetic_bfm(config.head_seed)
+    else:
+        path = os.path.join(os.fspath(assets), "BFM_model_front.mat")
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"--assets {assets}: no BFM_model_front.mat in it")
+        face_model = BFM.from_deep3d(path)
+    device = options.get("device", "auto")
+    device = torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu")
+    net = load_checkpoint(checkpoint).to(device).eval()
+    face_model = face_model.to(device)
+    renderer = Deep3DRenderer(config.focal, config.center, config.z_near, config.z_far).to(device)
+    faces = face_model.faces.cpu().numpy()
+
+    @torch.no_grad()
+    def reconstruct(image, landmarks) -> "R.Reconstruction":
+        from facegeom.data.deep3d import image_to_original
+
+        pixels = _as_uint8_rgb(image)
+        crop, trans_params, _ = preprocess(pixels, landmarks, config)
+        crop = crop[None].to(device)
+        out = decode(net(crop), face_model, config, renderer)
+        size = config.image_size
+        world = out.vertices[0].clone()
+        world[:, 2] = config.camera_d - world[:, 2]
+        lm_up = out.landmarks[0].double().cpu().numpy()
+        lm_crop = lm_up.copy()
+        lm_crop[:, 1] = size - 1 - lm_crop[:, 1]
+        params = {k: v.cpu().numpy() for k, v in out.coeffs.items()}
+        params.update(lm68=lm_crop[None], lm68_image=landmarks_to_image(lm_up, trans_params, config),
+                      trans_params=trans_params)
+        mask = out.mask[0, 0].cpu()
+        vis = out.image[0].cpu().clamp(0, 1) * mask + crop[0].cpu() * (1 - mask)  # D3D:facerecon_model.py:185-200
+        vis8 = (vis * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+        mask8 = np.repeat((mask.numpy() * 255).astype(np.uint8)[:, :, None], 3, 2)
+        pasted, valid = image_to_original(vis8, trans_params)
+        pasted_mask, _ = image_to_original(mask8, trans_params)
+        use = valid[:, :, None] & (np.asarray(pasted_mask)[:, :, :1] >= 128)
+        overlay = np.where(use, np.asarray(pasted), pixels).astype(np.uint8)
+        return R.Reconstruction(world.cpu().numpy(), faces, params, overlay,
+                                colors=out.color[0].clamp(0, 1).cpu().numpy())
+
+    return reconstruct
+
+
+try:
+    from facegeom import reconstruct as _reconstruct
+
+    _reconstruct.register("deep3d", reconstructor)
+except ImportError:  # pragma: no cover - same package
+    pass
