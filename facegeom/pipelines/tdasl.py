@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from facegeom.losses import tdasl as L
 
 __all__ = ["DDFAModel", "load_whitening", "reconstruct_vertex", "to_original", "PIXEL_BASES",
-           "build_network", "load_checkpoint", "landmark_map", "Config", "TDASLModel", "SyntheticTDASL",
+           "build_network", "load_checkpoint", "preprocess", "decode", "losses", "landmark_map", "Config", "TDASLModel", "SyntheticTDASL",
            "synthetic_model", "TDASL"]
 
 PIXEL_BASES = ("v1", "v2")
@@ -174,8 +174,10 @@ def to_original(vertex: Tensor, roi_box, pixel_base: str = "v2", size: int = STD
     y, ``z * s`` with ``s`` the mean scale (``3DDFA:utils/inference.py`` ``_predict_vertices``);
     ``"v2"`` also shifts z so its minimum is 0 (``3DDFA_V2:utils/tddfa_util.py`` ``similar_transform``)."""
     _base(pixel_base)
+    if vertex.dim() != 3 or vertex.shape[1] != 3:
+        raise ValueError(f"vertex must have shape [B, 3, K], got {list(vertex.shape)}")
     box = torch.as_tensor(roi_box, dtype=vertex.dtype, device=vertex.device)
-    if box.dim() == 1:
+    if box.shape == (4,):
         box = box[None].expand(vertex.shape[0], 4)
     if box.shape != (vertex.shape[0], 4):
         raise ValueError(f"roi_box must be [4] or [B, 4], got {list(box.shape)}")
@@ -200,22 +202,62 @@ def build_network(num_params: int = 62) -> nn.Module:
 
 
 def load_checkpoint(path, map_location="cpu") -> nn.Module:
-    """The network with the weights of ``2DASL_checkpoint_epoch_allParams_stage{1,2}.pth.tar``:
-    ``torch.load(path)['res_state_dict']`` with the ``module.`` prefix stripped
-    (``2DASL:test_codes/benchmark_...1998.py:183-188``; PIPELINES.md §4.6); strict."""
+    """The regressor with the weights of ``path``: the authors'
+    ``2DASL_checkpoint_epoch_allParams_stage{1,2}.pth.tar`` (``torch.load(path)['res_state_dict']``
+    with the ``module.`` prefix stripped; ``2DASL:test_codes/benchmark_...1998.py:183-188``,
+    PIPELINES.md §4.6) or facegeom's own ``final.pt`` of ``facegeom train --method tdasl``
+    (its ``regressor.*`` entries). Strict: any missing or unexpected key raises ValueError."""
     source = os.fspath(path)
     if not os.path.isfile(source):
         raise FileNotFoundError(f"2DASL checkpoint not found: {source!r}")
     data = torch.load(source, map_location=map_location, weights_only=True)
-    if not isinstance(data, dict) or "res_state_dict" not in data:
-        raise ValueError(f"{source}: expected a dict with 'res_state_dict' (2DASL checkpoint)")
-    state = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in data["res_state_dict"].items()}
+    if isinstance(data, dict) and "res_state_dict" in data:
+        state = {(k[len("module."):] if k.startswith("module.") else k): v
+                 for k, v in data["res_state_dict"].items()}
+    elif isinstance(data, dict) and any(isinstance(k, str) and k.startswith("regressor.") for k in data):
+        state = {k[len("regressor."):]: v for k, v in data.items() if k.startswith("regressor.")}
+    else:
+        raise ValueError(f"{source}: expected a dict with 'res_state_dict' (2DASL checkpoint) or "
+                         f"facegeom's final.pt with 'regressor.*' entries")
     net = build_network()
     missing, unexpected = net.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(f"{source}: res_state_dict does not match 2DASL's ResNet-50: missing {missing[:5]}, "
                          f"unexpected {unexpected[:5]}")
     return net.eval()
+
+
+def preprocess(image_bgr, landmarks68, roi_box=None) -> Tuple[Tensor, list]:
+    """2DASL's network input from a whole image and its 68 landmarks (pixels, ``[68, 2]``
+    or ``[2, 68]``): the 3DDFA 120 crop of ``roi_box`` (default: 3DDFA's box from the
+    landmarks, ``3DDFA:utils/inference.py:62-79``), the landmarks mapped into the crop
+    (``(x - sx) * 120 / (ex - sx)``), then :func:`facegeom.data.crops.tdasl_input`.
+    (The authors' test ran FAN on the crop itself; mapping the image's landmarks is the
+    equivalent for a user who has them.) Returns ``([4, 120, 120], roi_box)``."""
+    from facegeom.data import crops
+
+    pts = crops._pts_2xn("landmarks68", landmarks68).astype(np.float64)
+    if roi_box is None:
+        roi_box = crops.parse_roi_box_from_landmark(pts)
+    sx, sy, ex, ey = [float(v) for v in roi_box]
+    crop = crops.ddfa_crop(image_bgr, roi_box, STD_SIZE)
+    on_crop = np.stack([(pts[0] - sx) * STD_SIZE / (ex - sx), (pts[1] - sy) * STD_SIZE / (ey - sy)])
+    return crops.tdasl_input(crop, on_crop), list(roi_box)
+
+
+def decode(params: Tensor, model: DDFAModel, mean: Tensor, std: Tensor, roi_box=None,
+           pixel_base: str = "v2") -> Dict[str, Tensor]:
+    """Whitened network output ``[B, 62]`` -> ``{"vertices" [B, N, 3], "landmarks" [B, 68, 3],
+    "params" [B, 62] (de-whitened)}``, in the 120 crop or, with ``roi_box``, in the original
+    image (:func:`reconstruct_vertex`, :func:`to_original`; ``pixel_base`` as there)."""
+    raw = L.dewhiten(params, mean.to(params), std.to(params))
+    out = {"params": raw}
+    for key, dense in (("vertices", True), ("landmarks", False)):
+        v = reconstruct_vertex(raw, model, dense=dense, pixel_base=pixel_base)
+        if roi_box is not None:
+            v = to_original(v, roi_box, pixel_base)
+        out[key] = v.transpose(1, 2)
+    return out
 
 
 def landmark_map(pts68: Tensor, size: int = STD_SIZE) -> Tensor:
@@ -366,6 +408,11 @@ def synthetic_model(config: Config) -> Tuple[DDFAModel, Tensor, Tensor]:
         _SYNTH_CACHE[key] = (model, torch.as_tensor(mean, dtype=torch.float32),
                              torch.as_tensor(std, dtype=torch.float32))
     return _SYNTH_CACHE[key]
+
+
+def losses(model: "TDASLModel", batch, config: Optional[Config] = None) -> Dict[str, Tensor]:
+    """Every term of eq. 1 and ``total`` (and the critic's loss): see :meth:`TDASL.losses`."""
+    return TDASL.losses(model, batch, config if config is not None else model.config)
 
 
 class TDASLModel(nn.Module):

@@ -125,6 +125,36 @@ def test_roi_box_mapping_both_bases():
         T.to_original(torch.tensor(v), [1.0, 2.0, 3.0], "v1")
 
 
+def test_decode_to_original_image_matches_3ddfa(tmp_path):
+    a = _write_folder(tmp_path)
+    model = T.DDFAModel.from_folder(tmp_path, dtype=torch.float64)
+    rng = np.random.default_rng(6)
+    p = _params(rng, 1)
+    mean, std = rng.normal(0, 1, 62), rng.uniform(0.5, 2, 62)
+    box = [10.0, 20.0, 250.0, 260.0]
+    out = T.decode(torch.tensor((p - mean) / std), model, torch.tensor(mean), torch.tensor(std), box, "v1")
+    ref = _ref_reconstruct(p[0], a, False)  # then 3DDFA:utils/inference.py _predict_vertices
+    s = (box[2] - box[0]) / 120
+    ref[0] = ref[0] * s + box[0]
+    ref[1] = ref[1] * s + box[1]
+    ref[2] *= s
+    np.testing.assert_allclose(out["landmarks"][0].numpy(), ref.T, rtol=1e-7, atol=1e-7)
+    assert out["vertices"].shape == (1, N, 3)
+    np.testing.assert_allclose(out["params"].numpy(), p, rtol=1e-9, atol=1e-12)
+
+
+def test_preprocess_crops_and_maps_landmarks():
+    from facegeom.data import crops
+
+    rng = np.random.default_rng(7)
+    img = rng.integers(0, 256, (300, 280, 3), dtype=np.uint8)
+    pts = np.stack([rng.uniform(90, 190, 68), rng.uniform(80, 200, 68)])
+    x, box = T.preprocess(img, pts.T)
+    assert box == crops.parse_roi_box_from_landmark(pts)
+    on_crop = (pts - np.array([[box[0]], [box[1]]])) * 120 / (box[2] - box[0])
+    torch.testing.assert_close(x, crops.tdasl_input(crops.ddfa_crop(img, box), on_crop))
+
+
 def test_checkpoint_res_state_dict_loads(tmp_path):
     torch.manual_seed(0)
     net = T.build_network().eval()
@@ -191,3 +221,5 @@ def test_train_cli_tiny(tmp_path, capsys):
         assert np.isfinite(records[-1][f"loss/{name}"])
     state = torch.load(out / "final.pt")
     assert any(k.startswith("critic.") for k in state) and any(k.startswith("regressor.") for k in state)
+    net = T.load_checkpoint(out / "final.pt")  # facegeom's own final.pt
+    torch.testing.assert_close(net.fc.weight, state["regressor.fc.weight"])
