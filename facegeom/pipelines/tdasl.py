@@ -448,6 +448,17 @@ class TDASL:
     prediction as "fake" (in the paper the real pairs are 300W-LP's; here every synthetic
     sample has ground truth). The regressor's total and the critic's loss are both
     computed before either optimiser steps (simultaneous updates).
+
+    Scale: the landmark terms are sums of pixel distances, so with the paper's lambdas the
+    cycle term (lambda 1) dominates WPDC at initialisation (e.g. ~260 vs ~0.15 on the tiny
+    synthetic data); the paper gives no normalisation, so none is added.
+
+    [CODE≠PAPER] An unreleased training script in 2DASL's history (commit ``ead2e16``, beside
+    ``advers_proj_utils_3.py``) differs from the paper: ``loss = 0.1 * (10 * 10 * WPDC +
+    0.5 * adv + 0.05 * (proj + proj_cycle))`` with weighted-MSE landmark terms, a critic on
+    the 10 expression parameters only (no image encoder), SGD (nesterov) base lr 0.004 and
+    Adam lr 1e-5. This class follows the paper (issue 15); only the choices the paper leaves
+    open are taken from that script (see :mod:`facegeom.losses.tdasl`).
     """
 
     name = "tdasl"
