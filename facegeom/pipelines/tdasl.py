@@ -1,0 +1,548 @@
+"""2DASL (Tu et al. 2019; PIPELINES.md §4): 3DDFA v1's model folder, whitening, decoding,
+the 4-channel ResNet-50 and the training method registered with :mod:`facegeom.train`.
+
+- :class:`DDFAModel`: 3DDFA v1's ``train.configs`` folder as 2DASL decodes it
+  (``2DASL:test_codes/ddfa_utils2.py:17-41``, ``3DDFA:utils/params.py:13-33``):
+  ``u = u_shp + u_exp [3N, 1]``, ``w_shp_sim [3N, 40]``, ``w_exp_sim [3N, 10]``,
+  ``keypoints_sim [204]`` (flat xyz indices), x/y/z interleaved per vertex. (3DDFA_V2's
+  ``bfm_noneck_v3.pkl`` is :meth:`facegeom.models.BFM.from_3ddfa`.)
+- :func:`load_whitening`: 3DDFA v1 ``param_whitening.pkl`` (``param_mean``/``param_std``)
+  or 3DDFA_V2 ``param_mean_std_62d_120x120.pkl`` (``mean``/``std``); they differ.
+- :func:`reconstruct_vertex` / :func:`to_original`: crop and original-image coordinates
+  in either pixel base: ``"v1"`` = 3DDFA v1 / 2DASL ``y = 121 - y`` (1-based; x as is,
+  ``3DDFA:utils/inference.py`` ``reconstruct_vertex``), ``"v2"`` = 3DDFA_V2
+  ``similar_transform`` (``x - 1``, ``120 - y``, ``z - 1``; 0-based, facegeom's convention,
+  :class:`facegeom.cameras.ScaledOrthographic`). The two differ by exactly 1 px in x and y.
+- :func:`build_network` / :func:`load_checkpoint`: the released ``['res_state_dict']``.
+- :class:`TDASL`: the method for ``facegeom train --method tdasl`` (manual optimisation:
+  SGD regressor, Adam critic, paper §4.1; losses in :mod:`facegeom.losses.tdasl`).
+"""
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass, field, replace
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from facegeom.losses import tdasl as L
+
+__all__ = ["DDFAModel", "load_whitening", "reconstruct_vertex", "to_original", "PIXEL_BASES",
+           "build_network", "load_checkpoint", "preprocess", "decode", "losses", "landmark_map", "Config", "TDASLModel", "SyntheticTDASL",
+           "synthetic_model", "TDASL"]
+
+PIXEL_BASES = ("v1", "v2")
+STD_SIZE = 120
+
+
+def _npy(folder: str, name: str) -> np.ndarray:
+    path = os.path.join(folder, name)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"3DDFA model folder {folder!r}: missing {name}")
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        raise ValueError(f"{path}: not a plain .npy array ({exc})") from None
+
+
+class DDFAModel(nn.Module):
+    """3DDFA v1's linear model (buffers, so it moves with ``.to``).
+
+    Attributes:
+        u: ``[3N, 1]`` mean (``u_shp + u_exp``); w_shp ``[3N, 40]``; w_exp ``[3N, 10]``;
+        keypoints: ``[204]`` int64 flat indices (x, y, z rows of the 68 landmark vertices).
+    The ``*_base`` arrays of WPDC/VDC are rows ``keypoints`` (:attr:`u_base` etc.).
+    """
+
+    def __init__(self, u, w_shp, w_exp, keypoints, dtype=torch.float32):
+        super().__init__()
+        u = torch.as_tensor(np.asarray(u), dtype=dtype).reshape(-1, 1)
+        w_shp = torch.as_tensor(np.asarray(w_shp), dtype=dtype)
+        w_exp = torch.as_tensor(np.asarray(w_exp), dtype=dtype)
+        kp = torch.as_tensor(np.asarray(keypoints).reshape(-1).astype(np.int64))
+        n3 = u.shape[0]
+        if n3 % 3:
+            raise ValueError(f"u must have 3N entries, got {n3}")
+        for name, w in (("w_shp", w_shp), ("w_exp", w_exp)):
+            if w.dim() != 2 or w.shape[0] != n3:
+                raise ValueError(f"{name} must be [3N={n3}, K], got {list(w.shape)}")
+        if kp.numel() != 204 or kp.min() < 0 or kp.max() >= n3:
+            raise ValueError(f"keypoints must be 204 flat indices in [0, {n3}), got {kp.numel()} "
+                             f"in [{int(kp.min()) if kp.numel() else 0}, {int(kp.max()) if kp.numel() else 0}]")
+        self.register_buffer("u", u)
+        self.register_buffer("w_shp", w_shp)
+        self.register_buffer("w_exp", w_exp)
+        self.register_buffer("keypoints", kp)
+
+    @classmethod
+    def from_folder(cls, folder, dtype=torch.float32) -> "DDFAModel":
+        """Read ``u_shp.npy``, ``u_exp.npy``, ``w_shp_sim.npy``, ``w_exp_sim.npy`` and
+        ``keypoints_sim.npy`` from 3DDFA v1's / 2DASL's ``train.configs`` folder."""
+        folder = os.fspath(folder)
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"3DDFA model folder not found: {folder!r}")
+        u = _npy(folder, "u_shp.npy").astype(np.float64) + _npy(folder, "u_exp.npy").astype(np.float64)
+        return cls(u, _npy(folder, "w_shp_sim.npy"), _npy(folder, "w_exp_sim.npy"),
+                   _npy(folder, "keypoints_sim.npy"), dtype=dtype)
+
+    @property
+    def num_vertices(self) -> int:
+        return self.u.shape[0] // 3
+
+    @property
+    def u_base(self) -> Tensor:
+        return self.u[self.keypoints]
+
+    @property
+    def w_shp_base(self) -> Tensor:
+        return self.w_shp[self.keypoints]
+
+    @property
+    def w_exp_base(self) -> Tensor:
+        return self.w_exp[self.keypoints]
+
+    def shape(self, params: Tensor, dense: bool = True) -> Tensor:
+        """Unposed shape ``[B, 3, N or 68]`` of de-whitened ``params [B, 62]``."""
+        _, _, a_shp, a_exp = L.parse_params(params)
+        rows = slice(None) if dense else self.keypoints
+        u, ws, we = self.u[rows].to(params), self.w_shp[rows].to(params), self.w_exp[rows].to(params)
+        return (u + ws @ a_shp + we @ a_exp).reshape(params.shape[0], -1, 3).permute(0, 2, 1)
+
+    def posed(self, params: Tensor, dense: bool = True) -> Tensor:
+        """``fR @ shape + t`` ``[B, 3, N or 68]`` (3DDFA's crop space, y up, 1-based)."""
+        p, offset, _, _ = L.parse_params(params)
+        return p @ self.shape(params, dense) + offset
+
+
+def load_whitening(path, dtype=torch.float32) -> Tuple[Tensor, Tensor]:
+    """``(mean [62], std [62])`` from 3DDFA v1's ``param_whitening.pkl`` (keys ``param_mean``,
+    ``param_std``; ``3DDFA:utils/params.py:17-20``) or 3DDFA_V2's
+    ``param_mean_std_62d_120x120.pkl`` (keys ``mean``, ``std``; ``3DDFA_V2:TDDFA.py``).
+    The files' values differ (V2 retrained); read the one matching the checkpoint."""
+    from facegeom.models import _pickle
+
+    source = os.fspath(path)
+    data = _pickle.load(source)
+    if not isinstance(data, dict):
+        raise ValueError(f"{source}: expected a pickled dict with param_mean/param_std or mean/std")
+    for km, ks in (("param_mean", "param_std"), ("mean", "std")):
+        if km in data and ks in data:
+            mean = np.asarray(data[km], dtype=np.float64).reshape(-1)
+            std = np.asarray(data[ks], dtype=np.float64).reshape(-1)
+            if mean.shape != (62,) or std.shape != (62,):
+                raise ValueError(f"{source}: {km}/{ks} must have 62 entries, got {mean.shape}, {std.shape}")
+            if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()):
+                raise ValueError(f"{source}: {ks} must be finite and positive")
+            return torch.as_tensor(mean, dtype=dtype), torch.as_tensor(std, dtype=dtype)
+    raise ValueError(f"{source}: no 'param_mean'/'param_std' (3DDFA v1) or 'mean'/'std' (3DDFA_V2) keys; "
+                     f"found {sorted(map(str, data))}")
+
+
+def _base(pixel_base: str) -> str:
+    if pixel_base not in PIXEL_BASES:
+        raise ValueError(f"pixel_base must be one of {PIXEL_BASES}, got {pixel_base!r}")
+    return pixel_base
+
+
+def reconstruct_vertex(params: Tensor, model: DDFAModel, mean: Optional[Tensor] = None,
+                       std: Optional[Tensor] = None, dense: bool = False, pixel_base: str = "v2") -> Tensor:
+    """Vertices ``[B, 3, N]`` (``dense``) or the 68 landmarks ``[B, 3, 68]`` in the 120 crop.
+
+    ``params [B, 62]``; whitened if ``mean``/``std`` are given (all 62 entries de-whitened).
+    ``pixel_base="v1"``: ``y = 121 - y`` (3DDFA v1 / 2DASL, 1-based); ``"v2"``: ``x - 1``,
+    ``120 - y``, ``z - 1`` (3DDFA_V2 ``similar_transform``, 0-based, as
+    :class:`facegeom.cameras.ScaledOrthographic`).
+    """
+    L._params("params", params)
+    if (mean is None) != (std is None):
+        raise ValueError("give both mean and std (whitened params) or neither")
+    if mean is not None:
+        params = L.dewhiten(params, mean.to(params), std.to(params))
+    v = model.posed(params, dense)
+    x, y, z = v.unbind(1)
+    if _base(pixel_base) == "v1":
+        return torch.stack([x, STD_SIZE + 1 - y, z], 1)
+    return torch.stack([x - 1, STD_SIZE - y, z - 1], 1)
+
+
+def to_original(vertex: Tensor, roi_box, pixel_base: str = "v2", size: int = STD_SIZE) -> Tensor:
+    """Map crop coordinates ``[B, 3, K]`` back to the original image with ``roi_box``
+    ``[B, 4]`` or ``[4]`` = ``(sx, sy, ex, ey)``: ``x * (ex - sx) / size + sx``, same for
+    y, ``z * s`` with ``s`` the mean scale (``3DDFA:utils/inference.py`` ``_predict_vertices``);
+    ``"v2"`` also shifts z so its minimum is 0 (``3DDFA_V2:utils/tddfa_util.py`` ``similar_transform``)."""
+    _base(pixel_base)
+    if vertex.dim() != 3 or vertex.shape[1] != 3:
+        raise ValueError(f"vertex must have shape [B, 3, K], got {list(vertex.shape)}")
+    box = torch.as_tensor(roi_box, dtype=vertex.dtype, device=vertex.device)
+    if box.shape == (4,):
+        box = box[None].expand(vertex.shape[0], 4)
+    if box.shape != (vertex.shape[0], 4):
+        raise ValueError(f"roi_box must be [4] or [B, 4], got {list(box.shape)}")
+    sx, sy, ex, ey = box.unbind(1)
+    scale_x, scale_y = (ex - sx) / size, (ey - sy) / size
+    x = vertex[:, 0] * scale_x[:, None] + sx[:, None]
+    y = vertex[:, 1] * scale_y[:, None] + sy[:, None]
+    z = vertex[:, 2] * ((scale_x + scale_y) / 2)[:, None]
+    if pixel_base == "v2":
+        z = z - z.min(dim=1, keepdim=True).values
+    return torch.stack([x, y, z], 1)
+
+
+# --------------------------------------------------------------------------- #
+# Network                                                                      #
+# --------------------------------------------------------------------------- #
+def build_network(num_params: int = 62) -> nn.Module:
+    """2DASL's 4-channel ResNet-50 (:func:`facegeom.nets.resnet.resnet50_2dasl`; PIPELINES.md §4.2)."""
+    from facegeom.nets.resnet import resnet50_2dasl
+
+    return resnet50_2dasl(num_params)
+
+
+def load_checkpoint(path, map_location="cpu") -> nn.Module:
+    """The regressor with the weights of ``path``: the authors'
+    ``2DASL_checkpoint_epoch_allParams_stage{1,2}.pth.tar`` (``torch.load(path)['res_state_dict']``
+    with the ``module.`` prefix stripped; ``2DASL:test_codes/benchmark_...1998.py:183-188``,
+    PIPELINES.md §4.6) or facegeom's own ``final.pt`` of ``facegeom train --method tdasl``
+    (its ``regressor.*`` entries). Strict: any missing or unexpected key raises ValueError."""
+    source = os.fspath(path)
+    if not os.path.isfile(source):
+        raise FileNotFoundError(f"2DASL checkpoint not found: {source!r}")
+    data = torch.load(source, map_location=map_location, weights_only=True)
+    if isinstance(data, dict) and "res_state_dict" in data:
+        state = {(k[len("module."):] if k.startswith("module.") else k): v
+                 for k, v in data["res_state_dict"].items()}
+    elif isinstance(data, dict) and any(isinstance(k, str) and k.startswith("regressor.") for k in data):
+        state = {k[len("regressor."):]: v for k, v in data.items() if k.startswith("regressor.")}
+    else:
+        raise ValueError(f"{source}: expected a dict with 'res_state_dict' (2DASL checkpoint) or "
+                         f"facegeom's final.pt with 'regressor.*' entries")
+    net = build_network()
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{source}: res_state_dict does not match 2DASL's ResNet-50: missing {missing[:5]}, "
+                         f"unexpected {unexpected[:5]}")
+    return net.eval()
+
+
+def preprocess(image_bgr, landmarks68, roi_box=None) -> Tuple[Tensor, list]:
+    """2DASL's network input from a whole image and its 68 landmarks (pixels, ``[68, 2]``
+    or ``[2, 68]``): the 3DDFA 120 crop of ``roi_box`` (default: 3DDFA's box from the
+    landmarks, ``3DDFA:utils/inference.py:62-79``), the landmarks mapped into the crop
+    (``(x - sx) * 120 / (ex - sx)``), then :func:`facegeom.data.crops.tdasl_input`.
+    (The authors' test ran FAN on the crop itself; mapping the image's landmarks is the
+    equivalent for a user who has them.) Returns ``([4, 120, 120], roi_box)``."""
+    from facegeom.data import crops
+
+    pts = crops._pts_2xn("landmarks68", landmarks68).astype(np.float64)
+    if roi_box is None:
+        roi_box = crops.parse_roi_box_from_landmark(pts)
+    sx, sy, ex, ey = [float(v) for v in roi_box]
+    crop = crops.ddfa_crop(image_bgr, roi_box, STD_SIZE)
+    on_crop = np.stack([(pts[0] - sx) * STD_SIZE / (ex - sx), (pts[1] - sy) * STD_SIZE / (ey - sy)])
+    return crops.tdasl_input(crop, on_crop), list(roi_box)
+
+
+def decode(params: Tensor, model: DDFAModel, mean: Tensor, std: Tensor, roi_box=None,
+           pixel_base: str = "v2") -> Dict[str, Tensor]:
+    """Whitened network output ``[B, 62]`` -> ``{"vertices" [B, N, 3], "landmarks" [B, 68, 3],
+    "params" [B, 62] (de-whitened)}``, in the 120 crop or, with ``roi_box``, in the original
+    image (:func:`reconstruct_vertex`, :func:`to_original`; ``pixel_base`` as there)."""
+    raw = L.dewhiten(params, mean.to(params), std.to(params))
+    out = {"params": raw}
+    for key, dense in (("vertices", True), ("landmarks", False)):
+        v = reconstruct_vertex(raw, model, dense=dense, pixel_base=pixel_base)
+        if roi_box is not None:
+            v = to_original(v, roi_box, pixel_base)
+        out[key] = v.transpose(1, 2)
+    return out
+
+
+def landmark_map(pts68: Tensor, size: int = STD_SIZE) -> Tensor:
+    """Batched torch twin of :func:`facegeom.data.crops.obtain_18pts_map` for training's
+    backward pass: ``[B, 68, 2]`` pixels -> ``[B, 1, size, size]`` (-1, +1 at the 18 points).
+    Unlike the authors' test code (which clips only above 119), predicted points are clamped
+    to ``[0, size - 1]`` at both ends, since a prediction can leave the crop. Not differentiable."""
+    pts = L.landmarks_18(pts68.detach()).clamp(0, size - 1).floor().long()
+    m = torch.full((pts.shape[0], size * size), -1.0, dtype=pts68.dtype, device=pts68.device)
+    m.scatter_(1, pts[..., 1] * size + pts[..., 0], 1.0)
+    return m.reshape(-1, 1, size, size)
+
+
+# --------------------------------------------------------------------------- #
+# Training                                                                     #
+# --------------------------------------------------------------------------- #
+@dataclass(frozen=True)
+class Config:
+    """2DASL's training settings (paper §4.1; PIPELINES.md §4.4-4.5).
+
+    ``lambda_*``: eq. 1's weights (2D-con 0.005, 3D-con 0.005, cycle 1, self-critic 0.005).
+    ``lr_regressor`` 5e-5 (SGD; momentum 0.9 and weight decay 5e-4 are 3DDFA's defaults and
+    those of 2DASL's unreleased training script in its history, commit ``ead2e16``; the paper
+    gives none), ``lr_critic`` 1e-4 (Adam; ``critic_betas`` (0.5, 0.999) as that script's
+    ``optimizer_D``); the exponential decay's rate is not given (use the loop's
+    ``schedule="exponential"`` with your ``gamma``); batch 32 goes
+    into :class:`facegeom.train.TrainConfig`. ``resample_num`` 132 (WPDC). ``head_seed``,
+    ``whitening_samples``, ``num_samples``: the synthetic data (see :class:`SyntheticTDASL`).
+    ``stage``: 1 = full loss with WPDC, 2 = VDC fine-tuning (paper §4.1).
+    """
+
+    lambda_2d: float = 0.005
+    lambda_3d: float = 0.005
+    lambda_cyc: float = 1.0
+    lambda_sc: float = 0.005
+    lr_regressor: float = 5e-5
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    lr_critic: float = 1e-4
+    resample_num: int = 132
+    stage: int = 1
+    head_seed: int = 0
+    num_samples: int = 1000
+    whitening_samples: int = 64
+    critic_widths: Tuple[int, ...] = (32, 64, 128, 256, 256, 512)
+    critic_betas: Tuple[float, float] = (0.5, 0.999)
+
+    def __post_init__(self):
+        if self.stage not in (1, 2):
+            raise ValueError(f"stage must be 1 or 2, got {self.stage!r}")
+        for name in ("lr_regressor", "lr_critic"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+
+    @classmethod
+    def tiny(cls, **overrides) -> "Config":
+        return replace(cls(num_samples=8, whitening_samples=8, critic_widths=(4, 8, 8, 16, 16, 512)), **overrides)
+
+
+_SYNTH_CACHE: Dict[Tuple[int, int], Tuple[DDFAModel, Tensor, Tensor]] = {}
+
+
+def _synthetic_ddfa(head) -> DDFAModel:
+    """The synthetic head as a 3DDFA-layout linear model: ``u`` = template, ``w_shp`` /
+    ``w_exp`` = its 40 / 10 blendshapes (x, y, z interleaved); keypoints = the vertex
+    nearest to each of the neutral head's 68 landmarks."""
+    with torch.no_grad():
+        v = head.v_template.double()
+        dirs = head.shapedirs.double()
+        ns = head.n_shape
+        out = head()
+        lmk = out.landmarks2d[0].double()
+        near = torch.cdist(lmk, out.vertices[0].double()).argmin(1)
+    kp = torch.stack([3 * near, 3 * near + 1, 3 * near + 2], 1).reshape(-1)
+    return DDFAModel(v.reshape(-1, 1).numpy(), dirs[..., :ns].reshape(-1, ns).numpy(),
+                     dirs[..., ns:ns + 10].reshape(-1, 10).numpy(), kp.numpy())
+
+
+def _fit_pose(model: DDFAModel, alpha: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+    """Ground-truth ``[fR | t]`` (12, 3DDFA's 1-based y-up crop space) for a sample: the
+    least-squares affine camera from the model's 68 keypoint vertices (unposed, with the
+    sample's coefficients ``alpha [50]``) to the same vertices' rendered pixels ``[68, 2]``
+    (v2 base), its 2 x 3 part made a scaled rotation (polar decomposition), row 3 =
+    ``s * (r1 x r2)``, ``tz = 0``. Exact but for the render's perspective."""
+    params = np.concatenate([np.zeros(12), alpha])
+    shape = model.shape(torch.as_tensor(params, dtype=model.u.dtype)[None], dense=False)[0].double().numpy().T
+    target = np.stack([pixels[:, 0] + 1, STD_SIZE - pixels[:, 1]], 1)  # v2 pixel -> 3DDFA crop space
+    A = np.concatenate([shape, np.ones((68, 1))], 1)
+    M = np.linalg.lstsq(A, target, rcond=None)[0].T  # [2, 4]
+    U, S, Vt = np.linalg.svd(M[:, :3], full_matrices=False)
+    R2 = U @ Vt
+    s = S.mean()
+    P = np.zeros((3, 4))
+    P[:2, :3] = s * R2
+    P[2, :3] = s * np.cross(R2[0], R2[1])
+    P[:2, 3] = M[:, 3]
+    return P.reshape(-1)
+
+
+class SyntheticTDASL:
+    """Hook for :class:`facegeom.data.synthetic.SyntheticFaces` (120 x 120 renders, 40 shape +
+    10 expression components, no jaw opening) adding ``"input"`` ``[4, 120, 120]`` (the RGB
+    render as uint8 BGR through :func:`facegeom.data.crops.tdasl_input` with the rendered 68
+    landmarks, standing in for FAN detections: the crop is the whole image, roi box
+    ``(0, 0, 120, 120)``) and ``"params62"`` ``[62]``, the whitened ground truth in the
+    synthetic 3DDFA-layout model (:func:`synthetic_model`): the sample's 40 + 10
+    coefficients and the pose of :func:`_fit_pose` on the projected keypoint vertices.
+    With ``mean = 0`` and ``std = 1`` it records the raw parameters (used for the whitening)."""
+
+    def __init__(self, mean: np.ndarray, std: np.ndarray, model: DDFAModel):
+        self.mean, self.std, self.model = mean, std, model
+
+    def __call__(self, sample, context) -> None:
+        from facegeom.data.crops import tdasl_input
+
+        rgb = (sample["image"].permute(1, 2, 0).numpy() * 255).round().clip(0, 255).astype(np.uint8)
+        sample["input"] = tdasl_input(np.ascontiguousarray(rgb[..., ::-1]), sample["landmarks"].numpy())
+        p = sample["params"]
+        alpha = np.concatenate([p["shape"].double().numpy()[:40], p["expression"].double().numpy()[:10]])
+        near = self.model.keypoints[::3] // 3
+        pixels = context.camera.project(context.output.vertices[:, near])[0].double().numpy()
+        params = np.concatenate([_fit_pose(self.model, alpha, pixels), alpha])
+        sample["params62"] = torch.as_tensor((params - self.mean) / self.std, dtype=torch.float32)
+
+
+def _synthetic_config(config: Config, num_samples: int, seed: int, hooks=()):
+    from facegeom.data.synthetic import SyntheticConfig
+
+    return SyntheticConfig(num_samples=num_samples, image_size=STD_SIZE, seed=seed, head_seed=config.head_seed,
+                           n_shape=40, n_exp=10, n_tex=10, max_jaw=0.0, mask=None, hooks=tuple(hooks))
+
+
+def synthetic_model(config: Config) -> Tuple[DDFAModel, Tensor, Tensor]:
+    """``(model, mean [62], std [62])``: the synthetic 3DDFA-layout model and its whitening
+    (computed from ``whitening_samples`` renders of seed 0; cached per process)."""
+    key = (config.head_seed, config.whitening_samples)
+    if key not in _SYNTH_CACHE:
+        from facegeom.data.synthetic import SyntheticFaces
+
+        from facegeom.models import synthetic_head
+
+        model = _synthetic_ddfa(synthetic_head(seed=config.head_seed, n_shape=40, n_exp=10, n_tex=10,
+                                                  dtype=torch.float32))
+        record = SyntheticTDASL(np.zeros(62), np.ones(62), model)
+        ds = SyntheticFaces(_synthetic_config(config, config.whitening_samples, 0, [record]))
+        rows = np.stack([ds[i]["params62"].double().numpy() for i in range(config.whitening_samples)])
+        mean, std = rows.mean(0), np.maximum(rows.std(0), 1e-6)
+        _SYNTH_CACHE[key] = (model, torch.as_tensor(mean, dtype=torch.float32),
+                             torch.as_tensor(std, dtype=torch.float32))
+    return _SYNTH_CACHE[key]
+
+
+def losses(model: "TDASLModel", batch, config: Optional[Config] = None) -> Dict[str, Tensor]:
+    """Every term of eq. 1 and ``total`` (and the critic's loss): see :meth:`TDASL.losses`."""
+    return TDASL.losses(model, batch, config if config is not None else model.config)
+
+
+class TDASLModel(nn.Module):
+    """Regressor + self-critic + the 3DDFA-layout model and whitening (buffers)."""
+
+    def __init__(self, config: Config, model: DDFAModel, mean: Tensor, std: Tensor):
+        super().__init__()
+        self.regressor = build_network()
+        self.critic = L.SelfCritic(widths=tuple(config.critic_widths))
+        self.ddfa = model
+        self.config = config
+        self.register_buffer("param_mean", mean.clone())
+        self.register_buffer("param_std", std.clone())
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.regressor(x)
+
+    def landmarks(self, pred: Tensor) -> Tuple[Tensor, Tensor]:
+        """``(x3d [B, 68, 3] crop space, x2d [B, 68, 2] v2 pixels)`` of whitened ``pred``."""
+        p = L.dewhiten(pred, self.param_mean, self.param_std)
+        x3d = self.ddfa.posed(p, dense=False).transpose(1, 2)
+        x2d = torch.stack([x3d[..., 0] - 1, STD_SIZE - x3d[..., 1]], -1)
+        return x3d, x2d
+
+
+class TDASL:
+    """``facegeom train --method tdasl`` (paper eq. 1, §4.1; manual optimisation).
+
+    One step: forward pass ``R(I, FLM)``; ``L_3d`` = WPDC (stage 1) or VDC (stage 2);
+    ``L_2d-con`` between the input and projected 18 points; backward pass: a new map from
+    the projected 68 points (:func:`landmark_map`), ``R`` again, ``L_3d-con`` and ``L_cyc``;
+    ``L_sc``: critic on ``[z(RGB), params]`` with the ground truth as "real" and the
+    prediction as "fake" (in the paper the real pairs are 300W-LP's; here every synthetic
+    sample has ground truth). The regressor's total and the critic's loss are both
+    computed before either optimiser steps (simultaneous updates).
+
+    Scale: the landmark terms are sums of pixel distances, so with the paper's lambdas the
+    cycle term (lambda 1) dominates WPDC at initialisation (e.g. ~260 vs ~0.15 on the tiny
+    synthetic data); the paper gives no normalisation, so none is added.
+
+    [CODE≠PAPER] An unreleased training script in 2DASL's history (commit ``ead2e16``, beside
+    ``advers_proj_utils_3.py``) differs from the paper: ``loss = 0.1 * (10 * 10 * WPDC +
+    0.5 * adv + 0.05 * (proj + proj_cycle))`` with weighted-MSE landmark terms, a critic on
+    the 10 expression parameters only (no image encoder), SGD (nesterov) base lr 0.004 and
+    Adam lr 1e-5. This class follows the paper (issue 15); only the choices the paper leaves
+    open are taken from that script (see :mod:`facegeom.losses.tdasl`).
+    """
+
+    name = "tdasl"
+    Config = Config
+    manual_optimization = True
+    val_metric = "loss"
+    val_mode = "min"
+
+    @staticmethod
+    def build_model(config: Config) -> TDASLModel:
+        model, mean, std = synthetic_model(config)
+        return TDASLModel(config, copy.deepcopy(model), mean, std)
+
+    @staticmethod
+    def optimizers(model: nn.Module, config: Config):
+        from facegeom.train import unwrap
+
+        m = unwrap(model)
+        return {"regressor": torch.optim.SGD(m.regressor.parameters(), lr=config.lr_regressor,
+                                             momentum=config.momentum, weight_decay=config.weight_decay),
+                "critic": torch.optim.Adam(m.critic.parameters(), lr=config.lr_critic, betas=tuple(config.critic_betas))}
+
+    @staticmethod
+    def dataset(config: Config, data, split: str, seed: int):
+        from facegeom.data.synthetic import SyntheticFaces
+
+        if data != "synthetic":
+            raise ValueError(f"--data {data!r}: the tdasl method reads only 'synthetic' for now")
+        model, mean, std = synthetic_model(config)
+        hook = SyntheticTDASL(mean.double().numpy(), std.double().numpy(), model)
+        n = config.num_samples if split == "train" else max(2, config.num_samples // 4)
+        return SyntheticFaces(_synthetic_config(config, n, seed + (0 if split == "train" else 7919), [hook]))
+
+    @staticmethod
+    def losses(model: TDASLModel, batch, config: Config) -> Dict[str, Tensor]:
+        x, target = batch["input"], batch["params62"]
+        lms68 = batch["landmarks"].to(x)
+        pred = model.regressor(x)
+        if config.stage == 1:
+            l3d = L.wpdc_loss(pred, target, model.param_mean, model.param_std, model.ddfa, config.resample_num)
+        else:
+            l3d = L.vdc_loss(pred, target, model.param_mean, model.param_std, model.ddfa)
+        x3d, x2d = model.landmarks(pred)
+        in18 = L.landmarks_18(lms68)
+        l2d = L.landmark_2d_consistency(in18, L.landmarks_18(x2d))
+        back = model.regressor(torch.cat([x[:, :3], landmark_map(x2d)], 1))
+        x3d_b, x2d_b = model.landmarks(back)
+        l3dc = L.landmark_3d_consistency(x3d, x3d_b)
+        cyc = L.cycle_consistency(in18, L.landmarks_18(x2d_b))
+        adv = L.adversarial_loss(model.critic(x[:, :3], pred))
+        total = (l3d + config.lambda_2d * l2d + config.lambda_3d * l3dc + config.lambda_cyc * cyc
+                 + config.lambda_sc * adv)
+        critic = L.critic_loss(model.critic(x[:, :3], target), model.critic(x[:, :3], pred.detach()))
+        return {"total": total, "l3d": l3d, "l2d_con": l2d, "l3d_con": l3dc, "cyc": cyc, "adv": adv,
+                "critic": critic}
+
+    @classmethod
+    def training_step(cls, model, batch, optimizers):
+        from facegeom.train import unwrap
+
+        m = unwrap(model)
+        out = cls.losses(m, batch, cls._config(m))
+        optimizers["regressor"].backward(out["total"])
+        optimizers["critic"].backward(out["critic"])
+        optimizers["regressor"].step()
+        optimizers["critic"].step()
+        return {k: v.detach() for k, v in out.items()}
+
+    @classmethod
+    def validation_step(cls, model, batch):
+        with torch.no_grad():
+            pred = model.regressor(batch["input"])
+            vdc = L.vdc_loss(pred, batch["params62"], model.param_mean, model.param_std, model.ddfa)
+        return {"loss": vdc}
+
+    @staticmethod
+    def _config(model) -> Config:
+        return getattr(model, "config", Config())
+
+
+def _register():
+    from facegeom import train
+
+    train.register("tdasl", TDASL)
+
+
+_register()
