@@ -29,6 +29,14 @@ import os
 import numpy as np
 from PIL import Image
 
+# PIL's resampling / transform constants, as the authors' code uses them (PIL.Image.BICUBIC, AFFINE).
+try:  # Pillow >= 9.1
+    BICUBIC = Image.Resampling.BICUBIC
+    AFFINE = Image.Transform.AFFINE
+except AttributeError:  # pragma: no cover - old Pillow
+    BICUBIC = Image.BICUBIC
+    AFFINE = Image.AFFINE
+
 
 def as_uint8_image(name: str, img, channels: tuple = (3,)) -> np.ndarray:
     """``img`` (PIL image or ``H x W x C`` uint8 array) as a uint8 numpy array."""

@@ -30,13 +30,7 @@ import torch
 from PIL import Image
 
 from facegeom.data._image import as_points, to_pil
-
-try:  # Pillow >= 9.1
-    _BICUBIC = Image.Resampling.BICUBIC
-    _AFFINE = Image.Transform.AFFINE
-except AttributeError:  # pragma: no cover - old Pillow
-    _BICUBIC = Image.BICUBIC
-    _AFFINE = Image.AFFINE
+from facegeom.data._image import AFFINE as _AFFINE, BICUBIC as _BICUBIC
 
 
 def _mirror_68() -> np.ndarray:

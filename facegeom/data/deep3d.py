@@ -22,16 +22,9 @@ import os
 
 import numpy as np
 import torch
-from PIL import Image
 
 from facegeom.data._image import as_points, check_file, to_pil
-
-try:  # Pillow >= 9.1
-    _BICUBIC = Image.Resampling.BICUBIC
-    _AFFINE = Image.Transform.AFFINE
-except AttributeError:  # pragma: no cover - old Pillow
-    _BICUBIC = Image.BICUBIC
-    _AFFINE = Image.AFFINE
+from facegeom.data._image import AFFINE as _AFFINE, BICUBIC as _BICUBIC
 
 #: 1-based iBUG indices used by ``extract_5p`` (D3D:util/preprocess.py:168).
 _LM_IDX = np.array([31, 37, 40, 43, 46, 49, 55]) - 1

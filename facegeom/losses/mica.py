@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from facegeom.ops import _checks
+from facegeom import _checks
 
 __all__ = ["MASK_WEIGHTS", "mask_eyes", "mask_ears", "mask_lr_eye_region", "triangle_mask",
            "weights_per_vertex", "weights_per_triangle", "vertex_loss"]

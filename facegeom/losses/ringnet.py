@@ -9,7 +9,7 @@ from typing import Dict, Optional
 import torch
 from torch import Tensor
 
-from facegeom.ops import _checks
+from facegeom import _checks
 
 __all__ = ["RING_ETA", "CONFIDENCE_THRESHOLD", "ring_loss", "landmark_loss", "regularizer", "total_loss"]
 
