@@ -1,7 +1,8 @@
 """Image helpers shared by the preprocessing modules: argument checks, PIL <-> numpy,
 and numpy equivalents of the three OpenCV calls the authors' code makes
 (``cv2.resize`` with ``INTER_LINEAR`` / ``INTER_CUBIC`` and ``cv2.warpAffine`` with
-bilinear sampling and a constant 0 border).
+bilinear sampling and a constant 0 border): RingNet's resize (PIPELINES.md §3.1), insightface
+``norm_crop``'s warp (§6.1) and the tracker's crop (§7.1).
 
 OpenCV is not a facegeom dependency, so these are written from OpenCV's documented
 arithmetic (``modules/imgproc/src/resize.cpp`` and ``imgwarp.cpp``):
