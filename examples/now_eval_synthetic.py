@@ -20,11 +20,9 @@ import torch
 import trimesh
 
 import facegeom
+from facegeom.eval.now import NOW_LANDMARKS_68
 from facegeom.eval.now_cli import CHALLENGES, evaluate_dataset, format_summary
 
-#: iBUG-68 indices of NoW's 7 landmarks: right eye outer and inner, left eye inner
-#: and outer, nose bottom, mouth right and left.
-NOW_FROM_IBUG68 = [36, 39, 42, 45, 33, 48, 54]
 
 PICKED_POINTS = """<!DOCTYPE PickedPoints>
 <PickedPoints>
@@ -64,7 +62,7 @@ def main(argv=None):
 
     def decode(shape, expression):
         out = head(shape=torch.as_tensor(shape)[None], expression=torch.as_tensor(expression)[None])
-        return out.vertices[0].numpy(), out.landmarks2d[0, NOW_FROM_IBUG68].numpy()
+        return out.vertices[0].numpy(), out.landmarks2d[0, list(NOW_LANDMARKS_68)].numpy()
 
     identity = rng.standard_normal(20)
     dataset, predictions = os.path.join(args.out, "now"), os.path.join(args.out, "pred")

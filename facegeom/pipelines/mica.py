@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from facegeom import train as training
+from facegeom.eval.now import NOW_LANDMARKS_68
 from facegeom.losses import mica as mica_loss
 from facegeom.nets.iresnet import IResNet, iresnet50, iresnet100
 
@@ -49,7 +50,7 @@ __all__ = ["NOW_LANDMARKS", "MappingNetwork", "MICA", "MICAConfig", "MICAMethod"
            "detect_keypoints", "optimizer", "losses", "write_now", "Config"]
 
 #: 68-landmark indices of the 7 NoW landmarks (``full_lmk[17:][[19,22,25,28,16,31,37]]``, PIPELINES.md §6.3).
-NOW_LANDMARKS = (36, 39, 42, 45, 33, 48, 54)
+NOW_LANDMARKS = NOW_LANDMARKS_68  # the NoW protocol's own constant (facegeom.eval.now)
 FROZEN = ("conv1", "bn1", "prelu", "layer1", "layer2", "layer3")
 
 

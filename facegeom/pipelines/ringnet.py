@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from facegeom import train as training
 from facegeom.cameras import WeakPerspective
+from facegeom.eval.now import NOW_LANDMARKS_68
 from facegeom.losses import ringnet as ring_losses
 from facegeom.nets.resnet import resnet18, resnet50
 
@@ -126,7 +127,7 @@ def now_prediction(flame, shape: Tensor) -> Dict[str, Tensor]:
     out = flame(shape=shape.to(flame.v_template.dtype))
     if out.landmarks3d is None:
         raise ValueError("flame needs the full 68-landmark embedding for the NoW landmarks")
-    return {"vertices": out.vertices, "kpt7": out.landmarks3d[:, [36, 39, 42, 45, 33, 48, 54]]}
+    return {"vertices": out.vertices, "kpt7": out.landmarks3d[:, list(NOW_LANDMARKS_68)]}
 
 
 def loose_crop(img: np.ndarray, img_size: int = 224) -> np.ndarray:
