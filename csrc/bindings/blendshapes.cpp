@@ -25,7 +25,9 @@ at::Tensor blendshapes(const at::Tensor& coeffs, const at::Tensor& basis,
                         (base->dim() == 3 && base->size(0) == batch &&
                          base->size(1) == num_vertices && base->size(2) == 3),
                     "base must have shape [V, 3] or [B, V, 3], got ", base->sizes());
-  return at::addmm(base->reshape({-1, 3 * num_vertices}), coeffs, flat_basis)
+  // Explicit sizes: with V = 0 a -1 in reshape is ambiguous.
+  const int64_t base_rows = base->dim() == 3 ? batch : 1;
+  return at::addmm(base->reshape({base_rows, 3 * num_vertices}), coeffs, flat_basis)
       .view({batch, num_vertices, 3});
 }
 

@@ -206,6 +206,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> point_to_surface(const at::Tensor
           face_index.data_ptr<int64_t>(), bary.data_ptr<scalar_t>());
     }
   });
+  // Non-finite policy (docs/ops.md; the spec is the reference's _non_finite_policy): a
+  // face with a NaN/Inf corner leaves its mesh's surface undefined, so every distance to
+  // that mesh is NaN, as is the distance of a NaN/Inf point; a NaN distance (also from
+  // an overflow) has face -1 and NaN barycentrics. Elementwise passes, no host sync.
+  const auto corners = v.index_select(1, f.reshape({-1}));  // [Bv, 3F, 3]
+  const auto bad_mesh = at::isfinite(corners).flatten(1).all(1).logical_not();  // [Bv]
+  const auto bad_point = at::isfinite(p).all(2).logical_not();  // [B, P]
+  const auto bad = bad_mesh.expand({batch}).unsqueeze(1).logical_or(dist2.isnan()).logical_or(bad_point);
+  dist2.masked_fill_(bad, std::numeric_limits<double>::quiet_NaN());
+  face_index.masked_fill_(bad, -1);
+  bary.masked_fill_(bad.unsqueeze(2), std::numeric_limits<double>::quiet_NaN());
   return {dist2, face_index, bary};
 }
 

@@ -15,6 +15,12 @@ from facegeom.ops.point_to_surface import (
     point_to_plane_distance,
     point_to_surface,
 )
+from facegeom.ops._autograd import register_autocast_policies as _register_autocast_policies
+
+# Every facegeom:: op upcasts float16/bfloat16 to float32 under torch.autocast (issue 17;
+# docs/ops.md "Autocast"); facegeom.train's AMP option reads this flag.
+_register_autocast_policies()
+SUPPORTS_AUTOCAST = True
 
 __all__ = [
     "antialias",

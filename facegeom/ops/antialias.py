@@ -71,7 +71,8 @@ import torch
 
 from facegeom import _checks, _native
 from facegeom.ops import reference
-from facegeom.ops._autograd import forbid_double_backward
+from facegeom.ops._autograd import forbid_double_backward, op_policy
+from facegeom.ops.rasterize import _check_rast_ids
 
 Tensor = torch.Tensor
 
@@ -105,6 +106,7 @@ def antialias_topology(tri: Tensor) -> Tensor:
     return _antialias_topology(tri)
 
 
+@op_policy("antialias")
 def antialias(color: Tensor, rast: Tensor, pos: Tensor, tri: Tensor,
               topology: Optional[Tensor] = None) -> Tensor:
     """Anti-alias silhouette and occlusion edges analytically; differentiable w.r.t.
@@ -180,14 +182,7 @@ def _antialias_args(color, rast, pos, tri, topology):
     if topology is not None:
         _checks.indices("topology", topology, num_triangles, lower=-1, what="values",
                         hint="-1 or a triangle index below F: build it with antialias_topology(tri)")
-    if not torch.compiler.is_compiling():
-        if rast.numel():
-            top = float(torch.aminmax(rast[..., 3].detach()).max)
-            if top > num_triangles:
-                raise IndexError(
-                    f"rast[..., 3] holds triangle id + 1 = {top:g} but tri has only {num_triangles} "
-                    "triangles: pass the tri that rast was rasterized with"
-                )
+    _check_rast_ids(rast, num_triangles)
     if num_vertices > torch.iinfo(torch.int32).max:
         raise ValueError(f"pos has {num_vertices} vertices; int32 indices address at most 2**31 - 1")
     tri = tri.to(torch.int32)

@@ -14,7 +14,7 @@ import torch
 
 from facegeom import _checks, _native
 from facegeom.ops import reference
-from facegeom.ops._autograd import forbid_double_backward
+from facegeom.ops._autograd import forbid_double_backward, op_policy
 
 Tensor = torch.Tensor
 
@@ -22,6 +22,7 @@ Tensor = torch.Tensor
 _C_ops = torch.ops.facegeom
 
 
+@op_policy("blendshapes")
 def blendshapes(coeffs: Tensor, basis: Tensor, base: Optional[Tensor] = None) -> Tensor:
     """Linear blendshapes: ``out[b] = base + sum_k coeffs[b, k] * basis[k]``.
 
@@ -65,6 +66,7 @@ def blendshapes(coeffs: Tensor, basis: Tensor, base: Optional[Tensor] = None) ->
     return out[0] if unbatched else out
 
 
+@op_policy("rodrigues")
 def rodrigues(axis_angle: Tensor) -> Tensor:
     """Axis-angle vectors to rotation matrices, exactly as ``smplx.lbs.batch_rodrigues``.
 
@@ -92,6 +94,7 @@ def rodrigues(axis_angle: Tensor) -> Tensor:
     return rot.reshape(*axis_angle.shape[:-1], 3, 3)
 
 
+@op_policy("rigid_transform")
 def rigid_transform(rot_mats: Tensor, joints: Tensor, parents: Tensor) -> Tuple[Tensor, Tensor]:
     """Kinematic chain, as ``smplx.lbs.batch_rigid_transform`` (without its Python loop).
 
@@ -100,22 +103,29 @@ def rigid_transform(rot_mats: Tensor, joints: Tensor, parents: Tensor) -> Tuple[
         joints: ``[B, J, 3]`` rest-pose joint locations (differentiable).
         parents: ``[J]`` integer, ``parents[0] = -1`` and ``0 <= parents[j] < j``.
 
+    A batch of 1 in ``rot_mats`` or ``joints`` broadcasts against the other's batch
+    (its gradient is summed over the broadcast).
+
     Returns:
         ``posed_joints [B, J, 3]`` and ``rel_transforms [B, J, 4, 4]``: each joint's
         global transform with its rest location removed (smplx's ``A``, the
-        matrices :func:`skin` blends).
+        matrices :func:`skin` blends). The bottom row of ``rel_transforms`` is the
+        constant ``(0, 0, 0, 1)``, also for non-finite input.
     """
     _checks.floating("rot_mats", rot_mats)
     _checks.floating("joints", joints, rot_mats, "rot_mats")
     _checks.shape("rot_mats", rot_mats, [None, None, 3, 3], "[B, J, 3, 3]")
-    batch, num_joints = rot_mats.shape[:2]
-    _checks.shape("joints", joints, [batch, num_joints, 3], "[B, J, 3]")
+    num_joints = rot_mats.shape[1]
+    _checks.shape("joints", joints, [None, num_joints, 3], "[B, J, 3]")
+    batch = _checks.batch_size({"rot_mats": rot_mats.shape[0], "joints": joints.shape[0]})
+    rot_mats, joints = rot_mats.expand(batch, -1, -1, -1), joints.expand(batch, -1, -1)
     parents = _check_parents(parents, num_joints, rot_mats.device)
     if _native.serves("rigid_transform", rot_mats.device):
         return torch.ops.facegeom.rigid_transform(rot_mats, joints, parents)
     return reference.rigid_transform(rot_mats, joints, parents)
 
 
+@op_policy("skin")
 def skin(vertices: Tensor, transforms: Tensor, weights: Tensor) -> Tensor:
     """Linear blend skinning without per-vertex 4x4 matrices in memory.
 
@@ -165,6 +175,7 @@ def skin(vertices: Tensor, transforms: Tensor, weights: Tensor) -> Tensor:
     return out[0] if unbatched else out
 
 
+@op_policy("lbs")
 def lbs(
     betas: Tensor,
     pose: Tensor,
@@ -432,8 +443,8 @@ if _native.has_op("skin"):
 
     def _blendshapes_backward(ctx, grad):
         coeffs, basis = ctx.saved_tensors
-        flat_grad = grad.reshape(grad.shape[0], -1)  # [B, V*3]
-        flat_basis = basis.reshape(basis.shape[0], -1)  # [K, V*3]
+        flat_grad = grad.reshape(grad.shape[0], 3 * basis.shape[1])  # [B, V*3] (explicit: V may be 0)
+        flat_basis = basis.reshape(basis.shape[0], 3 * basis.shape[1])  # [K, V*3]
         grad_coeffs = flat_grad @ flat_basis.t() if ctx.needs_input_grad[0] else None
         grad_basis = (coeffs.t() @ flat_grad).view_as(basis) if ctx.needs_input_grad[1] else None
         if len(ctx.needs_input_grad) == 2:  # called without base

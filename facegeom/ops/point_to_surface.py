@@ -22,7 +22,7 @@ import torch
 
 from facegeom import _checks, _native
 from facegeom.ops import reference
-from facegeom.ops._autograd import forbid_double_backward
+from facegeom.ops._autograd import forbid_double_backward, op_policy
 
 Tensor = torch.Tensor
 
@@ -32,6 +32,7 @@ _C_ops = torch.ops.facegeom
 KERNEL_AVAILABLE = _native.has_op("point_to_surface")
 
 
+@op_policy("point_to_surface")
 def point_to_surface(points: Tensor, vertices: Tensor, faces: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
     """Exact unsigned squared distance from points to a triangle mesh's surface.
 
@@ -76,6 +77,7 @@ def point_to_surface(points: Tensor, vertices: Tensor, faces: Tensor) -> Tuple[T
     return dist2, face_index, bary
 
 
+@op_policy("closest_points", forward_mode=True)
 def closest_points(points: Tensor, vertices: Tensor, faces: Tensor) -> Tuple[Tensor, Tensor]:
     """Closest points on the surface and their faces.
 
@@ -102,6 +104,7 @@ def closest_points(points: Tensor, vertices: Tensor, faces: Tensor) -> Tuple[Ten
     return closest, face_index
 
 
+@op_policy("mesh_to_mesh_distance")
 def mesh_to_mesh_distance(
     a_vertices: Tensor, a_faces: Optional[Tensor], b_vertices: Tensor, b_faces: Tensor
 ) -> Tensor:
@@ -142,6 +145,7 @@ def mesh_to_mesh_distance(
     return dist[0] if unbatched else dist
 
 
+@op_policy("point_to_plane_distance", forward_mode=True)
 def point_to_plane_distance(points: Tensor, vertices: Tensor, faces: Tensor) -> Tuple[Tensor, Tensor]:
     """Signed point-to-plane distance to the closest face: the residual of
     point-to-plane ICP (as in MICC-style evaluation).

@@ -36,13 +36,14 @@ Decisions where nvdiffrast is silent or differs:
 """
 from __future__ import annotations
 
+import operator
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
 
 from facegeom import _checks, _native
 from facegeom.ops import reference
-from facegeom.ops._autograd import forbid_double_backward
+from facegeom.ops._autograd import forbid_double_backward, op_policy
 
 Tensor = torch.Tensor
 
@@ -55,6 +56,7 @@ MAX_RESOLUTION = 16384
 _C_ops = torch.ops.facegeom
 
 
+@op_policy("rasterize")
 def rasterize(
     pos: Tensor,
     tri: Tensor,
@@ -94,6 +96,7 @@ def rasterize(
     """
     _checks.floating("pos", pos)
     height, width = _check_resolution(resolution)
+    grad_db = _check_grad_db(grad_db)
     if ranges is None:
         if pos.dim() == 2:
             pos = pos.unsqueeze(0)
@@ -122,6 +125,7 @@ def rasterize(
     return _rasterize(pos, tri, height, width, ranges, grad_db)
 
 
+@op_policy("interpolate")
 def interpolate(
     attr: Tensor,
     rast: Tensor,
@@ -174,13 +178,7 @@ def interpolate(
         _checks.shape("rast_db", rast_db, list(rast.shape), "[B, H, W, 4] (rast's shape)")
     else:
         rast_db = None
-    if rast.numel() and not torch.compiler.is_compiling():
-        stored = rast[..., 3].max()
-        if not torch.isfinite(stored):
-            raise ValueError("rast's id channel (rast[..., 3]) holds non-finite values")
-        max_id = int(stored)
-        if max_id > tri.shape[0]:
-            raise IndexError(f"rast names triangle id {max_id - 1}, but tri has only F = {tri.shape[0]}")
+    _check_rast_ids(rast, tri.shape[0])
     return _interpolate(attr, rast, tri, rast_db, channels)
 
 
@@ -210,14 +208,41 @@ def _check_tri(tri, num_vertices: int, device: torch.device) -> Tensor:
     return tri.to(torch.int32)
 
 
+def _check_rast_ids(rast: Tensor, num_triangles: int) -> None:
+    """Check that rast's id channel holds ``triangle_id + 1`` in ``[0, F]`` (0 = background):
+    one ``aminmax`` pass (a host sync on CUDA), which also catches NaN and +-inf; raises
+    IndexError naming ``rast``. Skipped while ``torch.compile`` traces. (Non-integer ids
+    are not looked for: the kernels read them as NaN pixels, never out of bounds.)"""
+    if rast.numel() and not torch.compiler.is_compiling():
+        low, high = (float(v) for v in torch.aminmax(rast[..., 3].detach()))
+        if not (0 <= low and high <= num_triangles):  # False for NaN too
+            raise IndexError(
+                f"rast[..., 3] holds triangle id + 1 values in [{low:g}, {high:g}]; they must lie in "
+                f"[0, F = {num_triangles}] (0 is background): pass the rast and tri of one rasterize call"
+            )
+
+
+def _check_grad_db(grad_db) -> bool:
+    if not isinstance(grad_db, bool):
+        raise TypeError(f"grad_db must be a bool, got {type(grad_db).__name__} {grad_db!r}")
+    return grad_db
+
+
 def _diff_attr_list(diff_attrs, num_channels: int):
     if diff_attrs is None:
         return []
-    if diff_attrs == "all":
+    if isinstance(diff_attrs, str) and diff_attrs == "all":
         return list(range(num_channels))
     if isinstance(diff_attrs, (str, bytes)) or not hasattr(diff_attrs, "__iter__"):
         raise TypeError(f"diff_attrs must be None, 'all' or a list of attribute indices, got {diff_attrs!r}")
-    channels = [int(c) for c in diff_attrs]
+    channels = []
+    for c in diff_attrs:
+        if isinstance(c, bool) or (isinstance(c, torch.Tensor) and c.dtype == torch.bool):
+            raise TypeError(f"diff_attrs must hold int attribute indices, got {c!r}")
+        try:
+            channels.append(operator.index(c))
+        except TypeError:
+            raise TypeError(f"diff_attrs must hold int attribute indices (or be 'all'), got {c!r}") from None
     for c in channels:
         if not 0 <= c < num_channels:
             raise IndexError(f"diff_attrs index {c} is out of range for attr with C = {num_channels} channels")

@@ -16,7 +16,7 @@ import torch
 
 from facegeom import _checks, _native
 from facegeom.ops import reference
-from facegeom.ops._autograd import forbid_double_backward
+from facegeom.ops._autograd import forbid_double_backward, op_policy
 
 Tensor = torch.Tensor
 
@@ -26,6 +26,7 @@ SH_CONVENTIONS = reference.SH_CONVENTIONS
 _C_ops = torch.ops.facegeom
 
 
+@op_policy("vertex_normals")
 def vertex_normals(vertices: Tensor, faces: Tensor) -> Tensor:
     """Area-weighted unit vertex normals (PyTorch3D's ``verts_normals`` definition).
 
@@ -72,6 +73,7 @@ def vertex_normals(vertices: Tensor, faces: Tensor) -> Tensor:
     return out[0] if unbatched else out
 
 
+@op_policy("sh_basis")
 def sh_basis(normals: Tensor, convention: str = "deep3d") -> Tensor:
     """The 9 order-2 spherical-harmonic basis values of each normal, in a paper's convention.
 
@@ -117,6 +119,7 @@ def sh_basis(normals: Tensor, convention: str = "deep3d") -> Tensor:
     return basis.reshape(*normals.shape[:-1], 9)
 
 
+@op_policy("sh_shading")
 def sh_shading(normals: Tensor, albedo: Tensor, sh_coeffs: Tensor, convention: str = "deep3d") -> Tensor:
     """Diffuse spherical-harmonic shading: ``albedo * (sh_basis(normals) @ sh_coeffs)``.
 
@@ -152,6 +155,7 @@ def sh_shading(normals: Tensor, albedo: Tensor, sh_coeffs: Tensor, convention: s
     return out[0] if shared else out
 
 
+@op_policy("blinn_phong")
 def blinn_phong(
     normals: Tensor,
     points: Tensor,

@@ -9,14 +9,38 @@ namespace lbs {
 
 // smplx adds 1e-8 to every component before taking the norm (not to the norm),
 // so the zero vector maps to the identity with a finite gradient. We keep that
-// exactly so results match smplx bit-for-bit in spirit and to rounding in value.
+// exactly, except for two finite inputs smplx turns into NaN (the spec is
+// facegeom.ops.reference.rodrigues_angle): r = -1e-8 per component (the shifted
+// norm is 0) rotates by the true angle |r| with u = r, and a sum of squares that
+// overflows is computed scaled by the largest component. u receives the vector
+// whose norm is the angle (d angle / d r = u / angle).
+template <typename T>
+FG_HD T abs_value(T x) {
+  return x < T(0) ? -x : x;
+}
+
 template <typename T>
 FG_HD T rodrigues_angle(const T* r, T* u) {
   const T eps = T(1e-8);
   u[0] = r[0] + eps;
   u[1] = r[1] + eps;
   u[2] = r[2] + eps;
-  return sqrt(u[0] * u[0] + u[1] * u[1] + u[2] * u[2]);
+  const T angle = sqrt(u[0] * u[0] + u[1] * u[1] + u[2] * u[2]);
+  const bool zero = angle == T(0);
+  // inf * 0 is NaN: the norm overflowed although every component is finite.
+  const bool overflow = angle > T(0) && angle * T(0) != T(0) &&
+                        r[0] * T(0) == T(0) && r[1] * T(0) == T(0) && r[2] * T(0) == T(0);
+  if (!zero && !overflow) return angle;
+  if (zero) {
+    u[0] = r[0];
+    u[1] = r[1];
+    u[2] = r[2];
+  }
+  T largest = abs_value(u[0]);
+  if (abs_value(u[1]) > largest) largest = abs_value(u[1]);
+  if (abs_value(u[2]) > largest) largest = abs_value(u[2]);
+  const T x = u[0] / largest, y = u[1] / largest, z = u[2] / largest;
+  return largest * sqrt(x * x + y * y + z * z);
 }
 
 // R (row-major 3x3) = I + sin(a) K + (1 - cos(a)) K^2, K = [r / a]_x, a = |r + eps|.
@@ -63,7 +87,7 @@ FG_HD void rodrigues_backward(const T* r, const T* gR, T* gr) {
   const T gk[3] = {gK[7] - gK[5], gK[2] - gK[6], gK[3] - gK[1]};
   // angle enters directly (sin, cos) and through k = r / angle.
   T g_angle = c * dot_gK + s * dot_gKK;
-  g_angle -= (gk[0] * r[0] + gk[1] * r[1] + gk[2] * r[2]) / (angle * angle);
+  g_angle -= (gk[0] * r[0] + gk[1] * r[1] + gk[2] * r[2]) / angle / angle;  // no angle^2 overflow
   for (int i = 0; i < 3; ++i) gr[i] = gk[i] / angle + g_angle * u[i] / angle;
 }
 

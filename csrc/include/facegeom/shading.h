@@ -205,7 +205,7 @@ FG_HD void sh_shade_backward(const ShTable<T>& table, const T* n, const T* albed
 // Blinn-Phong lobe of one point:
 //   h = normalize(normalize(camera - p) + normalize(light - p)),
 //   lobe = max(n . h, 0) ^ shininess, defined as 0 where n . h <= 0
-// (also for shininess 0), with zero gradient there. A point on the light or
+// (also for shininess 0), with zero gradient there; NaN where n . h is NaN. A point on the light or
 // the camera has no direction to it (normalize3 gives zero), as has a point
 // whose light and view directions cancel.
 
@@ -219,7 +219,8 @@ FG_HD T blinn_phong_lobe(const T* n, const T* p, const T* light, const T* camera
   for (int c = 0; c < 3; ++c) half[c] = l[c] + v[c];
   normalize3(half, h);
   const T d = dot3(n, h);
-  return d > T(0) ? exp(shininess * log(d)) : T(0);
+  if (d > T(0)) return exp(shininess * log(d));
+  return d <= T(0) ? T(0) : d;  // NaN (from a NaN/Inf input) stays NaN: docs/ops.md
 }
 
 // One point's specular colour: out[c] = albedo[c] * lobe, where a one-channel
@@ -246,9 +247,10 @@ FG_HD T blinn_phong_lobe_backward(const T* n, const T* p, const T* light, const 
   const T inv_h = normalize3(half, h);
   const T d = dot3(n, h);
   if (!(d > T(0))) {
-    for (int c = 0; c < 3; ++c) grad_n[c] = grad_p[c] = grad_light[c] = grad_camera[c] = T(0);
-    *grad_shininess = T(0);
-    return T(0);
+    const T g = d <= T(0) ? T(0) : d;  // NaN d: NaN gradients, as the lobe
+    for (int c = 0; c < 3; ++c) grad_n[c] = grad_p[c] = grad_light[c] = grad_camera[c] = g;
+    *grad_shininess = g;
+    return g;
   }
   const T log_d = log(d);
   const T lobe = exp(shininess * log_d);

@@ -27,10 +27,33 @@ def blendshapes(coeffs: Tensor, basis: Tensor, base: Optional[Tensor] = None) ->
     return out if base is None else out + base
 
 
+def rodrigues_angle(rot_vecs: Tensor) -> Tuple[Tensor, Tensor]:
+    """smplx's angle ``|r + 1e-8|`` of axis-angle vectors [N, 3] and the vector ``u`` it is
+    the norm of (``d angle / d r = u / angle``) -> angle [N, 1], u [N, 3].
+
+    Identical to smplx wherever smplx's angle is positive and finite. Two finite inputs
+    smplx turns into NaN are answered instead: ``r = -1e-8`` per component (smplx's
+    angle is 0) uses the unshifted ``u = r`` (the true rotation angle ``|r|``), and a
+    sum of squares that overflows (``|r| > ~1e154`` in float64, ``~1e19`` in float32)
+    is computed scaled by the largest component. NaN/Inf input stays NaN.
+    """
+    u = rot_vecs + RODRIGUES_EPSILON  # [N, 3], smplx's shift
+    angle = torch.norm(u, dim=1, keepdim=True)  # [N, 1]
+    zero = angle == 0  # r == -eps exactly: rotate by the true angle |r| instead
+    u = torch.where(zero, rot_vecs, u)
+    overflow = torch.isinf(angle) & torch.isfinite(rot_vecs).all(1, keepdim=True)
+    fixed = zero | overflow
+    largest = u.abs().amax(1, keepdim=True)  # [N, 1], > 0 on the fixed rows
+    safe = torch.where(fixed, largest, torch.ones_like(largest))
+    scaled = safe * torch.norm(u / safe, dim=1, keepdim=True)
+    return torch.where(fixed, scaled, angle), u
+
+
 def rodrigues(axis_angle: Tensor) -> Tensor:
-    """Axis-angle [..., 3] -> rotation matrices [..., 3, 3] (smplx batch_rodrigues)."""
+    """Axis-angle [..., 3] -> rotation matrices [..., 3, 3] (smplx batch_rodrigues,
+    with :func:`rodrigues_angle`'s answers for the two finite inputs it gives NaN on)."""
     rot_vecs = axis_angle.reshape(-1, 3)  # [N, 3]
-    angle = torch.norm(rot_vecs + RODRIGUES_EPSILON, dim=1, keepdim=True)  # [N, 1]
+    angle, _ = rodrigues_angle(rot_vecs)  # [N, 1]
     rot_dir = rot_vecs / angle  # [N, 3]
     cos = torch.cos(angle).unsqueeze(1)  # [N, 1, 1]
     sin = torch.sin(angle).unsqueeze(1)
@@ -45,25 +68,33 @@ def rodrigues(axis_angle: Tensor) -> Tensor:
 def rigid_transform(rot_mats: Tensor, joints: Tensor, parents: Tensor) -> Tuple[Tensor, Tensor]:
     """Kinematic chain (smplx batch_rigid_transform).
 
-    rot_mats [B, J, 3, 3] local rotations, joints [B, J, 3] rest-pose joints,
-    parents [J] (parents[0] = -1, parents[j] < j) ->
+    rot_mats [B, J, 3, 3] local rotations, joints [B, J, 3] rest-pose joints (a batch
+    of 1 in either broadcasts), parents [J] (parents[0] = -1, parents[j] < j) ->
     posed_joints [B, J, 3], rel_transforms [B, J, 4, 4] (global transform with the
     rest-pose joint location removed: the matrices that skinning blends).
+
+    smplx chains 4x4 homogeneous matrices; here the [3, 4] affine parts are chained
+    and the bottom row is the constant (0, 0, 0, 1). The values are the same, but a
+    non-finite input cannot leak into the constant row through 0 * inf (docs/ops.md,
+    "Non-finite values").
     """
-    joints = joints.unsqueeze(-1)  # [B, J, 3, 1]
+    batch = max(rot_mats.shape[0], joints.shape[0])
+    rot_mats = rot_mats.expand(batch, -1, -1, -1)
+    joints = joints.expand(batch, -1, -1).unsqueeze(-1)  # [B, J, 3, 1]
     rel_joints = joints.clone()
     rel_joints[:, 1:] -= joints[:, parents[1:]]
-    transforms_mat = torch.cat(
-        [F.pad(rot_mats, [0, 0, 0, 1]), F.pad(rel_joints, [0, 0, 0, 1], value=1)], dim=-1
-    )  # [B, J, 4, 4]
-    chain = [transforms_mat[:, 0]]
+    local = torch.cat([rot_mats, rel_joints], dim=-1)  # [B, J, 3, 4]
+    chain = [local[:, 0]]
     for i in range(1, parents.shape[0]):
-        chain.append(torch.matmul(chain[int(parents[i])], transforms_mat[:, i]))
-    transforms = torch.stack(chain, dim=1)  # [B, J, 4, 4]
-    posed_joints = transforms[:, :, :3, 3]
-    joints_homogen = F.pad(joints, [0, 0, 0, 1])  # [B, J, 4, 1]
-    rel_transforms = transforms - F.pad(torch.matmul(transforms, joints_homogen), [3, 0])
-    return posed_joints, rel_transforms
+        parent = chain[int(parents[i])]  # [B, 3, 4]: world = parent o local
+        rot = torch.matmul(parent[..., :3], local[:, i, :, :3])
+        trans = torch.matmul(parent[..., :3], local[:, i, :, 3:]) + parent[..., 3:]
+        chain.append(torch.cat([rot, trans], dim=-1))
+    world = torch.stack(chain, dim=1)  # [B, J, 3, 4]
+    posed_joints = world[..., 3]
+    rel = torch.cat([world[..., :3], world[..., 3:] - torch.matmul(world[..., :3], joints)], dim=-1)
+    bottom = rel.new_tensor([0.0, 0.0, 0.0, 1.0]).expand(*rel.shape[:2], 1, 4)
+    return posed_joints, torch.cat([rel, bottom], dim=-2)
 
 
 def skin(vertices: Tensor, transforms: Tensor, weights: Tensor) -> Tensor:

@@ -90,4 +90,19 @@ def point_to_surface(points: Tensor, vertices: Tensor, faces: Tensor) -> Tuple[T
         dists.append(torch.cat(row_d))
         indices.append(torch.cat(row_i))
         barys.append(torch.cat(row_b))
-    return torch.stack(dists), torch.stack(indices), torch.stack(barys)
+    return _non_finite_policy(points, vertices, faces, torch.stack(dists), torch.stack(indices),
+                              torch.stack(barys))
+
+
+def _non_finite_policy(points: Tensor, vertices: Tensor, faces: Tensor, dist2: Tensor, face_index: Tensor,
+                       bary: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    """docs/ops.md "Non-finite values": a face with a NaN/Inf corner leaves the mesh's
+    surface undefined, so every distance to that mesh is NaN, as is the distance of a
+    NaN/Inf point; a NaN distance (also from an overflow of finite input) has
+    face_index -1 and NaN bary."""
+    corners = vertices[:, faces.reshape(-1)]  # [B or 1, 3F, 3]
+    bad_mesh = ~torch.isfinite(corners).flatten(1).all(1)  # [B or 1]
+    bad = bad_mesh[:, None] | torch.isnan(dist2) | ~torch.isfinite(points).all(-1)  # [B, P]
+    nan = torch.full_like(dist2, float("nan"))
+    return (torch.where(bad, nan, dist2), torch.where(bad, -1, face_index),
+            torch.where(bad[..., None], nan[..., None], bary))

@@ -26,7 +26,8 @@ def vertex_normals(vertices: Tensor, faces: Tensor) -> Tensor:
 
     vertices [B, V, 3] or [V, 3], faces [F, 3] integer -> [B, V, 3] or [V, 3].
     Each face adds (p1 - p0) x (p2 - p0) (twice its area times its unit normal)
-    to its three vertices; the sums are normalised, zero where they vanish.
+    to its three vertices; the sums are normalised, zero where they vanish, NaN where
+    a sum is not finite (a NaN/Inf corner, or an overflow: docs/ops.md "Non-finite values").
     """
     faces = faces.long()
     p0 = vertices[..., faces[:, 0], :]  # [B, F, 3]
@@ -41,7 +42,8 @@ def vertex_normals(vertices: Tensor, faces: Tensor) -> Tensor:
     largest = sums.abs().amax(-1, keepdim=True)  # [B, V, 1]
     usable = largest >= torch.finfo(sums.dtype).tiny
     unit = _safe_normalize(sums / torch.where(usable, largest, torch.ones_like(largest)))
-    return torch.where(usable, unit, 0.0)
+    finite = torch.isfinite(sums).all(-1, keepdim=True)  # NaN in (or overflow) -> NaN out
+    return torch.where(finite, torch.where(usable, unit, 0.0), float("nan"))
 
 
 def sh_basis(normals: Tensor, convention: str = "deep3d") -> Tensor:
@@ -107,4 +109,5 @@ def blinn_phong(normals: Tensor, points: Tensor, light_pos: Tensor, camera_pos: 
     cos = (normals * half).sum(-1, keepdim=True)  # [B, ..., 1]
     lit = cos > 0
     lobe = torch.where(lit, torch.where(lit, cos, torch.ones_like(cos)) ** shininess, 0.0)
+    lobe = torch.where(torch.isnan(cos), cos, lobe)  # NaN/Inf input -> NaN (docs/ops.md), not 0
     return specular_albedo * lobe.expand(*lobe.shape[:-1], 3)  # [B, ..., 3] also for 1-channel albedo
