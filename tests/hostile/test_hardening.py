@@ -46,7 +46,7 @@ def test_now_distances_with_huge_coordinates():
 
 
 def test_malformed_image_list_line_is_reported_as_missing(tmp_path):
-    from tests.eval.test_now_cli import make_dataset
+    from tests.eval.now_dataset import make_dataset
 
     dataset, predictions, _ = make_dataset(tmp_path)
     listing = dataset / "imagepathsvalidation.txt"

@@ -8,7 +8,7 @@ from typing import Optional
 
 import torch
 
-from facegeom.ops.reference._common import Tensor, _dot
+from facegeom.ops.reference._common import Tensor, _cross, _dot
 
 # For every pair of neighbouring pixels (right or up) whose triangle ids differ:
 # take the front triangle (the only one, or the smaller z/w; a tie picks the
@@ -55,13 +55,6 @@ def antialias_topology(tri: Tensor) -> Tensor:
     mate_face = torch.where(mate_sorted >= 0, order[mate_sorted.clamp(min=0)] // 3, -1)
     topology = torch.empty_like(mate_face).scatter_(0, order, mate_face)
     return topology.view(-1, 3).to(torch.int32)
-
-
-def _cross(a: Tensor, b: Tensor) -> Tensor:
-    """a x b over the last dim (3), written out as the kernels do."""
-    return torch.stack([a[..., 1] * b[..., 2] - a[..., 2] * b[..., 1],
-                        a[..., 2] * b[..., 0] - a[..., 0] * b[..., 2],
-                        a[..., 0] * b[..., 1] - a[..., 1] * b[..., 0]], -1)
 
 
 def _pick(stacked: Tensor, index: Tensor) -> Tensor:

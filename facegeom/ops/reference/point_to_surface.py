@@ -8,7 +8,7 @@ from typing import Tuple
 
 import torch
 
-from facegeom.ops.reference._common import Tensor, _dot
+from facegeom.ops.reference._common import Tensor, _cross, _dot
 
 # Point-triangle pairs per chunk of the brute-force search (bounds its memory).
 POINT_TO_SURFACE_CHUNK = 1 << 18
@@ -20,13 +20,13 @@ def _closest_on_triangles(p: Tensor, a: Tensor, b: Tensor, c: Tensor) -> Tuple[T
     the three edges (a zero-length edge is a point). p [P, 1, 3]; a, b, c [F, 3]
     -> dist2 [P, F], bary [P, F, 3]. Deliberately not the kernels' region method,
     so the two check each other."""
-    n = torch.linalg.cross(b - a, c - a)  # [F, 3]
+    n = _cross(b - a, c - a)  # [F, 3]
     nn = _dot(n, n)  # [F], twice the area squared
     # Signed sub-areas of the projection of p (n . ((b-p) x (c-p)) is unchanged by
     # moving p along n, so p itself can be used).
-    wa = _dot(n, torch.linalg.cross(b - p, c - p))  # [P, F]
-    wb = _dot(n, torch.linalg.cross(c - p, a - p))
-    wc = _dot(n, torch.linalg.cross(a - p, b - p))
+    wa = _dot(n, _cross(b - p, c - p))  # [P, F]
+    wb = _dot(n, _cross(c - p, a - p))
+    wc = _dot(n, _cross(a - p, b - p))
     inside = (nn > 0) & (wa >= 0) & (wb >= 0) & (wc >= 0)
     safe_nn = torch.where(nn > 0, nn, torch.ones_like(nn))  # no inf*0 in the gradient
     bary_in = torch.stack([wa, wb, wc], -1) / safe_nn[:, None]  # [P, F, 3]

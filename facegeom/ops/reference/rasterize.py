@@ -185,6 +185,9 @@ def interpolate(attr: Tensor, rast: Tensor, tri: Tensor, rast_db: Optional[Tenso
     batch = rast.shape[0]
     ids = rast[..., 3].detach().long() - 1  # [B, H, W]
     covered = (ids >= 0)[..., None]
+    if tri.shape[0] == 0:  # nothing can be covered: an all-zero image (tri[0] does not exist)
+        tri = tri.new_zeros(1, 3)
+        attr = torch.cat([attr, attr.new_zeros(*attr.shape[:-2], 1, attr.shape[-1])], -2)
     corner = tri.long()[ids.clamp(min=0)]  # [B, H, W, 3]
     attr_b = (attr[None] if attr.dim() == 2 else attr).expand(batch, -1, -1)
     batch_index = torch.arange(batch, device=attr.device)[:, None, None]

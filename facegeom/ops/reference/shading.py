@@ -8,7 +8,7 @@ import math
 
 import torch
 
-from facegeom.ops.reference._common import Tensor
+from facegeom.ops.reference._common import Tensor, _cross
 
 SH_CONVENTIONS = ("deep3d", "deca", "irradiance")
 
@@ -33,7 +33,7 @@ def vertex_normals(vertices: Tensor, faces: Tensor) -> Tensor:
     p0 = vertices[..., faces[:, 0], :]  # [B, F, 3]
     p1 = vertices[..., faces[:, 1], :]
     p2 = vertices[..., faces[:, 2], :]
-    face_normals = torch.cross(p1 - p0, p2 - p0, dim=-1)  # [B, F, 3]
+    face_normals = _cross(p1 - p0, p2 - p0)  # [B, F, 3]
     sums = torch.zeros_like(vertices)
     for corner in range(3):
         sums = sums.index_add(-2, faces[:, corner], face_normals)  # [B, V, 3]
@@ -82,7 +82,7 @@ def sh_shading(normals: Tensor, albedo: Tensor, sh_coeffs: Tensor, convention: s
     basis = sh_basis(normals, convention)  # [B, ..., 9]
     if sh_coeffs.dim() == 2:
         return albedo * (basis @ sh_coeffs)
-    flat = basis.reshape(basis.shape[0], -1, 9)  # [B, M, 9]
+    flat = basis.reshape(basis.shape[0], math.prod(basis.shape[1:-1]), 9)  # [B, M, 9] (explicit: B may be 0)
     radiance = torch.matmul(flat, sh_coeffs)  # [B, M, 3]
     return albedo * radiance.reshape(radiance.shape[0], *basis.shape[1:-1], 3)
 
