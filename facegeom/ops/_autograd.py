@@ -104,9 +104,25 @@ def op_policy(op_name: str, forward_mode: bool = False):
                     stack.enter_context(torch.autocast(device, enabled=False))
                 return fn(*args, **kwargs)
 
+        wrapper.__doc__ = (fn.__doc__ or "").rstrip() + (_FORWARD_OK_NOTE if forward_mode else _POLICY_NOTE)
         return wrapper
 
     return decorate
+
+
+_POLICY_NOTE = """
+
+    Policies (docs/ops.md): under ``torch.autocast`` (CPU or CUDA) float16/bfloat16
+    arguments are upcast to float32 and the result is float32; forward-mode AD
+    (``torch.func.jvp``, ``jacfwd``, dual tensors) raises ``NotImplementedError``
+    (``facegeom.ops.reference`` supports it).
+"""
+_FORWARD_OK_NOTE = """
+
+    Policies (docs/ops.md): under ``torch.autocast`` (CPU or CUDA) float16/bfloat16
+    arguments are upcast to float32 and the result is float32; forward-mode AD is
+    exact here (its differentiable path is plain PyTorch).
+"""
 
 
 def register_autocast_policies() -> list:

@@ -128,6 +128,10 @@ def antialias(color: Tensor, rast: Tensor, pos: Tensor, tri: Tensor,
         ``[B, H, W, C]`` in ``color``'s dtype, contiguous. Pixels away from
         discontinuities equal ``color`` exactly.
 
+    Raises ``IndexError`` naming ``rast`` when its id channel holds a value outside
+    ``[0, F]`` (negative, NaN, Inf, or an id ``tri`` lacks). Non-finite ``color``
+    or silhouette ``pos`` make the pixels blended from them non-finite (docs/ops.md).
+
     Example:
         >>> pos = torch.tensor([[[-0.9, -0.9, 0., 1.], [0.8, -0.7, 0., 1.], [-0.6, 0.85, 0., 1.]]])
         >>> tri = torch.tensor([[0, 1, 2]], dtype=torch.int32)

@@ -34,7 +34,10 @@ def blendshapes(coeffs: Tensor, basis: Tensor, base: Optional[Tensor] = None) ->
 
     Returns:
         ``[B, V, 3]`` (``[V, 3]`` when ``coeffs`` is ``[K]``), float32/float64,
-        on the inputs' device.
+        on the inputs' device. ``V = 0`` gives ``[B, 0, 3]``.
+
+    Non-finite input (docs/ops.md): a NaN/Inf entry makes the output entries it
+    enters non-finite (IEEE: a 0 coefficient times Inf is NaN), kernel and reference alike.
 
     Example:
         >>> shape = blendshapes(torch.randn(2, 10), torch.randn(10, 500, 3), torch.randn(500, 3))
@@ -72,6 +75,10 @@ def rodrigues(axis_angle: Tensor) -> Tensor:
 
     smplx's epsilon behaviour is kept: ``angle = |axis_angle + 1e-8|`` (1e-8 added to
     every component), so the zero vector gives the identity with a finite gradient.
+    Finite input never gives NaN: where smplx's angle is 0 (``axis_angle = -1e-8``
+    per component) the true angle ``|axis_angle|`` is used, and an overflowing sum
+    of squares is scaled (``facegeom.ops.reference.rodrigues_angle``); everywhere
+    else the result is smplx's. NaN/Inf input gives a NaN matrix.
 
     Args:
         axis_angle: ``[..., 3]`` float32/float64 (differentiable).
@@ -104,7 +111,9 @@ def rigid_transform(rot_mats: Tensor, joints: Tensor, parents: Tensor) -> Tuple[
         parents: ``[J]`` integer, ``parents[0] = -1`` and ``0 <= parents[j] < j``.
 
     A batch of 1 in ``rot_mats`` or ``joints`` broadcasts against the other's batch
-    (its gradient is summed over the broadcast).
+    (its gradient is summed over the broadcast). Non-finite input (docs/ops.md): a
+    NaN/Inf rotation or location makes that joint's and its descendants' results
+    non-finite.
 
     Returns:
         ``posed_joints [B, J, 3]`` and ``rel_transforms [B, J, 4, 4]``: each joint's
@@ -139,6 +148,8 @@ def skin(vertices: Tensor, transforms: Tensor, weights: Tensor) -> Tensor:
             (differentiable).
 
     A batch of 1 broadcasts against the others. Unbatched inputs give ``[V, 3]``.
+    Non-finite input (docs/ops.md): a NaN/Inf vertex, weight or transform entry makes
+    the vertices it enters non-finite (a zero weight times Inf is NaN).
 
     Returns:
         ``[B, V, 3]`` skinned vertices.
@@ -190,7 +201,8 @@ def lbs(
     """Linear blend skinning model forward: a drop-in for ``smplx.lbs.lbs``.
 
     Same arguments, layouts and results as smplx (to 1e-5 in float32, 1e-10 in
-    float64), computed by fused kernels: one pass over the shape, expression and
+    float64; where smplx's rodrigues turns a finite pose into NaN, :func:`rodrigues`'s
+    finite answer is used), computed by fused kernels: one pass over the shape, expression and
     pose-corrective bases that also regresses the joints, the kinematic chain in
     one kernel, and skinning without per-vertex 4x4 matrices.
 

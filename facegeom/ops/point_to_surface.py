@@ -61,7 +61,10 @@ def point_to_surface(points: Tensor, vertices: Tensor, faces: Tensor) -> Tuple[T
 
     Gradients (envelope theorem, by a kernel): ``d dist2 / d points = 2 (p - c)``
     and ``d dist2 / d vertices[faces[f, i]] = -2 (p - c) bary_i``, c the closest
-    point. NaN inputs give NaN distances and ``face_index = -1``.
+    point. Non-finite input (docs/ops.md): a NaN/Inf point gets ``dist2 = NaN``,
+    ``face_index = -1`` and NaN ``bary``; a NaN/Inf vertex used by a face makes
+    every distance to its mesh NaN (the surface is undefined); so does an overflow
+    (float32 coordinates beyond ~1e19).
 
     Example:
         >>> vertices = torch.tensor([[0.0, 0, 0], [1, 0, 0], [0, 1, 0]])

@@ -86,7 +86,9 @@ def rasterize(
         differentiable w.r.t. ``pos``; the id channel is not.
 
     See the module docstring for pixel centres, y-up rows, the tie rule and the
-    near/far behaviour.
+    near/far behaviour. Non-finite input (docs/ops.md, the one exception to "NaN in,
+    NaN out"): a triangle with a NaN/Inf vertex is not drawn, as in nvdiffrast.
+    ``grad_db`` must be a bool (``TypeError``).
 
     Example:
         >>> pos = torch.tensor([[[-1., -1, 0, 1], [1, -1, 0, 1], [-1, 1, 0, 1]]])
@@ -154,6 +156,11 @@ def interpolate(
         ``out [B, H, W, C]`` and ``out_da [B, H, W, 2 * len(diff_attrs)]`` =
         ``(dA/dX, dA/dY)`` per selected attribute in pixel units (``None``
         without ``diff_attrs``).
+
+    Raises ``IndexError`` naming ``rast`` when its id channel holds a value outside
+    ``[0, F]`` (negative, NaN, Inf, or an id ``tri`` lacks), ``TypeError`` when
+    ``diff_attrs`` holds non-integers. Non-finite ``attr`` or ``(u, v)`` make the
+    pixels of the triangles using them non-finite (docs/ops.md).
 
     Example:
         >>> rast, rast_db = rasterize(pos, tri, (256, 256), grad_db=True)   # doctest: +SKIP

@@ -39,7 +39,9 @@ def vertex_normals(vertices: Tensor, faces: Tensor) -> Tensor:
     incident face, or whose contributions cancel (a summed normal whose largest
     component is below the smallest normal float), gets the zero vector and a
     zero gradient, never NaN. The sum is scaled by its largest component before
-    normalising, so meshes in tiny or huge units do not under/overflow.
+    normalising, so meshes in tiny or huge units do not under/overflow. A
+    non-finite sum (a NaN/Inf corner, or an overflow) gives a NaN normal
+    (docs/ops.md "Non-finite values").
 
     Args:
         vertices: ``[B, V, 3]`` or ``[V, 3]`` float32/float64 (differentiable).
@@ -95,7 +97,8 @@ def sh_basis(normals: Tensor, convention: str = "deep3d") -> Tensor:
       factors ``pi`` (band 0), ``2pi/3`` (band 1), ``pi/4`` (band 2).
 
     Constants are evaluated in double precision and rounded once to the
-    tensor's dtype. Normals are used as given (not re-normalised).
+    tensor's dtype. Normals are used as given (not re-normalised). A NaN/Inf
+    normal gives non-finite basis values (docs/ops.md).
 
     Args:
         normals: ``[..., 3]`` float32/float64 unit normals (differentiable).
@@ -143,6 +146,7 @@ def sh_shading(normals: Tensor, albedo: Tensor, sh_coeffs: Tensor, convention: s
 
     Returns:
         ``[B, ..., 3]`` shaded colour (``[..., 3]`` with shared ``[9, 3]`` coefficients).
+        A NaN/Inf input entry makes the colours it enters non-finite (docs/ops.md).
 
     Example:
         >>> n = torch.tensor([[[0.0, 0.0, 1.0]]])                  # [1, 1, 3]
@@ -178,7 +182,8 @@ def blinn_phong(
       is the zero vector (with zero gradient), and likewise ``h`` is zero when
       the light and view directions cancel, which makes the lobe 0.
 
-    ``normals`` are used as given (pass unit normals).
+    ``normals`` are used as given (pass unit normals). NaN/Inf input gives NaN
+    where ``dot(n, h)`` becomes NaN (never a silent 0; docs/ops.md).
 
     Args:
         normals: ``[B, ..., 3]`` (per vertex ``[B, N, 3]`` or per pixel

@@ -74,11 +74,11 @@ class Draw:
         return all(v != v for v in self.injected)
 
 
-def assert_matches(got, want, draw: Draw, int_pattern_only=False):
+def assert_matches(got, want, draw: Draw, int_pattern_only=False, tol=None):
     """Kernel ``got`` vs reference ``want``: the same non-finite entries (the same NaN
     entries when only NaN was injected), finite entries close. NaN in (and nothing
     else) never gives +-inf."""
-    tol = TOL[draw.dtype]
+    tol = tol or TOL[draw.dtype]
     for g, w in zip(outputs(got), outputs(want)):
         assert g.shape == w.shape and g.dtype == w.dtype, (g.shape, w.shape, g.dtype, w.dtype)
         if not g.dtype.is_floating_point:
@@ -96,11 +96,11 @@ def assert_matches(got, want, draw: Draw, int_pattern_only=False):
         torch.testing.assert_close(g[finite].double(), w[finite].double(), **tol)
 
 
-def compare(draw, op, ref, args, grad_args=(), int_pattern_only=False, grad_tol=None):
+def compare(draw, op, ref, args, grad_args=(), int_pattern_only=False, grad_tol=None, tol=None):
     """Forward outputs, and (float64, finite input) gradients of a random weighting of
     the float outputs w.r.t. ``args[i]`` for i in ``grad_args``."""
     with torch.no_grad():
-        assert_matches(op(*args), ref(*args), draw, int_pattern_only)
+        assert_matches(op(*args), ref(*args), draw, int_pattern_only, tol)
     if draw.dtype != torch.float64 or draw.injected or not grad_args:
         return
     grads = []
@@ -144,7 +144,9 @@ def test_rodrigues(data, dtype):
     x = d.float(count, 3, scale=scale)
     if count and d.flag("minus eps"):  # smplx's NaN point and its neighbourhood
         x.view(-1)[: 3 * d.int(1, count)] = -1e-8
-    compare(d, ops.rodrigues, reference.rodrigues, (x,), (0,))
+    # sin/cos of angles ~1e3 rad: float32 rounding of the angle is amplified ~1e3 times
+    tol = dict(rtol=0, atol=max(1.0, scale) * TOL[dtype]["atol"] * 10)
+    compare(d, ops.rodrigues, reference.rodrigues, (x,), (0,), tol=tol)
     if not d.injected:
         assert torch.isfinite(ops.rodrigues(x)).all()
 

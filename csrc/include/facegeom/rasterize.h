@@ -129,6 +129,13 @@ struct TriangleSetup {
 // clip[v] = (x, y, z, w) of vertex v. Returns false for triangles that are never
 // drawn: zero projected area (degenerate or exactly edge-on) or non-finite input.
 FG_HD bool setup_triangle(const double clip[3][4], TriangleSetup& t) {
+  // Any NaN/Inf clip coordinate (even one that projects to a finite point, such as
+  // w = inf): not drawn (x - x is 0 only for finite x).
+  for (int v = 0; v < 3; ++v) {
+    for (int c = 0; c < 4; ++c) {
+      if (!(clip[v][c] - clip[v][c] == 0.0)) return false;
+    }
+  }
   t.screen = clip[0][3] > 0 && clip[1][3] > 0 && clip[2][3] > 0;
   double p[3][3];  // (x, y, w), with (x, y) projected in screen form
   for (int v = 0; v < 3; ++v) {

@@ -28,8 +28,8 @@ FG_HD T normalize3(const T* x, T* out) {
 
 // normalize3 for sums whose squared length could under- or overflow (vertex
 // normals of meshes in tiny or huge units): the largest component is divided
-// out first. Vectors below the smallest normal number are treated as zero.
-// NaN propagates.
+// out first. Vectors below the smallest normal number are treated as zero;
+// a vector with a NaN or Inf component gives NaN.
 template <typename T>
 FG_HD T normalize3_scaled(const T* x, T* out) {
   const T smallest_normal = sizeof(T) == 4 ? T(1.17549435e-38f) : T(2.2250738585072014e-308);
@@ -37,6 +37,12 @@ FG_HD T normalize3_scaled(const T* x, T* out) {
   const T ay = x[1] < T(0) ? -x[1] : x[1];
   const T az = x[2] < T(0) ? -x[2] : x[2];
   const T largest = ax > ay ? (ax > az ? ax : az) : (ay > az ? ay : az);
+  if (!(ax - ax == T(0) && ay - ay == T(0) && az - az == T(0))) {
+    // A NaN/Inf sum (a non-finite corner, or an overflow) has no direction: NaN
+    // (docs/ops.md; the comparisons above would drop a NaN component).
+    out[0] = out[1] = out[2] = (ax - ax) + (ay - ay) + (az - az);
+    return out[0];
+  }
   if (largest < smallest_normal) {
     out[0] = out[1] = out[2] = T(0);
     return T(0);

@@ -140,8 +140,10 @@ def _antialias_pairs(color0, color1, rast0, rast1, c0, c1, batch_index, horizont
     weight = torch.where(front_modified, 0.5 - t, t - 0.5)
     weight = torch.where(active, weight, torch.zeros_like(weight))[..., None]
     modified_first = (front_modified == front_first)[..., None]
-    delta0 = torch.where(modified_first, weight * (color1 - color0), torch.zeros_like(color0))
-    delta1 = torch.where(modified_first, torch.zeros_like(color1), weight * (color0 - color1))
+    # Inactive pairs add nothing, not 0 * colour (a NaN colour must not leak: docs/ops.md).
+    active = active[..., None]
+    delta0 = torch.where(modified_first & active, weight * (color1 - color0), torch.zeros_like(color0))
+    delta1 = torch.where(~modified_first & active, weight * (color0 - color1), torch.zeros_like(color1))
     return delta0, delta1
 
 

@@ -81,7 +81,9 @@ def _edge_functions(corners: Tensor, qx: Tensor, qy: Tensor):
     depth_homogeneous = ((e0 * z[:, 0, None, None] + e1 * z[:, 1, None, None]) + e2 * z[:, 2, None, None]) / (
         (e0 * w[:, 0, None, None] + e1 * w[:, 1, None, None]) + e2 * w[:, 2, None, None])
     depth = torch.where(screen[:, None, None], depth_screen, depth_homogeneous)
-    valid = (det != 0) & ~torch.isnan(det)
+    # Never drawn: zero area, or any non-finite clip coordinate (even one that projects
+    # to a finite point, such as w = inf): docs/ops.md "Non-finite values".
+    valid = (det != 0) & ~torch.isnan(det) & torch.isfinite(corners).flatten(1).all(1)
     return torch.stack(e, 1), torch.stack(owns, 1), depth, total, valid
 
 
