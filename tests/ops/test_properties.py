@@ -20,7 +20,7 @@ from tests.conftest import requires_native
 from tests.ops.op_cases import clip_pos, outputs
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import given, strategies as st  # noqa: E402
+from hypothesis import assume, given, strategies as st  # noqa: E402
 
 pytestmark = requires_native
 
@@ -252,6 +252,9 @@ def test_vertex_normals(data, dtype):
     num_vertices, num_faces, batch = d.int(1, 7), d.int(0, 8), d.int(1, 2)
     scale = data.draw(st.sampled_from([1e-3, 1.0, 1e3]))
     args = (d.float(batch, num_vertices, 3, scale=scale), d.index((num_faces, 3), num_vertices))
+    # Two faces on one vertex set (a triangle and its reverse) cancel up to rounding: the
+    # normal is then the direction of a rounding residue, different in every implementation.
+    assume(len({tuple(sorted(f)) for f in args[1].tolist()}) == num_faces)
     compare(d, ops.vertex_normals, reference.vertex_normals, args, (0,), grad_tol=dict(rtol=1e-6, atol=1e-8))
 
 
