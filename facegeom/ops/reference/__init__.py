@@ -15,7 +15,8 @@ One module per op family, in the order of API.md:
 
 ``facegeom.ops.reference.<name>`` names every public function (and constant) directly.
 """
-from facegeom.ops.reference.lbs import RODRIGUES_EPSILON, blendshapes, lbs, rigid_transform, rodrigues, skin
+from facegeom.ops.reference.lbs import (RODRIGUES_EPSILON, blendshapes, lbs, rigid_transform, rodrigues,
+                                         rodrigues_angle, skin)
 from facegeom.ops.reference.rasterize import interpolate, rasterize
 from facegeom.ops.reference.antialias import AA_CROSSING_SLACK, AA_MAX_WALK, antialias, antialias_topology
 from facegeom.ops.reference.shading import SH_CONVENTIONS, blinn_phong, sh_basis, sh_shading, vertex_normals
@@ -24,6 +25,6 @@ from facegeom.ops.reference.point_to_surface import POINT_TO_SURFACE_CHUNK, poin
 __all__ = [
     "AA_CROSSING_SLACK", "AA_MAX_WALK", "POINT_TO_SURFACE_CHUNK", "RODRIGUES_EPSILON", "SH_CONVENTIONS",
     "antialias", "antialias_topology", "blendshapes", "blinn_phong", "interpolate", "lbs",
-    "point_to_surface", "rasterize", "rigid_transform", "rodrigues", "sh_basis", "sh_shading", "skin",
+    "point_to_surface", "rasterize", "rigid_transform", "rodrigues", "rodrigues_angle", "sh_basis", "sh_shading", "skin",
     "vertex_normals",
 ]
