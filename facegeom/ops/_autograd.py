@@ -60,6 +60,20 @@ def forward_ad_inputs(tensors) -> bool:
     return any(forward_ad.unpack_dual(t).tangent is not None for t in tensors if isinstance(t, torch.Tensor))
 
 
+def refuse_forward_ad(op_name: str, *tensors) -> None:
+    """Raise ``NotImplementedError`` naming ``facegeom.ops.<op_name>`` when forward-mode AD
+    would have to flow through ``tensors`` into its custom op (see :func:`op_policy`).
+    Called by the public functions and by the unchecked ``_impl`` functions that
+    ``facegeom.render`` uses, on their kernel path only. Skipped while compiling."""
+    if not torch.compiler.is_compiling() and forward_ad_inputs(tensors):
+        raise NotImplementedError(
+            f"facegeom.ops.{op_name} does not support forward-mode AD (torch.func.jvp, jacfwd, "
+            "forward_ad dual tensors): its custom op has a reverse-mode formula only. Use "
+            f"reverse mode (backward, torch.autograd.grad), or facegeom.ops.reference.{op_name}, "
+            "which supports forward mode"
+        )
+
+
 def op_policy(op_name: str, forward_mode: bool = False):
     """Decorator of every public op function (the kernel's entry point):
 
@@ -81,13 +95,8 @@ def op_policy(op_name: str, forward_mode: bool = False):
     def decorate(fn):
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            if not forward_mode and not torch.compiler.is_compiling() and _native.AVAILABLE and (
-                    forward_ad_inputs(args) or forward_ad_inputs(kwargs.values())):
-                raise NotImplementedError(
-                    f"facegeom.ops.{op_name} does not support forward-mode AD (torch.func.jvp, jacfwd, "
-                    "forward_ad dual tensors): its custom op has a reverse-mode formula only. Use "
-                    f"torch.func.vjp / jacrev, or facegeom.ops.reference.{op_name}, which supports forward mode"
-                )
+            if not forward_mode and _native.AVAILABLE:
+                refuse_forward_ad(op_name, *args, *kwargs.values())
             devices = [d for d in AUTOCAST_DEVICES if torch.is_autocast_enabled(d)]
             if not devices:
                 return fn(*args, **kwargs)

@@ -71,7 +71,7 @@ import torch
 
 from facegeom import _checks, _native
 from facegeom.ops import reference
-from facegeom.ops._autograd import forbid_double_backward, op_policy
+from facegeom.ops._autograd import forbid_double_backward, op_policy, refuse_forward_ad
 from facegeom.ops.rasterize import _check_rast_ids
 
 Tensor = torch.Tensor
@@ -216,6 +216,7 @@ def _antialias(color: Tensor, rast: Tensor, pos: Tensor, tri: Tensor, topology: 
     [V, 4], tri and topology [F, 3] int32 (indices in range): no checks."""
     rast = rast.to(color.dtype)
     if _native.serves("antialias", color.device):
+        refuse_forward_ad("antialias", color, pos)  # facegeom.render calls this directly
         return torch.ops.facegeom.antialias(color, rast, pos, tri, topology)
     return reference.antialias(color, rast, pos, tri, topology)
 

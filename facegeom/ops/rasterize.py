@@ -43,7 +43,7 @@ import torch
 
 from facegeom import _checks, _native
 from facegeom.ops import reference
-from facegeom.ops._autograd import forbid_double_backward, op_policy
+from facegeom.ops._autograd import forbid_double_backward, op_policy, refuse_forward_ad
 
 Tensor = torch.Tensor
 
@@ -266,6 +266,7 @@ def _rasterize(pos: Tensor, tri: Tensor, height: int, width: int, ranges: Option
     """pos [B, V, 4] (or [V, 4] with ranges [N, 2] int32 on the CPU), tri [F, 3] int32
     with indices in [0, V): no checks."""
     if _native.serves("rasterize", pos.device):
+        refuse_forward_ad("rasterize", pos)  # facegeom.render calls this directly
         rast, rast_db = torch.ops.facegeom.rasterize(pos, tri, height, width, ranges, grad_db)
         return rast, (rast_db if grad_db else None)
     return reference.rasterize(pos, tri, (height, width), ranges, grad_db)
@@ -277,6 +278,7 @@ def _interpolate(attr: Tensor, rast: Tensor, tri: Tensor, rast_db: Optional[Tens
     int32, channels a list of attribute indices (rast_db given when non-empty): no checks."""
     channels = list(channels)
     if _native.serves("interpolate", rast.device):
+        refuse_forward_ad("interpolate", attr, rast, rast_db)  # facegeom.render calls this directly
         out, out_da = torch.ops.facegeom.interpolate(attr, rast, tri, rast_db, channels)
         return out, (out_da if channels else None)
     return reference.interpolate(attr, rast, tri, rast_db, channels if channels else None)

@@ -16,7 +16,7 @@ import torch
 
 from facegeom import _checks, _native
 from facegeom.ops import reference
-from facegeom.ops._autograd import forbid_double_backward, op_policy
+from facegeom.ops._autograd import forbid_double_backward, op_policy, refuse_forward_ad
 
 Tensor = torch.Tensor
 
@@ -308,6 +308,7 @@ def _check_unit_last_dim(name: str, t: Tensor, layout: str) -> None:
 def _vertex_normals(vertices: Tensor, faces: Tensor) -> Tensor:
     """vertices [B, V, 3], faces [F, 3] int32/int64 in [0, V): no checks."""
     if _native.serves("vertex_normals", vertices.device):
+        refuse_forward_ad("vertex_normals", vertices)  # facegeom.render calls this directly
         return torch.ops.facegeom.vertex_normals(vertices, faces)[0]
     return reference.vertex_normals(vertices, faces)
 
@@ -318,6 +319,7 @@ def _sh_shading(normals: Tensor, albedo: Tensor, sh_coeffs: Tensor, convention: 
     batch, num_points = out_shape[0], math.prod(out_shape[1:-1])
     normals, albedo = normals.reshape(batch, num_points, 3), albedo.reshape(batch, num_points, 3)
     if _native.serves("sh_shading", normals.device):
+        refuse_forward_ad("sh_shading", normals, albedo, sh_coeffs)  # facegeom.render calls this directly
         out = torch.ops.facegeom.sh_shading(normals, albedo, sh_coeffs, convention)
     else:
         out = reference.sh_shading(normals, albedo, sh_coeffs, convention)
@@ -333,6 +335,8 @@ def _blinn_phong(normals: Tensor, points: Tensor, light_pos: Tensor, camera_pos:
     normals, points = normals.reshape(batch, num_points, 3), points.reshape(batch, num_points, 3)
     specular_albedo = specular_albedo.reshape(batch, num_points, specular_albedo.shape[-1])
     if _native.serves("blinn_phong", normals.device):
+        # facegeom.render calls this directly
+        refuse_forward_ad("blinn_phong", normals, points, light_pos, camera_pos, specular_albedo, shininess)
         out = torch.ops.facegeom.blinn_phong(normals, points, light_pos, camera_pos, specular_albedo, shininess)
     else:
         out = reference.blinn_phong(normals, points, light_pos, camera_pos, specular_albedo, shininess)

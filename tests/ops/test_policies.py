@@ -369,3 +369,25 @@ def test_training_with_amp_on_cpu_bfloat16(tmp_path, method):
     torch.testing.assert_close(torch.tensor(losses[True]), torch.tensor(losses[False]), rtol=0.05, atol=1e-3)
     if method != "landmarks":
         assert torch.bfloat16 in OpsLandmarks.seen_dtypes
+
+
+def test_forward_mode_through_the_renderer_raises_too():
+    """facegeom.render calls the ops' unchecked implementations: they refuse as well."""
+    from facegeom.render import MeshRenderer
+    from tests.ops.op_cases import quad_mesh
+
+    vertices, faces = quad_mesh(torch.float64, batch=1)
+    albedo = torch.full_like(vertices, 0.5)
+    sh_coeffs = torch.zeros(1, 9, 3, dtype=torch.float64)
+    sh_coeffs[:, 0] = 1.0
+    renderer = MeshRenderer(faces, (8, 8))
+    pos = op_cases.clip_pos(vertices)
+
+    def image(v):
+        return renderer(v, albedo, sh_coeffs, pos=op_cases.clip_pos(v))[0]
+
+    assert torch.isfinite(image(vertices)).all()
+    with pytest.raises(NotImplementedError, match="does not support forward-mode AD"):
+        torch.func.jvp(image, (vertices,), (torch.ones_like(vertices),))
+    with pytest.raises(NotImplementedError, match="facegeom.ops.rasterize"):
+        torch.func.jvp(lambda p: renderer(vertices, albedo, sh_coeffs, pos=p)[0], (pos,), (torch.ones_like(pos),))

@@ -183,7 +183,8 @@ def test_lbs(data, dtype):
         ops.rodrigues(torch.randn(batch, num_joints, 3, generator=d.gen, dtype=dtype))
     regressor = torch.rand(num_joints, num_vertices, generator=d.gen, dtype=dtype)
     args = (d.float(batch, num_betas), pose, d.float(num_vertices, 3),
-            d.float(num_vertices, 3, num_betas, scale=0.01), d.float(9 * (num_joints - 1), 3 * num_vertices, scale=0.01),
+            d.float(num_vertices, 3, num_betas, scale=0.01),
+            d.float(9 * (num_joints - 1), 3 * num_vertices, scale=0.01),
             d.layout(regressor / regressor.sum(1, keepdim=True)), d.parents(num_joints),
             d.float(num_vertices, num_joints, positive=True), pose2rot)
     compare(d, ops.lbs, reference.lbs, args, (0, 1, 2, 3, 4, 5, 7), grad_tol=dict(rtol=1e-6, atol=1e-8))

@@ -25,6 +25,6 @@ from facegeom.ops.reference.point_to_surface import POINT_TO_SURFACE_CHUNK, poin
 __all__ = [
     "AA_CROSSING_SLACK", "AA_MAX_WALK", "POINT_TO_SURFACE_CHUNK", "RODRIGUES_EPSILON", "SH_CONVENTIONS",
     "antialias", "antialias_topology", "blendshapes", "blinn_phong", "interpolate", "lbs",
-    "point_to_surface", "rasterize", "rigid_transform", "rodrigues", "rodrigues_angle", "sh_basis", "sh_shading", "skin",
-    "vertex_normals",
+    "point_to_surface", "rasterize", "rigid_transform", "rodrigues", "rodrigues_angle", "sh_basis", "sh_shading",
+    "skin", "vertex_normals",
 ]
