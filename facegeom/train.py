@@ -74,9 +74,9 @@ Methods (the protocol every pipeline implements)
 
 AMP (``amp=True``)
     Runs ``training_step`` under ``torch.autocast`` (float16 + GradScaler on CUDA,
-    bfloat16 on CPU). The custom ops need an autocast policy (hardening issue 17):
-    the loop requires ``facegeom.ops.SUPPORTS_AUTOCAST`` to be true and raises a
-    clear error otherwise.
+    bfloat16 on CPU). Every facegeom custom op upcasts float16/bfloat16 inputs to
+    float32 under autocast (docs/ops.md, "Autocast"); the loop checks
+    ``facegeom.ops.SUPPORTS_AUTOCAST`` and raises a clear error for a build without it.
 
 Checkpoints, resume, determinism
     Rank 0 writes ``out/step_NNNNNNNN.pt`` every ``checkpoint_every`` steps,
@@ -453,8 +453,8 @@ def _require_autocast() -> None:
     from facegeom import ops
 
     if not getattr(ops, "SUPPORTS_AUTOCAST", False):
-        raise RuntimeError("amp=True needs the facegeom ops' autocast policy (hardening issue 17: every custom op "
-                           "upcast to float32 under autocast, announced by facegeom.ops.SUPPORTS_AUTOCAST = True), "
+        raise RuntimeError("amp=True needs the facegeom ops' autocast policy (every custom op upcast to "
+                           "float32 under autocast, announced by facegeom.ops.SUPPORTS_AUTOCAST = True), "
                            "which this build lacks; train without --amp")
 
 
