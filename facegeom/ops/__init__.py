@@ -15,6 +15,7 @@ from facegeom.ops.point_to_surface import (
     point_to_plane_distance,
     point_to_surface,
 )
+from facegeom.ops.texture import texture, texture_construct_mip
 
 __all__ = [
     "antialias",
@@ -35,4 +36,6 @@ __all__ = [
     "sh_shading",
     "skin",
     "vertex_normals",
+    "texture",
+    "texture_construct_mip",
 ]
