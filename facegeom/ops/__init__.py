@@ -16,6 +16,7 @@ from facegeom.ops.point_to_surface import (
     point_to_surface,
 )
 from facegeom.ops.texture import texture, texture_construct_mip
+from facegeom.ops.rasterize import rasterize_next_layer
 
 __all__ = [
     "antialias",
@@ -38,4 +39,5 @@ __all__ = [
     "vertex_normals",
     "texture",
     "texture_construct_mip",
+    "rasterize_next_layer",
 ]

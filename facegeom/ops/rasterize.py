@@ -184,6 +184,66 @@ def interpolate(
     return _interpolate(attr, rast, tri, rast_db, channels)
 
 
+def rasterize_next_layer(
+    pos: Tensor,
+    tri: Tensor,
+    resolution: Sequence[int],
+    previous: Tensor,
+    ranges: Optional[Tensor] = None,
+    grad_db: bool = False,
+) -> Tuple[Tensor, Optional[Tensor]]:
+    """Depth peeling: the surface behind ``previous`` at each pixel, as
+    nvdiffrast's ``DepthPeeler.rasterize_next_layer``.
+
+    Draws what :func:`rasterize` draws, except that at each pixel only fragments
+    whose depth (``z/w`` rounded to float32, the depth test's key) is greater than
+    the depth of the triangle that ``previous`` shows there survive (nvdiffrast's
+    peel test, ``depth <= peel`` is discarded, NVlabs/nvdiffrast
+    csrc/common/cudaraster/impl/FineRaster.inl:349); a pixel that ``previous``
+    leaves empty stays empty. Call it with the previous call's output to peel
+    layer after layer.
+
+    This runs facegeom's pure-PyTorch reference rasterizer
+    (:func:`facegeom.ops.reference.rasterize` with ``peel``: every triangle
+    against every pixel, float64, chunked), which computes the same coverage and
+    depth bit for bit as the compiled kernel; it is meant for small scenes and
+    tests (the compiled rasterizer has no peel pass yet).
+
+    Args:
+        pos, tri, resolution, ranges, grad_db: as :func:`rasterize`.
+        previous: ``[B, H, W, 4]`` rast of the previous layer (from
+            :func:`rasterize` or this function) for the same inputs.
+
+    Returns:
+        ``(rast, rast_db)`` as :func:`rasterize`; differentiable w.r.t. ``pos``.
+
+    Example:
+        >>> first, _ = rasterize(pos, tri, (64, 64))                       # doctest: +SKIP
+        >>> second, _ = rasterize_next_layer(pos, tri, (64, 64), first)    # doctest: +SKIP
+    """
+    _checks.floating("pos", pos)
+    height, width = _check_resolution(resolution)
+    if ranges is None:
+        if pos.dim() == 2:
+            pos = pos.unsqueeze(0)
+        _checks.shape("pos", pos, [None, None, 4], "[B, V, 4] (instanced mode)")
+        batch = pos.shape[0]
+    else:
+        _checks.shape("pos", pos, [None, 4], "[V, 4] (range mode)")
+        _checks.integer("ranges", ranges, torch.device("cpu"))
+        _checks.shape("ranges", ranges, [None, 2], "[N, 2]")
+        batch = ranges.shape[0]
+    tri = _check_tri(tri, pos.shape[-2], pos.device)
+    _checks.floating("previous", previous)
+    _checks.shape("previous", previous, [batch, height, width, 4], "[B, H, W, 4] (a rast of the same size)")
+    if previous.device != pos.device:
+        raise ValueError(f"previous must be on pos's device ({pos.device}), got {previous.device}")
+    if previous.numel() and not torch.compiler.is_compiling():
+        if int(previous[..., 3].max()) > tri.shape[0]:
+            raise IndexError(f"previous names triangle ids beyond tri's F = {tri.shape[0]}")
+    return reference.rasterize(pos, tri, (height, width), ranges, grad_db, peel=previous)
+
+
 # --------------------------------------------------------------------------- #
 # Checks (run once, by the public functions above)                            #
 # --------------------------------------------------------------------------- #
