@@ -294,6 +294,15 @@ FG_HD void cube_face_backward(const T* dir, T grad_s, T grad_t, T* grad_dir) {
 // --------------------------------------------------------------------------
 // Texel addressing.
 
+// floor without a library call (the host build has no SSE4.1 rounding instruction);
+// exact for every value: large, infinite and NaN inputs take std::floor.
+template <typename T>
+FG_HD T floor_fast(T x) {
+  if (!(x > T(-kIndexLimit) && x < T(kIndexLimit))) return floor(x);
+  const T truncated = static_cast<T>(static_cast<int64_t>(x));
+  return truncated > x ? truncated - T(1) : truncated;
+}
+
 template <typename T>
 FG_HD T clamp_index(T value, T low, T high) {
   if (!(value == value)) return low;  // NaN
@@ -312,10 +321,10 @@ FG_HD int64_t nearest_texel(const TextureParams<T>& p, const T* uv, int64_t imag
     if (face < 0) return -1;
     plane = 6 * image + face;
   } else if (p.boundary == kWrap) {
-    u = u - floor(u);
-    v = v - floor(v);
+    u = u - floor_fast(u);
+    v = v - floor_fast(v);
   }
-  const T fu = floor(u * T(w)), fv = floor(v * T(h));
+  const T fu = floor_fast(u * T(w)), fv = floor_fast(v * T(h));
   if (p.boundary == kZero && !(fu >= T(0) && fu < T(w) && fv >= T(0) && fv < T(h))) return -1;
   const int64_t iu = static_cast<int64_t>(clamp_index(fu, T(0), T(w - 1)));
   const int64_t iv = static_cast<int64_t>(clamp_index(fv, T(0), T(h - 1)));
@@ -345,8 +354,8 @@ FG_HD Quad<T> linear_quad(const TextureParams<T>& p, const T* uv, int64_t image,
       return q;
     }
   } else if (p.boundary == kWrap) {
-    u = u - floor(u);
-    v = v - floor(v);
+    u = u - floor_fast(u);
+    v = v - floor_fast(v);
   }
   u = u * T(w) - T(0.5);
   v = v * T(h) - T(0.5);
@@ -357,7 +366,7 @@ FG_HD Quad<T> linear_quad(const TextureParams<T>& p, const T* uv, int64_t image,
     clamp_u = u == T(0) || u == T(w - 1);
     clamp_v = v == T(0) || v == T(h - 1);
   }
-  const T u0 = floor(u), v0 = floor(v);
+  const T u0 = floor_fast(u), v0 = floor_fast(v);
   q.fu = u - u0;
   q.fv = v - v0;
   const T limit = T(kIndexLimit);
@@ -385,19 +394,23 @@ FG_HD Quad<T> linear_quad(const TextureParams<T>& p, const T* uv, int64_t image,
   return q;
 }
 
+// The first channel of each quad texel in `level` (null where absent).
+template <typename T>
+FG_HD void quad_pointers(const Quad<T>& q, const T* level, int64_t channels, const T** ptr) {
+  for (int i = 0; i < 4; ++i) ptr[i] = q.texel[i] >= 0 ? level + q.texel[i] * channels : nullptr;
+}
+
 // The four texel values of channel c (fetchQuad): absent texels read 0, except at a
 // cube corner where the one missing texel is the mean of the other three.
 template <typename T>
-FG_HD void fetch_quad(const Quad<T>& q, const T* level, int64_t channels, int64_t c, T* a) {
-  T total = T(0);
-  for (int i = 0; i < 4; ++i) {
-    a[i] = q.texel[i] >= 0 ? level[q.texel[i] * channels + c] : T(0);
-    total += a[i];
-  }
-  const bool valid = q.texel[0] >= 0 || q.texel[1] >= 0 || q.texel[2] >= 0 || q.texel[3] >= 0;
-  if (q.corner && valid)
-    for (int i = 0; i < 4; ++i)
-      if (q.texel[i] < 0) a[i] = total * T(0.33333333);
+FG_HD void fetch_quad(const Quad<T>& q, const T* const* ptr, int64_t c, T* a) {
+  for (int i = 0; i < 4; ++i) a[i] = ptr[i] != nullptr ? ptr[i][c] : T(0);
+  if (!q.corner) return;
+  const bool valid = ptr[0] != nullptr || ptr[1] != nullptr || ptr[2] != nullptr || ptr[3] != nullptr;
+  if (!valid) return;
+  const T total = a[0] + a[1] + a[2] + a[3];
+  for (int i = 0; i < 4; ++i)
+    if (ptr[i] == nullptr) a[i] = total * T(0.33333333);
 }
 
 template <typename T>
@@ -508,13 +521,17 @@ FG_HD void texture_pixel_forward(const TextureParams<T>& p, int64_t pixel) {
   const bool second = m.fraction > T(0);
   Quad<T> q1;
   if (second) q1 = linear_quad(p, uv, image, m.level1);
+  const T* ptr0[4];
+  const T* ptr1[4] = {nullptr, nullptr, nullptr, nullptr};
+  quad_pointers(q0, p.tex[m.level0], p.channels, ptr0);
+  if (second) quad_pointers(q1, p.tex[m.level1], p.channels, ptr1);
   for (int64_t c = 0; c < p.channels; ++c) {
     T a[4];
-    fetch_quad(q0, p.tex[m.level0], p.channels, c, a);
+    fetch_quad(q0, ptr0, c, a);
     T value = bilerp(a, q0.fu, q0.fv);
     if (second) {
       T b[4];
-      fetch_quad(q1, p.tex[m.level1], p.channels, c, b);
+      fetch_quad(q1, ptr1, c, b);
       value = value + m.fraction * (bilerp(b, q1.fu, q1.fv) - value);
     }
     out[c] = value;
@@ -554,12 +571,16 @@ FG_HD void texture_pixel_backward(const TextureParams<T>& p, int64_t pixel, bool
   if (second) q1 = linear_quad(p, uv, image, m.level1);
   const T w0 = T(level_extent(p.tex_width, m.level0)), h0 = T(level_extent(p.tex_height, m.level0));
   const T w1 = T(level_extent(p.tex_width, m.level1)), h1 = T(level_extent(p.tex_height, m.level1));
+  const T* ptr0[4];
+  const T* ptr1[4] = {nullptr, nullptr, nullptr, nullptr};
+  quad_pointers(q0, p.tex[m.level0], p.channels, ptr0);
+  if (second) quad_pointers(q1, p.tex[m.level1], p.channels, ptr1);
   T gs = T(0), gt = T(0), d_fraction = T(0);
   for (int64_t c = 0; c < p.channels; ++c) {
     const T weight1 = second ? m.fraction : T(0);
     const T g0 = (T(1) - weight1) * dy[c];
     T a[4];
-    fetch_quad(q0, p.tex[m.level0], p.channels, c, a);
+    fetch_quad(q0, ptr0, c, a);
     if (texels) {
       const T gq[4] = {g0 * (T(1) - q0.fu) * (T(1) - q0.fv), g0 * q0.fu * (T(1) - q0.fv),
                        g0 * (T(1) - q0.fu) * q0.fv, g0 * q0.fu * q0.fv};
@@ -571,7 +592,7 @@ FG_HD void texture_pixel_backward(const TextureParams<T>& p, int64_t pixel, bool
     if (!second) continue;
     const T g1 = weight1 * dy[c];
     T b[4];
-    fetch_quad(q1, p.tex[m.level1], p.channels, c, b);
+    fetch_quad(q1, ptr1, c, b);
     if (texels) {
       const T gq[4] = {g1 * (T(1) - q1.fu) * (T(1) - q1.fv), g1 * q1.fu * (T(1) - q1.fv),
                        g1 * (T(1) - q1.fu) * q1.fv, g1 * q1.fu * q1.fv};
