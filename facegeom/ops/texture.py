@@ -135,8 +135,9 @@ def texture_construct_mip(tex: Tensor, max_mip_level: Optional[int] = None, cube
         ValueError: a side > 1 of some level is odd (it cannot be halved).
 
     Example:
-        >>> [level.shape[1:3] for level in texture_construct_mip(torch.rand(1, 8, 4, 3))]
-        [torch.Size([4, 2]), torch.Size([2, 1]), torch.Size([1, 1])]
+        >>> levels = texture_construct_mip(torch.rand(1, 8, 4, 3))
+        >>> len(levels), levels[0].shape
+        (3, torch.Size([1, 4, 2, 3]))
     """
     if cube_mode is not True and cube_mode is not False:
         raise TypeError(f"cube_mode must be True or False, got {cube_mode!r}")
