@@ -505,6 +505,48 @@ FG_HD int uv_channels(const TextureParams<T>& p) {
   return is_cube(p.boundary) ? 3 : 2;
 }
 
+// What the forward and backward of a bilinear / mipmapped pixel share: the level
+// choice and the quads (q1 only when the second level counts, second).
+template <typename T>
+struct PixelQuads {
+  MipChoice<T> m;
+  Quad<T> q0, q1;
+  bool second = false;
+  const T* ptr0[4] = {nullptr, nullptr, nullptr, nullptr};
+  const T* ptr1[4] = {nullptr, nullptr, nullptr, nullptr};
+};
+
+template <typename T>
+FG_HD PixelQuads<T> pixel_quads(const TextureParams<T>& p, int64_t pixel, const T* uv, int64_t image) {
+  PixelQuads<T> s;
+  if (p.max_level > 0) s.m = mip_level(p, pixel, uv);
+  s.q0 = linear_quad(p, uv, image, s.m.level0);
+  quad_pointers(s.q0, p.tex[s.m.level0], p.channels, s.ptr0);
+  s.second = s.m.fraction > T(0);
+  if (s.second) {
+    s.q1 = linear_quad(p, uv, image, s.m.level1);
+    quad_pointers(s.q1, p.tex[s.m.level1], p.channels, s.ptr1);
+  }
+  return s;
+}
+
+// One level's share of a pixel's backward for channel c, with g = dL/d(this level's
+// sample): scatters g times the bilinear weights into the level (when texels) and
+// adds g d(sample)/d(s, t) to gs, gt (w, h: the level's size); a gets the texel values.
+template <typename T, typename Add>
+FG_HD void quad_backward(const Quad<T>& q, const T* const* ptr, int level, int64_t channels, int64_t c, T g,
+                         T w, T h, bool texels, Add& add, T* a, T& gs, T& gt) {
+  fetch_quad(q, ptr, c, a);
+  if (texels) {
+    const T gq[4] = {g * (T(1) - q.fu) * (T(1) - q.fv), g * q.fu * (T(1) - q.fv), g * (T(1) - q.fu) * q.fv,
+                     g * q.fu * q.fv};
+    scatter_quad(q, level, channels, c, gq, add);
+  }
+  const T d = a[3] + a[0] - a[1] - a[2];
+  gs += g * ((a[1] - a[0]) + q.fv * d) * w;
+  gt += g * ((a[2] - a[0]) + q.fu * d) * h;
+}
+
 template <typename T>
 FG_HD void texture_pixel_forward(const TextureParams<T>& p, int64_t pixel) {
   const int64_t image = pixel_image(pixel, p.height * p.width, p.tex_batch);
@@ -515,24 +557,15 @@ FG_HD void texture_pixel_forward(const TextureParams<T>& p, int64_t pixel) {
     for (int64_t c = 0; c < p.channels; ++c) out[c] = texel >= 0 ? p.tex[0][texel * p.channels + c] : T(0);
     return;
   }
-  MipChoice<T> m;
-  if (p.max_level > 0) m = mip_level(p, pixel, uv);
-  const Quad<T> q0 = linear_quad(p, uv, image, m.level0);
-  const bool second = m.fraction > T(0);
-  Quad<T> q1;
-  if (second) q1 = linear_quad(p, uv, image, m.level1);
-  const T* ptr0[4];
-  const T* ptr1[4] = {nullptr, nullptr, nullptr, nullptr};
-  quad_pointers(q0, p.tex[m.level0], p.channels, ptr0);
-  if (second) quad_pointers(q1, p.tex[m.level1], p.channels, ptr1);
+  const PixelQuads<T> s = pixel_quads(p, pixel, uv, image);
   for (int64_t c = 0; c < p.channels; ++c) {
     T a[4];
-    fetch_quad(q0, ptr0, c, a);
-    T value = bilerp(a, q0.fu, q0.fv);
-    if (second) {
+    fetch_quad(s.q0, s.ptr0, c, a);
+    T value = bilerp(a, s.q0.fu, s.q0.fv);
+    if (s.second) {
       T b[4];
-      fetch_quad(q1, ptr1, c, b);
-      value = value + m.fraction * (bilerp(b, q1.fu, q1.fv) - value);
+      fetch_quad(s.q1, s.ptr1, c, b);
+      value = value + s.m.fraction * (bilerp(b, s.q1.fu, s.q1.fv) - value);
     }
     out[c] = value;
   }
@@ -563,45 +596,20 @@ FG_HD void texture_pixel_backward(const TextureParams<T>& p, int64_t pixel, bool
     for (int64_t c = 0; c < p.channels; ++c) add(0, texel * p.channels + c, dy[c]);
     return;
   }
-  MipChoice<T> m;
-  if (p.max_level > 0) m = mip_level(p, pixel, uv);
-  const Quad<T> q0 = linear_quad(p, uv, image, m.level0);
-  const bool second = m.fraction > T(0);
-  Quad<T> q1;
-  if (second) q1 = linear_quad(p, uv, image, m.level1);
+  const PixelQuads<T> s = pixel_quads(p, pixel, uv, image);
+  const MipChoice<T>& m = s.m;
+  const bool second = s.second;
   const T w0 = T(level_extent(p.tex_width, m.level0)), h0 = T(level_extent(p.tex_height, m.level0));
   const T w1 = T(level_extent(p.tex_width, m.level1)), h1 = T(level_extent(p.tex_height, m.level1));
-  const T* ptr0[4];
-  const T* ptr1[4] = {nullptr, nullptr, nullptr, nullptr};
-  quad_pointers(q0, p.tex[m.level0], p.channels, ptr0);
-  if (second) quad_pointers(q1, p.tex[m.level1], p.channels, ptr1);
   T gs = T(0), gt = T(0), d_fraction = T(0);
   for (int64_t c = 0; c < p.channels; ++c) {
     const T weight1 = second ? m.fraction : T(0);
-    const T g0 = (T(1) - weight1) * dy[c];
     T a[4];
-    fetch_quad(q0, ptr0, c, a);
-    if (texels) {
-      const T gq[4] = {g0 * (T(1) - q0.fu) * (T(1) - q0.fv), g0 * q0.fu * (T(1) - q0.fv),
-                       g0 * (T(1) - q0.fu) * q0.fv, g0 * q0.fu * q0.fv};
-      scatter_quad(q0, m.level0, p.channels, c, gq, add);
-    }
-    const T ad = a[3] + a[0] - a[1] - a[2];
-    gs += g0 * ((a[1] - a[0]) + q0.fv * ad) * w0;
-    gt += g0 * ((a[2] - a[0]) + q0.fu * ad) * h0;
+    quad_backward(s.q0, s.ptr0, m.level0, p.channels, c, (T(1) - weight1) * dy[c], w0, h0, texels, add, a, gs, gt);
     if (!second) continue;
-    const T g1 = weight1 * dy[c];
     T b[4];
-    fetch_quad(q1, ptr1, c, b);
-    if (texels) {
-      const T gq[4] = {g1 * (T(1) - q1.fu) * (T(1) - q1.fv), g1 * q1.fu * (T(1) - q1.fv),
-                       g1 * (T(1) - q1.fu) * q1.fv, g1 * q1.fu * q1.fv};
-      scatter_quad(q1, m.level1, p.channels, c, gq, add);
-    }
-    const T bd = b[3] + b[0] - b[1] - b[2];
-    gs += g1 * ((b[1] - b[0]) + q1.fv * bd) * w1;
-    gt += g1 * ((b[2] - b[0]) + q1.fu * bd) * h1;
-    d_fraction += (bilerp(b, q1.fu, q1.fv) - bilerp(a, q0.fu, q0.fv)) * dy[c];
+    quad_backward(s.q1, s.ptr1, m.level1, p.channels, c, weight1 * dy[c], w1, h1, texels, add, b, gs, gt);
+    d_fraction += (bilerp(b, s.q1.fu, s.q1.fv) - bilerp(a, s.q0.fu, s.q0.fv)) * dy[c];
   }
   if (!coordinates) return;
   // The level's gradient w.r.t. the face-space footprint.
@@ -610,7 +618,7 @@ FG_HD void texture_pixel_backward(const TextureParams<T>& p, int64_t pixel, bool
   if (is_cube(p.boundary)) {
     if (p.grad_uv != nullptr) {
       T* g = p.grad_uv + 3 * pixel;
-      if (q0.texel[0] >= 0 || q0.texel[1] >= 0 || q0.texel[2] >= 0 || q0.texel[3] >= 0)
+      if (s.ptr0[0] != nullptr || s.ptr0[1] != nullptr || s.ptr0[2] != nullptr || s.ptr0[3] != nullptr)
         cube_face_backward(uv, gs, gt, g);
       if (m.with_da && second) {
         T unused[6] = {};
