@@ -5,7 +5,9 @@ iterations, asserting the convergence each sample shows (docs/migration/nvdiffra
 lists the figures). The samples' data files are replaced by stand-ins of the same
 format generated here (earth.npz is missing from nvdiffrast's repository snapshot;
 cube_*.npz and envphong.npz are NVIDIA's and are not copied): a cube, a UV sphere
-with a procedural texture atlas, a sphere with normals and a procedural cube map."""
+with a procedural texture atlas, a sphere with normals and a procedural cube map
+(:func:`facegeom.testing.earth_npz`, :func:`facegeom.testing.envphong_npz`).
+benchmarks/nvdiffrast_samples.py runs nvdiffrast's own sample scripts."""
 from __future__ import annotations
 
 import numpy as np
@@ -13,6 +15,7 @@ import pytest
 import torch
 
 import facegeom.compat.nvdiffrast as dr  # the samples' `import nvdiffrast.torch as dr`
+from facegeom import testing
 from tests.conftest import requires_native
 
 pytestmark = requires_native
@@ -85,41 +88,14 @@ def cube_p_npz():
     return pos_idx, pos, col_idx, col
 
 
-def uv_sphere(rings, segments):
-    """A UV sphere: positions [V, 3] (radius 1), triangles [F, 3], uvs [V, 2] and uv
-    triangles (the seam column duplicated in uv space)."""
-    theta = np.linspace(0, np.pi, rings + 1)
-    phi = np.linspace(0, 2 * np.pi, segments + 1)
-    t, p = np.meshgrid(theta, phi, indexing="ij")  # [R + 1, S + 1]
-    pos = np.stack([np.sin(t) * np.cos(p), np.cos(t), np.sin(t) * np.sin(p)], -1).reshape(-1, 3)
-    uv = np.stack([p / (2 * np.pi), 1 - t / np.pi], -1).reshape(-1, 2)
-    index = np.arange((rings + 1) * (segments + 1)).reshape(rings + 1, segments + 1)
-    a, b = index[:-1, :-1].ravel(), index[:-1, 1:].ravel()
-    c, d = index[1:, :-1].ravel(), index[1:, 1:].ravel()
-    tri = np.concatenate([np.stack([a, c, b], -1), np.stack([b, c, d], -1)]).astype(np.int32)
-    return pos.astype(np.float32), tri, uv.astype(np.float32), tri.copy()
+def earth_npz():
+    """earth.npz's arrays, small: a 12 x 24 UV sphere, a 64 x 64 texture."""
+    return tuple(testing.earth_npz(tex_shape=(64, 64), rings=12, segments=24).values())
 
 
-def earth_npz(tex_size=64, rings=12, segments=24):
-    """earth.npz's arrays (pos_idx, pos, uv_idx, uv, tex uint8 [H, W, 3]): a UV sphere
-    and a procedural texture with detail at every scale (checker + smooth bands)."""
-    pos, pos_idx, uv, uv_idx = uv_sphere(rings, segments)
-    y, x = np.mgrid[0:tex_size, 0:tex_size] / tex_size
-    checker = ((np.floor(x * 16) + np.floor(y * 8)) % 2)
-    tex = np.stack([0.6 * checker + 0.2 * np.sin(6 * np.pi * x) ** 2, 0.5 + 0.4 * np.sin(4 * np.pi * y),
-                    0.3 + 0.6 * x * y], -1)
-    return pos_idx, pos, uv_idx, uv, np.clip(tex * 255, 0, 255).astype(np.uint8)
-
-
-def envphong_npz(env_size=16, rings=10, segments=20):
-    """envphong.npz's arrays (pos_idx, pos [V, 4]-free positions, normals, env uint8
-    [6, H, W, 3]): a sphere and a smooth procedural cube map."""
-    pos, pos_idx, _, _ = uv_sphere(rings, segments)
-    normals = pos / np.linalg.norm(pos, axis=1, keepdims=True)
-    s, t = np.mgrid[0:env_size, 0:env_size] / env_size
-    faces = [np.stack([0.5 + 0.4 * np.sin(2 * np.pi * (s + f / 6)), 0.5 + 0.4 * np.cos(2 * np.pi * t),
-                       np.full_like(s, f / 6)], -1) for f in range(6)]
-    return pos_idx, pos, normals.astype(np.float32), np.clip(np.stack(faces) * 255, 0, 255).astype(np.uint8)
+def envphong_npz():
+    """envphong.npz's arrays, small: a 10 x 20 sphere, a 6 x 16 x 16 cube map."""
+    return tuple(testing.envphong_npz(env_size=16, rings=10, segments=20).values())
 
 
 # --------------------------------------------------------------------------- #

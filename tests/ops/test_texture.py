@@ -456,3 +456,54 @@ def test_cuda_matches_cpu(dtype, filter_mode, boundary_mode):
     mip_gpu = fo.texture_construct_mip(tex.cuda(), cube_mode=boundary_mode == "cube")
     for a, b in zip(mip_gpu, mip_cpu):
         torch.testing.assert_close(a.cpu(), b)
+
+
+# --------------------------------------------------------------------------- #
+# Layouts, empty inputs, fallback                                             #
+# --------------------------------------------------------------------------- #
+
+@requires_native
+def test_non_contiguous_and_empty_inputs():
+    tex, uv, uv_da, bias = make_inputs(torch.float64, "wrap", seed=29, size=(8, 8))
+    uv_t = uv.transpose(1, 2).contiguous().transpose(1, 2)  # same values, other strides
+    assert not uv_t.is_contiguous()
+    torch.testing.assert_close(fo.texture(tex, uv_t, uv_da, bias), fo.texture(tex, uv, uv_da, bias))
+    for shape in ((0, 4, 4), (2, 0, 4)):
+        empty_uv = torch.zeros(*shape, 2, dtype=torch.float64, requires_grad=True)
+        out = fo.texture(tex, empty_uv, torch.zeros(*shape, 4, dtype=torch.float64),
+                         torch.zeros(*shape, dtype=torch.float64))
+        assert out.shape == (*shape, 3)
+        out.sum().backward()
+        assert empty_uv.grad.shape == empty_uv.shape
+
+
+@requires_native
+def test_fallback_to_reference_gives_the_same_results(monkeypatch):
+    from facegeom import _native
+
+    tex, uv, uv_da, bias = make_inputs(torch.float64, "cube", seed=31, size=(8, 8))
+    want = run_with_grads(fo.texture, tex, uv, uv_da, bias, boundary_mode="cube")
+    monkeypatch.setattr(_native, "serves", lambda *args, **kwargs: False)
+    got = run_with_grads(fo.texture, tex, uv, uv_da, bias, boundary_mode="cube")
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)
+    assert len(fo.texture_construct_mip(tex[:, 0])) == 3
+
+
+def test_rasterize_next_layer_checks_and_range_mode():
+    pos = torch.tensor([[-0.8, -0.8, 0.1, 1], [0.8, -0.8, 0.1, 1], [-0.8, 0.8, 0.1, 1],
+                        [-0.9, -0.9, -0.2, 1], [0.2, -0.9, -0.2, 1], [-0.9, 0.2, -0.2, 1]], dtype=torch.float64)
+    tri = torch.tensor([[0, 1, 2], [3, 4, 5]], dtype=torch.int32)
+    ranges = torch.tensor([[0, 2], [0, 1]], dtype=torch.int32)
+    first, _ = fo.rasterize(pos, tri, (8, 8), ranges=ranges)
+    second, _ = fo.rasterize_next_layer(pos, tri, (8, 8), first, ranges=ranges)
+    # image 0: where the near triangle (id 1) covers the far one (id 0), layer 2 shows id 0;
+    # image 1 draws one triangle: nothing behind it.
+    both = (first[0, ..., 3] == 2) & (fo.rasterize(pos, tri[:1], (8, 8))[0][0, ..., 3] == 1)
+    assert bool(both.any())
+    assert torch.equal(second[0, ..., 3] == 1, both)
+    assert second[1, ..., 3].abs().sum() == 0
+    with pytest.raises(ValueError, match="previous must have shape"):
+        fo.rasterize_next_layer(pos, tri, (8, 8), first[:1], ranges=ranges)
+    with pytest.raises(IndexError, match="previous names triangle ids"):
+        fo.rasterize_next_layer(pos, tri[:1], (8, 8), first, ranges=torch.tensor([[0, 1], [0, 1]], dtype=torch.int32))
