@@ -38,7 +38,7 @@ RUNS = {
     "pose": ["--max-iter", "300"],
     "earth": ["--max-iter", "20"],
     "earth_mip": ["--max-iter", "20", "--mip"],
-    "envphong": ["--max-iter", "20"],
+    "envphong": ["--max-iter", "100"],  # it logs every 100 iterations
 }
 
 IMAGEIO_SHIM = '''"""A stand-in for imageio (only what nvdiffrast's samples call), over PIL."""
