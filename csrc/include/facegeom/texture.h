@@ -23,6 +23,14 @@ using std::isfinite;
 using std::log2;
 #endif
 
+// The per-pixel helpers below are forced inline on the host: the compiler then drops
+// the zero-initialised structs (MipChoice, Quad) of the paths a mode does not take.
+#if defined(__CUDACC__)
+#define FG_TEX_HD FG_HD
+#else
+#define FG_TEX_HD inline __attribute__((always_inline))
+#endif
+
 // Filter and boundary modes: nvdiffrast's TEX_MODE_* / TEX_BOUNDARY_MODE_* values.
 constexpr int kNearest = 0;
 constexpr int kLinear = 1;
@@ -179,12 +187,14 @@ FG_HD bool cube_wrap_texel(int& face, int64_t& ix, int64_t& iy, int64_t size) {
 // indexCubeMapGradST), written as res = (gu dc_X + ks dp_X, gu dc_Y + ks dp_Y,
 // gv dc_X + kt dq_X, gv dc_Y + kt dq_Y) with c the major axis, p and q the axes along
 // s and t. CubeDa holds that decomposition for the backward.
+// (No default initialisers: cube_da_setup sets every field, and this sits in the
+// per-pixel state of every mode.)
 template <typename T>
 struct CubeDa {
-  int major = 0, axis_s = 0, axis_t = 0;  // component indices
-  int along_u = 0, along_v = 0;           // components multiplying gu, gv
-  T c = T(0), gu = T(0), gv = T(0), ks = T(0), kt = T(0), sign_u = T(1), sign_v = T(1), mm = T(0);
-  bool mirror_z = false;
+  int major, axis_s, axis_t;  // component indices
+  int along_u, along_v;       // components multiplying gu, gv
+  T c, gu, gv, ks, kt, sign_u, sign_v, mm;
+  bool mirror_z;
 };
 
 template <typename T>
@@ -297,14 +307,14 @@ FG_HD void cube_face_backward(const T* dir, T grad_s, T grad_t, T* grad_dir) {
 // floor without a library call (the host build has no SSE4.1 rounding instruction);
 // exact for every value: large, infinite and NaN inputs take std::floor.
 template <typename T>
-FG_HD T floor_fast(T x) {
+FG_TEX_HD T floor_fast(T x) {
   if (!(x > T(-kIndexLimit) && x < T(kIndexLimit))) return floor(x);
   const T truncated = static_cast<T>(static_cast<int64_t>(x));
   return truncated > x ? truncated - T(1) : truncated;
 }
 
 template <typename T>
-FG_HD T clamp_index(T value, T low, T high) {
+FG_TEX_HD T clamp_index(T value, T low, T high) {
   if (!(value == value)) return low;  // NaN
   return value < low ? low : (value > high ? high : value);
 }
@@ -312,7 +322,7 @@ FG_HD T clamp_index(T value, T low, T high) {
 // The base-level texel (index in texels, channels not counted) of nearest filtering, or
 // -1 (zero mode outside, or a cube direction with no face).
 template <typename T>
-FG_HD int64_t nearest_texel(const TextureParams<T>& p, const T* uv, int64_t image) {
+FG_TEX_HD int64_t nearest_texel(const TextureParams<T>& p, const T* uv, int64_t image) {
   const int64_t w = p.tex_width, h = p.tex_height;
   T u = uv[0], v = uv[1];
   int64_t plane = image;
@@ -342,7 +352,7 @@ struct Quad {
 };
 
 template <typename T>
-FG_HD Quad<T> linear_quad(const TextureParams<T>& p, const T* uv, int64_t image, int level) {
+FG_TEX_HD Quad<T> linear_quad(const TextureParams<T>& p, const T* uv, int64_t image, int level) {
   Quad<T> q;
   const int64_t w = level_extent(p.tex_width, level), h = level_extent(p.tex_height, level);
   T u = uv[0], v = uv[1];
@@ -396,14 +406,14 @@ FG_HD Quad<T> linear_quad(const TextureParams<T>& p, const T* uv, int64_t image,
 
 // The first channel of each quad texel in `level` (null where absent).
 template <typename T>
-FG_HD void quad_pointers(const Quad<T>& q, const T* level, int64_t channels, const T** ptr) {
+FG_TEX_HD void quad_pointers(const Quad<T>& q, const T* level, int64_t channels, const T** ptr) {
   for (int i = 0; i < 4; ++i) ptr[i] = q.texel[i] >= 0 ? level + q.texel[i] * channels : nullptr;
 }
 
 // The four texel values of channel c (fetchQuad): absent texels read 0, except at a
 // cube corner where the one missing texel is the mean of the other three.
 template <typename T>
-FG_HD void fetch_quad(const Quad<T>& q, const T* const* ptr, int64_t c, T* a) {
+FG_TEX_HD void fetch_quad(const Quad<T>& q, const T* const* ptr, int64_t c, T* a) {
   for (int i = 0; i < 4; ++i) a[i] = ptr[i] != nullptr ? ptr[i][c] : T(0);
   if (!q.corner) return;
   const bool valid = ptr[0] != nullptr || ptr[1] != nullptr || ptr[2] != nullptr || ptr[3] != nullptr;
@@ -414,7 +424,7 @@ FG_HD void fetch_quad(const Quad<T>& q, const T* const* ptr, int64_t c, T* a) {
 }
 
 template <typename T>
-FG_HD T bilerp(const T* a, T fu, T fv) {
+FG_TEX_HD T bilerp(const T* a, T fu, T fv) {
   const T top = a[0] + fu * (a[1] - a[0]);
   const T bottom = a[2] + fu * (a[3] - a[2]);
   return top + fv * (bottom - top);
@@ -423,7 +433,7 @@ FG_HD T bilerp(const T* a, T fu, T fv) {
 // Scatters the gradient g = dL/da[i] of the four quad values (accumQuad): a missing
 // corner texel's share goes to the other three.
 template <typename T, typename Add>
-FG_HD void scatter_quad(const Quad<T>& q, int level, int64_t channels, int64_t c, const T* g, Add& add) {
+FG_TEX_HD void scatter_quad(const Quad<T>& q, int level, int64_t channels, int64_t c, const T* g, Add& add) {
   T corner_share = T(0);
   if (q.corner)
     for (int i = 0; i < 4; ++i)
@@ -435,22 +445,24 @@ FG_HD void scatter_quad(const Quad<T>& q, int level, int64_t channels, int64_t c
 // --------------------------------------------------------------------------
 // Mip level selection.
 
+// d_level, face_da and cube are set (and read) only where with_da is true.
 template <typename T>
 struct MipChoice {
   int level0 = 0, level1 = 0;
-  T fraction = T(0);      // weight of level1 (linear-mipmap-linear, 0 when magnified)
-  T d_level[4] = {};      // d(level)/d(face-space uv_da); zero where not finite
-  bool with_da = false;   // uv_da was given (and d_level applies)
-  T face_da[4] = {};      // the face-space uv_da (cube maps: from the direction's)
+  T fraction = T(0);     // weight of level1 (linear-mipmap-linear, 0 when magnified)
+  bool with_da = false;  // uv_da was given: the fields below apply
+  T d_level[4];          // d(level)/d(face-space uv_da); zero where not finite or not trilinear
+  T face_da[4];          // the face-space uv_da (cube maps: from the direction's)
   CubeDa<T> cube;
 };
 
 template <typename T>
-FG_HD MipChoice<T> mip_level(const TextureParams<T>& p, int64_t pixel, const T* uv) {
+FG_TEX_HD MipChoice<T> mip_level(const TextureParams<T>& p, int64_t pixel, const T* uv) {
   MipChoice<T> m;
   T flevel = T(0);
   if (p.uv_da != nullptr) {
     m.with_da = true;
+    for (int i = 0; i < 4; ++i) m.d_level[i] = T(0);
     if (is_cube(p.boundary)) {
       m.cube = cube_da_setup(uv);
       cube_face_da(m.cube, p.uv_da + 6 * pixel, m.face_da);
@@ -517,7 +529,7 @@ struct PixelQuads {
 };
 
 template <typename T>
-FG_HD PixelQuads<T> pixel_quads(const TextureParams<T>& p, int64_t pixel, const T* uv, int64_t image) {
+FG_TEX_HD PixelQuads<T> pixel_quads(const TextureParams<T>& p, int64_t pixel, const T* uv, int64_t image) {
   PixelQuads<T> s;
   if (p.max_level > 0) s.m = mip_level(p, pixel, uv);
   s.q0 = linear_quad(p, uv, image, s.m.level0);
@@ -534,7 +546,7 @@ FG_HD PixelQuads<T> pixel_quads(const TextureParams<T>& p, int64_t pixel, const 
 // sample): scatters g times the bilinear weights into the level (when texels) and
 // adds g d(sample)/d(s, t) to gs, gt (w, h: the level's size); a gets the texel values.
 template <typename T, typename Add>
-FG_HD void quad_backward(const Quad<T>& q, const T* const* ptr, int level, int64_t channels, int64_t c, T g,
+FG_TEX_HD void quad_backward(const Quad<T>& q, const T* const* ptr, int level, int64_t channels, int64_t c, T g,
                          T w, T h, bool texels, Add& add, T* a, T& gs, T& gt) {
   fetch_quad(q, ptr, c, a);
   if (texels) {
@@ -613,8 +625,9 @@ FG_HD void texture_pixel_backward(const TextureParams<T>& p, int64_t pixel, bool
   }
   if (!coordinates) return;
   // The level's gradient w.r.t. the face-space footprint.
-  T g_face_da[4];
-  for (int i = 0; i < 4; ++i) g_face_da[i] = m.d_level[i] * d_fraction;
+  T g_face_da[4] = {T(0), T(0), T(0), T(0)};
+  if (m.with_da)
+    for (int i = 0; i < 4; ++i) g_face_da[i] = m.d_level[i] * d_fraction;
   if (is_cube(p.boundary)) {
     if (p.grad_uv != nullptr) {
       T* g = p.grad_uv + 3 * pixel;
