@@ -507,3 +507,43 @@ def test_rasterize_next_layer_checks_and_range_mode():
         fo.rasterize_next_layer(pos, tri, (8, 8), first[:1], ranges=ranges)
     with pytest.raises(IndexError, match="previous names triangle ids"):
         fo.rasterize_next_layer(pos, tri[:1], (8, 8), first, ranges=torch.tensor([[0, 1], [0, 1]], dtype=torch.int32))
+
+
+@requires_native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("boundary_mode", ["wrap", "clamp", "zero"])
+def test_kernel_matches_reference_on_texel_edges_and_centres(dtype, boundary_mode):
+    # Coordinates where the floor and clamp decisions flip: texel edges and centres,
+    # 0, 1, whole numbers (wrap), just inside / outside the unit square.
+    tex = torch.rand(1, 4, 8, 2, generator=torch.Generator().manual_seed(37), dtype=dtype)
+    special = torch.tensor([-1.0, -0.5, -1e-7, 0.0, 1e-7, 0.0625, 0.125, 0.25, 0.5, 0.875, 0.9375,
+                            1.0 - 1e-7, 1.0, 1.0 + 1e-7, 1.5, 2.0], dtype=dtype)
+    u, v = torch.meshgrid(special, special, indexing="ij")
+    uv = torch.stack([u, v], -1)[None]
+    bias = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 3.0], dtype=dtype).repeat(uv.shape[1] * uv.shape[2] // 6 + 1)
+    bias = bias[:uv.shape[1] * uv.shape[2]].view(1, *uv.shape[1:3])
+    for filter_mode in FILTERS:
+        b = bias if "mipmap" in filter_mode else None
+        kwargs = dict(filter_mode=filter_mode, boundary_mode=boundary_mode)
+        got = run_with_grads(fo.texture, tex, uv, None, b, **kwargs)
+        want = run_with_grads(reference.texture, tex, uv, None, b, **kwargs)
+        for a, w in zip(got, want):
+            if a is not None:
+                torch.testing.assert_close(a, w, atol=1e-5, rtol=1e-5)
+
+
+@requires_native
+@pytest.mark.parametrize("filter_mode,boundary_mode", [
+    ("linear-mipmap-nearest", "clamp"), ("linear-mipmap-linear", "zero"), ("linear-mipmap-linear", "clamp"),
+])
+def test_gradcheck_more_modes(filter_mode, boundary_mode):
+    tex, uv, uv_da, bias = make_inputs(torch.float64, boundary_mode, seed=41, batch=1, pixels=(3, 3),
+                                       size=(4, 8), da_scale=0.6)
+    trilinear = filter_mode == "linear-mipmap-linear"
+    inputs = (tex.requires_grad_(True), uv.requires_grad_(True), uv_da.requires_grad_(trilinear),
+              bias.requires_grad_(trilinear))
+
+    def sample(tex, uv, uv_da, bias):
+        return fo.texture(tex, uv, uv_da, bias, filter_mode=filter_mode, boundary_mode=boundary_mode)
+
+    assert torch.autograd.gradcheck(sample, inputs, eps=1e-7, atol=1e-5, rtol=1e-4)
