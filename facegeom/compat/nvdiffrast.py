@@ -28,8 +28,8 @@ nvdiffrast's). What differs (docs/migration/nvdiffrast.md):
 * ``antialias_construct_topology_hash`` returns a :class:`TopologyHashWrapper`
   holding facegeom's per-edge neighbour table instead of a hash table;
   ``texture_construct_mip`` a :class:`TextureMipWrapper` holding the level tensors.
-* ``DepthPeeler``'s second and later layers run facegeom's reference rasterizer
-  (:func:`facegeom.ops.rasterize_next_layer`: exact, but for small scenes).
+* ``DepthPeeler`` peels with :func:`facegeom.ops.rasterize_next_layer` (a pass of
+  the compiled rasterizer; depths compared as float32).
 * Log levels are stored and returned; facegeom's ops print nothing at any level.
 
 Example (nvdiffrast's own idiom)::

@@ -490,25 +490,6 @@ def test_fallback_to_reference_gives_the_same_results(monkeypatch):
     assert len(fo.texture_construct_mip(tex[:, 0])) == 3
 
 
-def test_rasterize_next_layer_checks_and_range_mode():
-    pos = torch.tensor([[-0.8, -0.8, 0.1, 1], [0.8, -0.8, 0.1, 1], [-0.8, 0.8, 0.1, 1],
-                        [-0.9, -0.9, -0.2, 1], [0.2, -0.9, -0.2, 1], [-0.9, 0.2, -0.2, 1]], dtype=torch.float64)
-    tri = torch.tensor([[0, 1, 2], [3, 4, 5]], dtype=torch.int32)
-    ranges = torch.tensor([[0, 2], [0, 1]], dtype=torch.int32)
-    first, _ = fo.rasterize(pos, tri, (8, 8), ranges=ranges)
-    second, _ = fo.rasterize_next_layer(pos, tri, (8, 8), first, ranges=ranges)
-    # image 0: where the near triangle (id 1) covers the far one (id 0), layer 2 shows id 0;
-    # image 1 draws one triangle: nothing behind it.
-    both = (first[0, ..., 3] == 2) & (fo.rasterize(pos, tri[:1], (8, 8))[0][0, ..., 3] == 1)
-    assert bool(both.any())
-    assert torch.equal(second[0, ..., 3] == 1, both)
-    assert second[1, ..., 3].abs().sum() == 0
-    with pytest.raises(ValueError, match="previous must have shape"):
-        fo.rasterize_next_layer(pos, tri, (8, 8), first[:1], ranges=ranges)
-    with pytest.raises(IndexError, match="previous names triangle ids"):
-        fo.rasterize_next_layer(pos, tri[:1], (8, 8), first, ranges=torch.tensor([[0, 1], [0, 1]], dtype=torch.int32))
-
-
 @requires_native
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("boundary_mode", ["wrap", "clamp", "zero"])
