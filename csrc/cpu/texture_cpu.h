@@ -13,9 +13,9 @@ namespace cpu {
 template <typename T>
 void texture_forward(const texture::TextureParams<T>& p);
 
-// grad_uv, grad_uv_da, grad_bias (those not null) in a parallel loop over pixels;
-// grad_tex[0..max_level] (zeroed by the caller) summed in float64 in pixel order:
-// independent of the thread count.
+// grad_uv, grad_uv_da, grad_bias (those not null) and each pixel's texture terms in a
+// parallel loop over pixels; grad_tex[0..max_level] (zeroed by the caller) gets the
+// terms summed in float64 in pixel order: independent of the thread count.
 template <typename T>
 void texture_backward(const texture::TextureParams<T>& p);
 
