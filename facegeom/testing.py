@@ -12,6 +12,8 @@ needs pytest.
 - synthetic face scans in millimetres for the NoW / Stirling protocol tests:
   :func:`height`, :func:`grid_surface`, :func:`landmarks`, :func:`rotation`,
   :func:`sample_surface`, :func:`icosahedron`, :func:`centred_landmarks`.
+- stand-ins for nvdiffrast's sample data (numpy, the samples' ``.npz`` layouts):
+  :func:`uv_sphere`, :func:`earth_npz`, :func:`envphong_npz`.
 
 Layouts follow smplx's ``lbs.py`` (API.md §1: ``shapedirs [V, 3, K]``,
 ``posedirs [(J-1)*9, V*3]``, ``J_regressor [J, V]``).
@@ -268,3 +270,56 @@ def centred_landmarks(half_width=100.0, a=10.0):
         [[-half_width, bridge_y, 1.0], [-5.0, bridge_y, 2.0], [5.0, bridge_y, 2.0], [half_width, bridge_y, 1.0],
          [0.0, -a, 3.0], [-20.0, -30.0, 4.0], [25.0, -30.0, 0.0]]
     )
+
+
+# --------------------------------------------------------------------------- #
+# Stand-ins for nvdiffrast's sample data (NVlabs/nvdiffrast samples/data)      #
+# --------------------------------------------------------------------------- #
+
+def uv_sphere(rings: int, segments: int):
+    """A UV sphere of radius 1 as numpy arrays: positions ``[V, 3]`` float32, triangles
+    ``[F, 3]`` int32, texture coordinates ``[V, 2]`` float32 (u = longitude, v = 1 at the
+    north pole; the seam column is duplicated) and their triangles (the same indices)."""
+    import numpy as np
+
+    theta = np.linspace(0, np.pi, rings + 1)
+    phi = np.linspace(0, 2 * np.pi, segments + 1)
+    t, p = np.meshgrid(theta, phi, indexing="ij")
+    pos = np.stack([np.sin(t) * np.cos(p), np.cos(t), np.sin(t) * np.sin(p)], -1).reshape(-1, 3)
+    uv = np.stack([p / (2 * np.pi), 1 - t / np.pi], -1).reshape(-1, 2)
+    index = np.arange((rings + 1) * (segments + 1)).reshape(rings + 1, segments + 1)
+    a, b = index[:-1, :-1].ravel(), index[:-1, 1:].ravel()
+    c, d = index[1:, :-1].ravel(), index[1:, 1:].ravel()
+    tri = np.concatenate([np.stack([a, c, b], -1), np.stack([b, c, d], -1)]).astype(np.int32)
+    return pos.astype(np.float32), tri, uv.astype(np.float32), tri.copy()
+
+
+def earth_npz(tex_shape=(64, 64), rings: int = 12, segments: int = 24) -> dict:
+    """The arrays of nvdiffrast's ``earth.npz`` (``pos_idx, pos, uv_idx, uv, tex``, in the
+    order ``earth.py`` unpacks them; ``tex`` uint8 ``[H, W, 3]``): a UV sphere and a
+    procedural texture with detail at every scale (a checker and smooth bands). The
+    sample's own atlas is 1536 x 2048 (``tex_shape=(1536, 2048)``)."""
+    import numpy as np
+
+    pos, pos_idx, uv, uv_idx = uv_sphere(rings, segments)
+    y, x = np.mgrid[0:tex_shape[0], 0:tex_shape[1]]
+    y, x = y / tex_shape[0], x / tex_shape[1]
+    checker = (np.floor(x * 16) + np.floor(y * 8)) % 2
+    tex = np.stack([0.6 * checker + 0.2 * np.sin(6 * np.pi * x) ** 2, 0.5 + 0.4 * np.sin(4 * np.pi * y),
+                    0.3 + 0.6 * x * y], -1)
+    return dict(pos_idx=pos_idx, pos=pos, uv_idx=uv_idx, uv=uv, tex=np.clip(tex * 255, 0, 255).astype(np.uint8))
+
+
+def envphong_npz(env_size: int = 16, rings: int = 10, segments: int = 20) -> dict:
+    """The arrays of nvdiffrast's ``envphong.npz`` (``pos_idx, pos, normals, env``; ``env``
+    uint8 ``[6, H, W, 3]``): a unit sphere with its normals and a smooth procedural cube
+    map."""
+    import numpy as np
+
+    pos, pos_idx, _, _ = uv_sphere(rings, segments)
+    normals = pos / np.linalg.norm(pos, axis=1, keepdims=True)
+    s, t = np.mgrid[0:env_size, 0:env_size] / env_size
+    faces = [np.stack([0.5 + 0.4 * np.sin(2 * np.pi * (s + f / 6)), 0.5 + 0.4 * np.cos(2 * np.pi * t),
+                       np.full_like(s, f / 6)], -1) for f in range(6)]
+    env = np.clip(np.stack(faces) * 255, 0, 255).astype(np.uint8)
+    return dict(pos_idx=pos_idx, pos=pos, normals=normals.astype(np.float32), env=env)

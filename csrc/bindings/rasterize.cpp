@@ -18,10 +18,12 @@ namespace {
 
 constexpr int64_t kMaxResolution = 16384;
 
-std::tuple<at::Tensor, at::Tensor> rasterize(const at::Tensor& pos, const at::Tensor& tri,
-                                             int64_t height, int64_t width,
-                                             const std::optional<at::Tensor>& ranges,
-                                             bool grad_db) {
+// rasterize, or with `previous` (a rast of the same size) its depth-peeling pass.
+std::tuple<at::Tensor, at::Tensor> rasterize_layer(const at::Tensor& pos, const at::Tensor& tri,
+                                                   int64_t height, int64_t width,
+                                                   const std::optional<at::Tensor>& ranges,
+                                                   bool grad_db,
+                                                   const std::optional<at::Tensor>& previous) {
   check_float(pos, "pos");
   const bool range_mode = ranges.has_value();
   if (range_mode) {
@@ -58,6 +60,12 @@ std::tuple<at::Tensor, at::Tensor> rasterize(const at::Tensor& pos, const at::Te
   }
   const int64_t batch = range_mode ? rng.size(0) : pos.size(0);
   const int64_t pos_batch_stride = range_mode ? 0 : 4 * num_vertices;
+  at::Tensor peel;
+  if (previous.has_value()) {
+    check_same(*previous, pos, "previous");
+    check_shape(*previous, {batch, height, width, 4}, "previous");
+    peel = previous->contiguous();
+  }
   c10::DeviceGuard guard(pos.device());
   const auto p = pos.contiguous();
   const auto t = tri.contiguous();
@@ -71,6 +79,7 @@ std::tuple<at::Tensor, at::Tensor> rasterize(const at::Tensor& pos, const at::Te
     params.pos = p.data_ptr<scalar_t>(), params.pos_batch_stride = pos_batch_stride;
     params.tri = t.data_ptr<int32_t>();
     params.rast = rast.data_ptr<scalar_t>(), params.rast_db = ptr_or_null<scalar_t>(rast_db);
+    params.peel = peel.defined() ? peel.data_ptr<scalar_t>() : nullptr;
     if (p.is_cuda()) {
       FACEGEOM_CUDA_LAUNCH(
           cuda::rasterize_forward<scalar_t>(params, rng, max_count, p, current_stream()));
@@ -80,6 +89,20 @@ std::tuple<at::Tensor, at::Tensor> rasterize(const at::Tensor& pos, const at::Te
     }
   });
   return {rast, rast_db};
+}
+
+std::tuple<at::Tensor, at::Tensor> rasterize(const at::Tensor& pos, const at::Tensor& tri,
+                                             int64_t height, int64_t width,
+                                             const std::optional<at::Tensor>& ranges,
+                                             bool grad_db) {
+  return rasterize_layer(pos, tri, height, width, ranges, grad_db, std::nullopt);
+}
+
+std::tuple<at::Tensor, at::Tensor> rasterize_next_layer(const at::Tensor& pos, const at::Tensor& tri,
+                                                        int64_t height, int64_t width,
+                                                        const std::optional<at::Tensor>& ranges,
+                                                        bool grad_db, const at::Tensor& previous) {
+  return rasterize_layer(pos, tri, height, width, ranges, grad_db, previous);
 }
 
 at::Tensor rasterize_backward(const at::Tensor& grad_rast, const std::optional<at::Tensor>& grad_db,
@@ -140,12 +163,16 @@ TORCH_LIBRARY_FRAGMENT(facegeom, m) {
   m.def(
       "rasterize_backward(Tensor grad_rast, Tensor? grad_db, Tensor pos, Tensor tri, Tensor rast, "
       "Tensor? ranges) -> Tensor");
+  m.def(
+      "rasterize_next_layer(Tensor pos, Tensor tri, int height, int width, Tensor? ranges, "
+      "bool grad_db, Tensor previous) -> (Tensor, Tensor)");
 }
 
 namespace {
 void register_rasterize_kernels(torch::Library& m) {
   m.impl("rasterize", &rasterize);
   m.impl("rasterize_backward", &rasterize_backward);
+  m.impl("rasterize_next_layer", &rasterize_next_layer);
 }
 }  // namespace
 

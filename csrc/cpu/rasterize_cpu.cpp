@@ -46,7 +46,7 @@ int64_t pixel_triangle(const T* rast_pixel, int64_t num_triangles) {
 template <typename T>
 void rasterize_image(const T* pos, const int32_t* tri, int64_t first, int64_t count,
                      int64_t height, int64_t width, const std::vector<double>& qx,
-                     const std::vector<double>& qy, T* rast, T* rast_db) {
+                     const std::vector<double>& qy, T* rast, T* rast_db, const T* peel) {
   // Pass 1: pixel boxes (x0, x1, y0, y1; x0 > x1 = nothing to draw). Most
   // triangles of a dense mesh cover no pixel centre at all.
   std::unique_ptr<std::array<int32_t, 4>[]> boxes(new std::array<int32_t, 4>[count]);
@@ -117,6 +117,7 @@ void rasterize_image(const T* pos, const int32_t* tri, int64_t first, int64_t co
           for (int64_t x = std::max<int64_t>(x0, box[0]); x <= std::min<int64_t>(x1, box[1]); ++x) {
             double e[3], depth = 0;
             if (!raster::covers(setup, qx[x], qy[y], e, depth)) continue;
+            if (peel != nullptr && !raster::behind_previous(peel + 4 * (y * width + x), depth)) continue;
             uint64_t& key = row_keys[x - x0];
             key = std::min(key, raster::depth_key(depth, first + i));
           }
@@ -161,7 +162,8 @@ void rasterize_forward(const raster::RasterizeParams<T>& p) {
     const int64_t first = p.ranges == nullptr ? 0 : p.ranges[2 * b];
     const int64_t count = p.ranges == nullptr ? p.num_triangles : p.ranges[2 * b + 1];
     rasterize_image(p.pos + b * p.pos_batch_stride, p.tri, first, count, p.height, p.width, qx, qy,
-                    p.rast + b * image, p.rast_db == nullptr ? nullptr : p.rast_db + b * image);
+                    p.rast + b * image, p.rast_db == nullptr ? nullptr : p.rast_db + b * image,
+                    p.peel == nullptr ? nullptr : p.peel + b * image);
   }
 }
 

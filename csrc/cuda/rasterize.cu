@@ -97,6 +97,9 @@ __global__ void pairs_kernel(const raster::RasterizeParams<T> p, const Rasterize
       for (int64_t x = x0; x <= x1; ++x) {
         double e[3], depth;
         if (!raster::covers(setup, raster::pixel_centre(x, p.width), qy, e, depth)) continue;
+        if (p.peel != nullptr &&
+            !raster::behind_previous(p.peel + 4 * ((b * p.height + y) * p.width + x), depth))
+          continue;
         atomicMin(image_keys + y * p.width + x,
                   static_cast<unsigned long long>(raster::depth_key(depth, t)));
       }

@@ -2,5 +2,5 @@
 
 ``facegeom.compat.nvdiffrast``: ``import facegeom.compat.nvdiffrast as dr`` in
 place of ``import nvdiffrast.torch as dr`` runs rasterize / interpolate /
-antialias code unchanged, on CPU or CUDA tensors.
+antialias / texture / depth-peeling code unchanged, on CPU or CUDA tensors.
 """

@@ -15,6 +15,8 @@ from facegeom.ops.point_to_surface import (
     point_to_plane_distance,
     point_to_surface,
 )
+from facegeom.ops.texture import texture, texture_construct_mip
+from facegeom.ops.rasterize import rasterize_next_layer
 from facegeom.ops._autograd import register_autocast_policies as _register_autocast_policies
 
 # Every facegeom:: op upcasts float16/bfloat16 to float32 under torch.autocast (issue 17;
@@ -41,4 +43,7 @@ __all__ = [
     "sh_shading",
     "skin",
     "vertex_normals",
+    "texture",
+    "texture_construct_mip",
+    "rasterize_next_layer",
 ]

@@ -189,6 +189,67 @@ def interpolate(
     return _interpolate(attr, rast, tri, rast_db, channels)
 
 
+@op_policy("rasterize_next_layer")
+def rasterize_next_layer(
+    pos: Tensor,
+    tri: Tensor,
+    resolution: Sequence[int],
+    previous: Tensor,
+    ranges: Optional[Tensor] = None,
+    grad_db: bool = False,
+) -> Tuple[Tensor, Optional[Tensor]]:
+    """Depth peeling: the surface behind ``previous`` at each pixel, as
+    nvdiffrast's ``DepthPeeler.rasterize_next_layer``.
+
+    Draws what :func:`rasterize` draws, except that at each pixel only fragments
+    whose depth (``z/w`` rounded to float32, the depth test's key) is greater than
+    the depth of the triangle that ``previous`` shows there survive (nvdiffrast's
+    peel test, ``depth <= peel`` is discarded, NVlabs/nvdiffrast
+    csrc/common/cudaraster/impl/FineRaster.inl:349); a pixel that ``previous``
+    leaves empty stays empty. Call it with the previous call's output to peel
+    layer after layer.
+
+    It is a pass of the compiled rasterizer with that extra test per fragment
+    (the depth key of the previous surface is its stored ``z/w`` rounded to
+    float32, exactly the key its depth test used); gradients are
+    :func:`rasterize`'s. The reference (:func:`facegeom.ops.reference.rasterize`
+    with ``peel``) computes the same ids.
+
+    Args:
+        pos, tri, resolution, ranges, grad_db: as :func:`rasterize`.
+        previous: ``[B, H, W, 4]`` rast of the previous layer (from
+            :func:`rasterize` or this function) for the same inputs, in ``pos``'s
+            dtype and on its device.
+
+    Returns:
+        ``(rast, rast_db)`` as :func:`rasterize`; differentiable w.r.t. ``pos``.
+
+    Example:
+        >>> first, _ = rasterize(pos, tri, (64, 64))                       # doctest: +SKIP
+        >>> second, _ = rasterize_next_layer(pos, tri, (64, 64), first)    # doctest: +SKIP
+    """
+    _checks.floating("pos", pos)
+    height, width = _check_resolution(resolution)
+    if ranges is None:
+        if pos.dim() == 2:
+            pos = pos.unsqueeze(0)
+        _checks.shape("pos", pos, [None, None, 4], "[B, V, 4] (instanced mode)")
+        batch = pos.shape[0]
+    else:
+        _checks.shape("pos", pos, [None, 4], "[V, 4] (range mode)")
+        _checks.integer("ranges", ranges, torch.device("cpu"))
+        _checks.shape("ranges", ranges, [None, 2], "[N, 2]")
+        batch = ranges.shape[0]
+        ranges = ranges.to(torch.int32)
+    tri = _check_tri(tri, pos.shape[-2], pos.device)
+    _checks.floating("previous", previous, pos, "pos")
+    _checks.shape("previous", previous, [batch, height, width, 4], "[B, H, W, 4] (a rast of the same size)")
+    if previous.numel() and not torch.compiler.is_compiling():
+        if int(previous[..., 3].max()) > tri.shape[0]:
+            raise IndexError(f"previous names triangle ids beyond tri's F = {tri.shape[0]}")
+    return _rasterize_next_layer(pos, tri, height, width, ranges, grad_db, previous)
+
+
 # --------------------------------------------------------------------------- #
 # Checks (run once, by the public functions above)                            #
 # --------------------------------------------------------------------------- #
@@ -270,6 +331,15 @@ def _rasterize(pos: Tensor, tri: Tensor, height: int, width: int, ranges: Option
         rast, rast_db = torch.ops.facegeom.rasterize(pos, tri, height, width, ranges, grad_db)
         return rast, (rast_db if grad_db else None)
     return reference.rasterize(pos, tri, (height, width), ranges, grad_db)
+
+
+def _rasterize_next_layer(pos: Tensor, tri: Tensor, height: int, width: int, ranges: Optional[Tensor],
+                          grad_db: bool, previous: Tensor) -> Tuple[Tensor, Optional[Tensor]]:
+    """rasterize_next_layer on validated inputs (as _rasterize, plus previous [B, H, W, 4])."""
+    if _native.serves("rasterize_next_layer", pos.device):
+        rast, rast_db = torch.ops.facegeom.rasterize_next_layer(pos, tri, height, width, ranges, grad_db, previous)
+        return rast, (rast_db if grad_db else None)
+    return reference.rasterize(pos, tri, (height, width), ranges, grad_db, peel=previous)
 
 
 def _interpolate(attr: Tensor, rast: Tensor, tri: Tensor, rast_db: Optional[Tensor] = None,
@@ -356,3 +426,24 @@ if _native.has_op("rasterize"):
     )
 
     forbid_double_backward("rasterize_backward", "interpolate_backward")
+
+
+if _native.has_op("rasterize_next_layer"):
+
+    # -- rasterize_next_layer: rasterize's outputs and gradients ------------ #
+    @torch.library.register_fake("facegeom::rasterize_next_layer")
+    def _(pos, tri, height, width, ranges, grad_db, previous):
+        batch = pos.shape[0] if ranges is None else ranges.shape[0]
+        rast = pos.new_empty(batch, height, width, 4)
+        return rast, (pos.new_empty(batch, height, width, 4) if grad_db else pos.new_empty(0))
+
+    def _next_layer_setup(ctx, inputs, output):
+        pos, tri, _height, _width, ranges, _grad_db, _previous = inputs
+        ctx.save_for_backward(pos, tri, output[0], ranges)
+
+    def _next_layer_backward(ctx, grad_rast, grad_db):
+        return _rasterize_backward(ctx, grad_rast, grad_db) + (None,)
+
+    torch.library.register_autograd(
+        "facegeom::rasterize_next_layer", _next_layer_backward, setup_context=_next_layer_setup
+    )

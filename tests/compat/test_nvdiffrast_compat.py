@@ -122,11 +122,12 @@ def test_return_tuples_match_nvdiffrast():
     tri, col = torch.from_numpy(tri), torch.from_numpy(col)
     mvp = np.matmul(projection(x=0.4), np.matmul(translate(0, 0, -3.5), random_rotation(np.random.RandomState(2))))
     pos = transform_pos(mvp, torch.from_numpy(vtxp))
-    for ctx in (dr.RasterizeCudaContext(), dr.RasterizeGLContext(output_db=True)):
+    with pytest.warns(DeprecationWarning):
+        gl_contexts = [dr.RasterizeGLContext(output_db=True), dr.RasterizeGLContext(output_db=False)]
+    for ctx in [dr.RasterizeCudaContext()] + gl_contexts:
+        # nvdiffrast's current release ignores output_db: rast_db always comes out
         rast, rast_db = dr.rasterize(ctx, pos, tri, resolution=[16, 20])
         assert rast.shape == (1, 16, 20, 4) and rast_db.shape == (1, 16, 20, 4)
-    rast, rast_db = dr.rasterize(dr.RasterizeGLContext(output_db=False), pos, tri, (16, 20))
-    assert rast_db.shape == (1, 16, 20, 0)
     rast, rast_db = dr.rasterize(dr.RasterizeCudaContext(), pos, tri, (16, 20))
     out, out_da = dr.interpolate(col[None], rast, tri)
     assert out.shape == (1, 16, 20, 3) and out_da.shape == (1, 16, 20, 0)
@@ -167,19 +168,23 @@ def test_pos_gradient_boost_scales_only_pos_gradients():
 
 
 def test_contexts_and_bad_arguments():
-    with pytest.raises(ValueError, match="mode"):
-        dr.RasterizeGLContext(mode="headless")
-    with pytest.raises(TypeError, match="output_db"):
-        dr.RasterizeGLContext(output_db=1)
-    manual = dr.RasterizeGLContext(mode="manual")
-    manual.set_context()
-    manual.release_context()
-    with pytest.raises(RuntimeError, match="manual"):
-        dr.RasterizeGLContext().set_context()
+    # RasterizeGLContext as nvdiffrast's current release: a deprecated RasterizeCudaContext
+    # whose output_db / mode are ignored and whose set_context / release_context do nothing.
+    with pytest.warns(DeprecationWarning, match="deprecated"):
+        gl = dr.RasterizeGLContext(output_db=False, mode="manual")
+    assert isinstance(gl, dr.RasterizeCudaContext)
+    gl.set_context()
+    gl.release_context()
     pos = torch.zeros(1, 3, 4)
     tri = torch.tensor([[0, 1, 2]], dtype=torch.int32)
     with pytest.raises(TypeError, match="glctx"):
         dr.rasterize(None, pos, tri, (4, 4))
+    with pytest.raises(TypeError, match="grad_db"):
+        dr.rasterize(dr.RasterizeCudaContext(), pos, tri, (4, 4), grad_db=1)
+    with pytest.raises(TypeError, match="resolution must hold ints"):
+        dr.rasterize(dr.RasterizeCudaContext(), pos, tri, (4.0, 4))
+    with pytest.raises(TypeError, match="device"):
+        dr.RasterizeCudaContext(device=1.5)
     rast = torch.zeros(1, 4, 4, 4)
     with pytest.raises(TypeError, match="topology_hash"):
         dr.antialias(torch.zeros(1, 4, 4, 3), rast, pos, tri, topology_hash=object())
@@ -188,6 +193,133 @@ def test_contexts_and_bad_arguments():
                      topology_hash=dr.antialias_construct_topology_hash(torch.cat([tri, tri])))
     with pytest.raises(ValueError, match="rast_db"):
         dr.interpolate(torch.zeros(3, 2), rast, tri, diff_attrs="all")
+
+
+def test_log_level():
+    assert dr.get_log_level() == 1  # nvdiffrast's default
+    try:
+        dr.set_log_level(3)
+        assert dr.get_log_level() == 3
+        with pytest.raises(TypeError, match="level"):
+            dr.set_log_level("info")
+    finally:
+        dr.set_log_level(1)
+
+
+def _triangle():
+    pos = torch.tensor([[[-0.8, -0.8, 0, 1], [0.8, -0.8, 0, 1], [-0.8, 0.8, 0, 1]]], requires_grad=True)
+    return pos, torch.tensor([[0, 1, 2]], dtype=torch.int32)
+
+
+@requires_native
+def test_resolution_as_numpy_or_tensor_ints():
+    pos, tri = _triangle()
+    want, _ = dr.rasterize(dr.RasterizeCudaContext(), pos, tri, (12, 16))
+    for resolution in (np.array([12, 16]), (np.int64(12), np.int32(16)), torch.tensor([12, 16]),
+                       [torch.tensor(12), torch.tensor(16)]):
+        got, _ = dr.rasterize(dr.RasterizeCudaContext(), pos, tri, resolution)
+        assert torch.equal(got, want)
+
+
+@requires_native
+def test_grad_db_false_passes_a_zero_gradient():
+    pos, tri = _triangle()
+    _, rast_db = dr.rasterize(dr.RasterizeCudaContext(), pos, tri, (8, 8), grad_db=True)
+    (with_db,) = torch.autograd.grad(rast_db.square().sum(), pos)
+    assert torch.count_nonzero(with_db) > 0
+    _, rast_db = dr.rasterize(dr.RasterizeCudaContext(), pos, tri, (8, 8), grad_db=False)
+    assert rast_db.requires_grad  # in the graph, as nvdiffrast's
+    (without,) = torch.autograd.grad(rast_db.square().sum(), pos)
+    assert torch.count_nonzero(without) == 0
+
+
+@requires_native
+def test_context_device_is_honoured():
+    pos, tri = _triangle()
+    rast, _ = dr.rasterize(dr.RasterizeCudaContext(device="cpu"), pos, tri, (8, 8))
+    assert rast.device.type == "cpu"
+    with pytest.raises(ValueError, match="context was created for cuda"):
+        dr.rasterize(dr.RasterizeCudaContext(device="cuda:0"), pos, tri, (8, 8))
+    with pytest.raises(ValueError, match="context was created for cuda"):
+        dr.rasterize(dr.RasterizeCudaContext(device=0), pos, tri, (8, 8))
+
+
+def _layered_scene():
+    """Three overlapping triangles at z/w = -0.2, 0.1, 0.5 (ids 2, 0, 1 front to back)."""
+    pos = torch.tensor([[[-0.8, -0.8, 0.1, 1], [0.8, -0.8, 0.1, 1], [-0.8, 0.8, 0.1, 1],
+                         [-0.5, -0.5, 0.5, 1], [0.9, -0.5, 0.5, 1], [-0.5, 0.9, 0.5, 1],
+                         [-0.9, -0.9, -0.2, 1], [0.2, -0.9, -0.2, 1], [-0.9, 0.2, -0.2, 1]]], dtype=torch.float64)
+    return pos, torch.tensor([[0, 1, 2], [3, 4, 5], [6, 7, 8]], dtype=torch.int32)
+
+
+@requires_native
+def test_depth_peeler_returns_the_layers_front_to_back():
+    pos, tri = _layered_scene()
+    glctx = dr.RasterizeCudaContext()
+    with dr.DepthPeeler(glctx, pos, tri, (16, 16)) as peeler:
+        with pytest.raises(RuntimeError, match="during depth peeling"):
+            dr.rasterize(glctx, pos, tri, (16, 16))
+        layers = [peeler.rasterize_next_layer() for _ in range(4)]
+    first, _ = dr.rasterize(glctx, pos, tri, (16, 16))  # usable again after the with block
+    assert torch.equal(layers[0][0], first)
+    ids = [rast[0, ..., 3].long() - 1 for rast, _ in layers]
+    # Brute-force per pixel: the triangles covering it sorted by depth.
+    covering = [fo.rasterize(pos, tri[i:i + 1], (16, 16))[0][0] for i in range(3)]
+    depth = torch.stack([torch.where(c[..., 3] > 0, c[..., 2], torch.tensor(float("inf"), dtype=torch.float64))
+                         for c in covering])
+    order = depth.argsort(0)
+    for k in range(4):
+        want = torch.where(depth.sort(0).values[k].isfinite(), order[k], -1) if k < 3 else torch.full_like(ids[3], -1)
+        assert torch.equal(ids[k], want), k
+    assert (ids[1] >= 0).sum() > 0 and (ids[2] >= 0).sum() > 0
+    # The second layer's barycentrics equal rasterizing its triangles alone.
+    second = layers[1][0][0]
+    for i in range(3):
+        mask = ids[1] == i
+        torch.testing.assert_close(second[mask][:, :3], covering[i][mask][:, :3])
+    # Gradients reach pos through a peeled layer.
+    pos_g = pos.clone().requires_grad_(True)
+    with dr.DepthPeeler(glctx, pos_g, tri, (16, 16)) as peeler:
+        peeler.rasterize_next_layer()
+        rast, rast_db = peeler.rasterize_next_layer()
+    (grad,) = torch.autograd.grad(rast[..., :3].sum() + rast_db.sum(), pos_g)
+    assert torch.count_nonzero(grad[0, 3:6]) > 0
+    with pytest.raises(RuntimeError, match="re-enter"):
+        with peeler:
+            pass
+
+
+@requires_native
+def test_texture_and_mip_wrapper_match_facegeom_ops():
+    g = torch.Generator().manual_seed(0)
+    tex = torch.rand(1, 16, 16, 3, generator=g)
+    uv = torch.rand(2, 6, 6, 2, generator=g)
+    uv_da = torch.randn(2, 6, 6, 4, generator=g) * 0.05
+    torch.testing.assert_close(dr.texture(tex, uv), fo.texture(tex, uv))
+    want = fo.texture(tex, uv, uv_da, filter_mode="linear-mipmap-linear")
+    mip = dr.texture_construct_mip(tex)
+    assert isinstance(mip, dr.TextureMipWrapper)
+    torch.testing.assert_close(dr.texture(tex, uv, uv_da, mip=mip), want)
+    # nvdiffrast's mip object: gradients reaching the levels go to tex, as without it.
+    grads = []
+    for m in (None, mip):
+        t = tex.clone().requires_grad_(True)
+        dr.texture(t, uv, uv_da, mip=m, filter_mode="linear-mipmap-linear").square().sum().backward()
+        grads.append(t.grad)
+    torch.testing.assert_close(grads[1], grads[0])
+    # A custom stack (list): the levels get their own gradients.
+    levels = [level.clone().requires_grad_(True) for level in mip.levels]
+    dr.texture(tex, uv, uv_da, mip=levels).sum().backward()
+    assert all(level.grad is not None for level in levels)
+    # Cube maps and 'auto'.
+    env = torch.rand(1, 6, 8, 8, 3, generator=g)
+    direction = torch.randn(1, 4, 4, 3, generator=g)
+    torch.testing.assert_close(dr.texture(env, direction, boundary_mode="cube"),
+                               fo.texture(env, direction, boundary_mode="cube"))
+    with pytest.raises(ValueError, match="mip was built for a texture of shape"):
+        dr.texture(torch.rand(1, 8, 8, 3), uv, uv_da, mip=mip)
+    with pytest.raises(TypeError, match="TextureMipWrapper"):
+        dr.texture(tex, uv, uv_da, mip="levels")
 
 
 @cuda

@@ -83,6 +83,9 @@ def cases(dtype=torch.float64, seed: int = 0, resolution=(8, 8)) -> list:
                 torch.full((2,), 8.0, dtype=dtype)), (0, 1, 2, 3, 4, 5)),
         OpCase("point_to_surface", ops.point_to_surface, reference.point_to_surface,
                (randn(2, 6, 3), vertices, faces), (0, 1)),
+        OpCase("texture", ops.texture, reference.texture,
+               (torch.rand(2, 8, 8, 3, generator=g, dtype=dtype), torch.rand(2, 4, 4, 2, generator=g, dtype=dtype) * 1.4 - 0.2),
+               (0, 1)),
     ]
     return out
 

@@ -40,6 +40,9 @@ struct RasterizeParams {
   // rast_db [B, H, W, 4] = (du/dX, du/dY, dv/dX, dv/dY) per pixel, or null.
   T* rast = nullptr;
   T* rast_db = nullptr;
+  // Depth peeling (rasterize_next_layer): the previous layer's rast [B, H, W, 4], or
+  // null. Only fragments behind_previous its pixel are drawn.
+  const T* peel = nullptr;
   // Backward: grad_rast [B, H, W, 4]; grad_db [B, H, W, 4] or null; grad_pos
   // has pos's layout (summed over images in range mode), zeroed by the caller.
   const T* grad_rast = nullptr;
@@ -306,6 +309,18 @@ FG_HD uint64_t depth_key(double depth, int64_t id) {
 }
 
 constexpr uint64_t kEmptyKey = ~static_cast<uint64_t>(0);
+
+// Depth peeling: whether a fragment at `depth` survives behind the previous layer's
+// pixel `previous` = (u, v, z/w, id + 1): it must be strictly farther than the surface
+// drawn there (nvdiffrast discards depth <= peel depth, NVlabs/nvdiffrast
+// csrc/common/cudaraster/impl/FineRaster.inl:349), and a pixel the previous layer left
+// empty stays empty. The stored z/w is the double the depth test rounded, so its float
+// rounding is the previous fragment's depth key.
+template <typename T>
+FG_HD bool behind_previous(const T* previous, double depth) {
+  if (previous[3] == T(0)) return false;
+  return to_float(depth) > to_float(static_cast<double>(previous[2]));
+}
 
 // rast (u, v) and rast_db (du/dX, du/dY, dv/dX, dv/dY) of a drawn pixel from
 // its oriented edge values: the perspective weights g_i = e_i / w_i (screen

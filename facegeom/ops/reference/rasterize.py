@@ -94,21 +94,40 @@ def _pixel_centres(resolution, device) -> Tuple[Tensor, Tensor]:
     return qx, qy
 
 
-def _rasterize_image(pos: Tensor, tri: Tensor, first_id: int, resolution) -> Tensor:
+def _rasterize_image(pos: Tensor, tri: Tensor, first_id: int, resolution, behind: Optional[Tensor] = None) -> Tensor:
     """Triangle id (-1 = background) of each pixel [H, W] for vertices pos [V, 4]
-    (float64) and triangles tri [F, 3] whose ids start at first_id."""
+    (float64) and triangles tri [F, 3] whose ids start at first_id.
+
+    Depth peeling: with ``behind`` [H, W] (the ids of a previous layer, -1 =
+    none), only fragments whose float32 depth is greater than that triangle's at
+    the pixel are drawn (nvdiffrast's peel test, FineRaster.inl:349: ``depth <=
+    peel`` is killed), and pixels without a previous surface stay empty."""
     height, width = resolution
     qx, qy = _pixel_centres(resolution, pos.device)
     qx, qy = qx[None, None, :], qy[None, :, None]
     best_depth = torch.full((height, width), float("inf"), dtype=torch.float32, device=pos.device)
     best_id = torch.full((height, width), -1, dtype=torch.int64, device=pos.device)
     chunk = max(1, (1 << 22) // max(1, height * width))
+    peel = None
+    if behind is not None:
+        # The previous surface's depth at each pixel, by the same arithmetic as the depth test.
+        peel = torch.full((height, width), float("inf"), dtype=torch.float32, device=pos.device)
+        for start in range(0, tri.shape[0], chunk):
+            part = tri[start:start + chunk].long()
+            local = behind - (start + first_id)
+            mine = (local >= 0) & (local < part.shape[0])
+            if bool(mine.any()):
+                depth = _edge_functions(pos[part], qx, qy)[2].float()  # [F, H, W]
+                picked = depth.gather(0, local.clamp(0, part.shape[0] - 1)[None])[0]
+                peel = torch.where(mine, picked, peel)
     for start in range(0, tri.shape[0], chunk):
         corners = pos[tri[start:start + chunk].long()]  # [F, 3, 4]
         e, owns, depth, total, valid = _edge_functions(corners, qx, qy)
         inside = ((e > 0) | ((e == 0) & owns)).all(1)  # [F, H, W]
         inside &= (total > 0) & valid[:, None, None]  # in front of the camera
         inside &= (depth >= -1) & (depth <= 1)  # OpenGL near and far planes
+        if peel is not None:
+            inside &= depth.float() > peel
         # The depth test compares z/w rounded to float32; equal depths go to the lower id.
         depth32 = torch.where(inside, depth.float(), torch.full_like(depth, float("inf")).float())
         chunk_depth, chunk_arg = depth32.min(0)  # first (lowest) id among equal minima
@@ -135,7 +154,7 @@ def _barycentrics(p: Tensor, z: Tensor, qx: Tensor, qy: Tensor):
 
 
 def rasterize(pos: Tensor, tri: Tensor, resolution, ranges: Optional[Tensor] = None,
-              grad_db: bool = False) -> Tuple[Tensor, Optional[Tensor]]:
+              grad_db: bool = False, peel: Optional[Tensor] = None) -> Tuple[Tensor, Optional[Tensor]]:
     """Brute force (every pixel against every triangle, float64) z-buffer rasterizer.
 
     pos [B, V, 4] clip space (or [V, 4], with ranges [N, 2] = (first triangle,
@@ -143,6 +162,10 @@ def rasterize(pos: Tensor, tri: Tensor, resolution, ranges: Optional[Tensor] = N
     pos's dtype (zeros where nothing is drawn), rast_db [B, H, W, 4] =
     (du/dX, du/dY, dv/dX, dv/dY) per pixel when grad_db else None. Differentiable
     w.r.t. pos (by autograd) through u, v, z/w and rast_db.
+
+    ``peel`` (a previous layer's rast [B, H, W, 4]) makes this a depth-peeling
+    pass: the nearest surface strictly behind the previous layer's at each pixel
+    (see :func:`_rasterize_image`).
     """
     height, width = int(resolution[0]), int(resolution[1])
     tri = tri.long()
@@ -156,8 +179,9 @@ def rasterize(pos: Tensor, tri: Tensor, resolution, ranges: Optional[Tensor] = N
     qx_all, qy_all = _pixel_centres((height, width), pos.device)
     for b, (image_pos, first, count) in enumerate(jobs):
         pos64 = image_pos.double()
+        behind = None if peel is None else peel[b, ..., 3].detach().long() - 1
         with torch.no_grad():
-            ids = _rasterize_image(pos64, tri[first:first + count], first, (height, width))
+            ids = _rasterize_image(pos64, tri[first:first + count], first, (height, width), behind)
         ys, xs = torch.nonzero(ids >= 0, as_tuple=True)
         if ys.numel() == 0:
             continue
