@@ -96,34 +96,7 @@ def rasterize(
         >>> rast[0, 0, 0]  # bottom-left pixel centre (-0.75, -0.75)
         tensor([0.7500, 0.1250, 0.0000, 1.0000])
     """
-    _checks.floating("pos", pos)
-    height, width = _check_resolution(resolution)
-    grad_db = _check_grad_db(grad_db)
-    if ranges is None:
-        if pos.dim() == 2:
-            pos = pos.unsqueeze(0)
-        _checks.shape("pos", pos, [None, None, 4], "[B, V, 4] (instanced mode)")
-    else:
-        _checks.shape("pos", pos, [None, 4], "[V, 4] (range mode)")
-        _checks.integer("ranges", ranges, torch.device("cpu"))
-        _checks.shape("ranges", ranges, [None, 2], "[N, 2]")
-    num_vertices = pos.shape[-2]
-    tri = _check_tri(tri, num_vertices, pos.device)
-    num_triangles = tri.shape[0]
-    if pos.dtype == torch.float32 and num_triangles > MAX_TRIANGLES_FLOAT32:
-        raise ValueError(
-            f"tri has {num_triangles} triangles; float32 rast stores ids exactly only up to "
-            f"{MAX_TRIANGLES_FLOAT32}: pass float64 pos (float64 rast holds every id exactly)"
-        )
-    if ranges is not None:
-        if ranges.numel() and not torch.compiler.is_compiling():
-            first, count = ranges[:, 0].long(), ranges[:, 1].long()  # checked before narrowing
-            if bool((first < 0).any() | (count < 0).any() | (first + count > num_triangles).any()):
-                raise IndexError(
-                    f"ranges must hold (first, count) with first, count >= 0 and first + count <= F "
-                    f"= {num_triangles}, got {ranges.tolist()}"
-                )
-        ranges = ranges.to(torch.int32)
+    pos, tri, height, width, ranges, grad_db = _check_raster_inputs(pos, tri, resolution, ranges, grad_db)
     return _rasterize(pos, tri, height, width, ranges, grad_db)
 
 
@@ -228,25 +201,11 @@ def rasterize_next_layer(
         >>> first, _ = rasterize(pos, tri, (64, 64))                       # doctest: +SKIP
         >>> second, _ = rasterize_next_layer(pos, tri, (64, 64), first)    # doctest: +SKIP
     """
-    _checks.floating("pos", pos)
-    height, width = _check_resolution(resolution)
-    if ranges is None:
-        if pos.dim() == 2:
-            pos = pos.unsqueeze(0)
-        _checks.shape("pos", pos, [None, None, 4], "[B, V, 4] (instanced mode)")
-        batch = pos.shape[0]
-    else:
-        _checks.shape("pos", pos, [None, 4], "[V, 4] (range mode)")
-        _checks.integer("ranges", ranges, torch.device("cpu"))
-        _checks.shape("ranges", ranges, [None, 2], "[N, 2]")
-        batch = ranges.shape[0]
-        ranges = ranges.to(torch.int32)
-    tri = _check_tri(tri, pos.shape[-2], pos.device)
+    pos, tri, height, width, ranges, grad_db = _check_raster_inputs(pos, tri, resolution, ranges, grad_db)
+    batch = pos.shape[0] if ranges is None else ranges.shape[0]
     _checks.floating("previous", previous, pos, "pos")
     _checks.shape("previous", previous, [batch, height, width, 4], "[B, H, W, 4] (a rast of the same size)")
-    if previous.numel() and not torch.compiler.is_compiling():
-        if int(previous[..., 3].max()) > tri.shape[0]:
-            raise IndexError(f"previous names triangle ids beyond tri's F = {tri.shape[0]}")
+    _check_rast_ids(previous, tri.shape[0], "previous")
     return _rasterize_next_layer(pos, tri, height, width, ranges, grad_db, previous)
 
 
@@ -276,17 +235,51 @@ def _check_tri(tri, num_vertices: int, device: torch.device) -> Tensor:
     return tri.to(torch.int32)
 
 
-def _check_rast_ids(rast: Tensor, num_triangles: int) -> None:
+def _check_raster_inputs(pos, tri, resolution, ranges, grad_db):
+    """The checks :func:`rasterize` and :func:`rasterize_next_layer` share; returns
+    ``(pos [B, V, 4] or [V, 4], tri int32, height, width, ranges int32 or None, grad_db)``."""
+    _checks.floating("pos", pos)
+    height, width = _check_resolution(resolution)
+    grad_db = _check_grad_db(grad_db)
+    if ranges is None:
+        if pos.dim() == 2:
+            pos = pos.unsqueeze(0)
+        _checks.shape("pos", pos, [None, None, 4], "[B, V, 4] (instanced mode)")
+    else:
+        _checks.shape("pos", pos, [None, 4], "[V, 4] (range mode)")
+        _checks.integer("ranges", ranges, torch.device("cpu"))
+        _checks.shape("ranges", ranges, [None, 2], "[N, 2]")
+    num_vertices = pos.shape[-2]
+    tri = _check_tri(tri, num_vertices, pos.device)
+    num_triangles = tri.shape[0]
+    if pos.dtype == torch.float32 and num_triangles > MAX_TRIANGLES_FLOAT32:
+        raise ValueError(
+            f"tri has {num_triangles} triangles; float32 rast stores ids exactly only up to "
+            f"{MAX_TRIANGLES_FLOAT32}: pass float64 pos (float64 rast holds every id exactly)"
+        )
+    if ranges is not None:
+        if ranges.numel() and not torch.compiler.is_compiling():
+            first, count = ranges[:, 0].long(), ranges[:, 1].long()  # checked before narrowing
+            if bool((first < 0).any() | (count < 0).any() | (first + count > num_triangles).any()):
+                raise IndexError(
+                    f"ranges must hold (first, count) with first, count >= 0 and first + count <= F "
+                    f"= {num_triangles}, got {ranges.tolist()}"
+                )
+        ranges = ranges.to(torch.int32)
+    return pos, tri, height, width, ranges, grad_db
+
+
+def _check_rast_ids(rast: Tensor, num_triangles: int, name: str = "rast") -> None:
     """Check that rast's id channel holds ``triangle_id + 1`` in ``[0, F]`` (0 = background):
     one ``aminmax`` pass (a host sync on CUDA), which also catches NaN and +-inf; raises
-    IndexError naming ``rast``. Skipped while ``torch.compile`` traces. (Non-integer ids
+    IndexError naming ``rast`` (or ``name``). Skipped while ``torch.compile`` traces. (Non-integer ids
     are not looked for: the kernels read them as NaN pixels, never out of bounds.)"""
     if rast.numel() and not torch.compiler.is_compiling():
         low, high = (float(v) for v in torch.aminmax(rast[..., 3].detach()))
         if not (0 <= low and high <= num_triangles):  # False for NaN too
             raise IndexError(
-                f"rast[..., 3] holds triangle id + 1 values in [{low:g}, {high:g}]; they must lie in "
-                f"[0, F = {num_triangles}] (0 is background): pass the rast and tri of one rasterize call"
+                f"{name}[..., 3] holds triangle id + 1 values in [{low:g}, {high:g}]; they must lie in "
+                f"[0, F = {num_triangles}] (0 is background): pass the {name} and tri of one rasterize call"
             )
 
 

@@ -100,3 +100,19 @@ def test_cuda_matches_cpu(dtype):
     for a, b in zip(gpu, cpu):
         assert torch.equal(a[..., 3].cpu(), b[..., 3])
         torch.testing.assert_close(a.cpu(), b, atol=1e-5, rtol=1e-5)
+
+
+@requires_native
+@pytest.mark.parametrize("bad", [-3.0, float("nan"), 7.0])
+def test_previous_and_arguments_are_checked_as_rasterize_checks_them(bad):
+    pos = torch.tensor([[[-1.0, -1, 0, 1], [1, -1, 0, 1], [-1, 1, 0, 1]]])
+    tri = torch.tensor([[0, 1, 2]], dtype=torch.int32)
+    first, _ = fo.rasterize(pos, tri, (4, 4))
+    broken = first.clone()
+    broken[0, 0, 0, 3] = bad
+    with pytest.raises(IndexError, match=r"previous\[\.\.\., 3\]"):
+        fo.rasterize_next_layer(pos, tri, (4, 4), broken)
+    with pytest.raises(TypeError, match="grad_db"):
+        fo.rasterize_next_layer(pos, tri, (4, 4), first, grad_db="no")
+    with pytest.raises(IndexError, match="ranges"):
+        fo.rasterize_next_layer(pos[0], tri, (4, 4), first, ranges=torch.tensor([[0, 5]], dtype=torch.int32))
