@@ -12,7 +12,7 @@ marked [INFERRED] here and listed in ``docs/specular.md``.
   zero-initialised 1x1-conv head per parameter group, as Deep3D's R-Net
   (:class:`facegeom.pipelines.deep3d.ReconNet`): shape 199, expression 100, albedo 145,
   Euler angles 3, translation 3, log-scale 1, SH 27, light position 3, log-shininess 1
-  (:data:`COEFF_SIZES`, 382 outputs).
+  (:data:`COEFF_SIZES`, 482 outputs).
 - :func:`decode`: eq. 3 pose ``f R S + t`` with Deep3D's fixed pinhole camera
   (:meth:`facegeom.cameras.Pinhole.deep3d`), eq. 4-5 shading in linear space
   ``c = c_d + c_s`` (SH diffuse, Blinn-Phong specular from the predicted point light and
@@ -60,7 +60,7 @@ def coeff_sizes(n_shape: int = 199, n_exp: int = 100, n_albedo: int = 145) -> Di
 
 
 COEFF_SIZES = coeff_sizes()
-"""Layout of the 382 outputs of the full model (paper §4, Fig. 2: shape ``c_i`` 199,
+"""Layout of the 482 outputs of the full model (paper §4, Fig. 2: shape ``c_i`` 199,
 expression ``c_e`` 100, albedo ``c_t`` 145, pose 7 = Euler ``(alpha, beta, gamma)``,
 ``(t_x, t_y, t_z)``, ``f``; SH 27 (3 bands, RGB); light position ``p_l`` 3; shininess
 ``phi`` 1). Order and the log parameterisation of ``f`` and ``phi`` are [INFERRED]."""
