@@ -709,3 +709,123 @@ try:  # register with the training loop
     _train.register("specular", SpecularMethod)
 except ImportError:  # pragma: no cover - same package
     pass
+
+
+# ---------------------------------------------------------------------------------------- #
+# Checkpoints and facegeom reconstruct (API.md §7)                                         #
+# ---------------------------------------------------------------------------------------- #
+
+def load_checkpoint(path, config: Optional[Config] = None, map_location="cpu") -> Tuple[SpecularNet, Config]:
+    """``(net, config)`` from ``facegeom train --method specular``'s ``final.pt`` (the
+    :class:`SpecularModel` state dict) or a ``facegeom.train`` checkpoint (its ``'model'``).
+    The backbone depth and the ``n_shape`` / ``n_exp`` / ``n_albedo`` sizes are read from the
+    weights and replace those of ``config`` (default :class:`Config`). No released weights
+    exist (PIPELINES.md §5).
+
+    Raises:
+        FileNotFoundError: no such file. ValueError: naming the file, when it is not such a checkpoint.
+    """
+    source = os.fspath(path)
+    if not os.path.isfile(source):
+        raise FileNotFoundError(f"{source}: no such file (a specular checkpoint: facegeom train's final.pt)")
+    try:
+        data = torch.load(source, map_location=map_location, weights_only=True)
+    except Exception as error:  # noqa: BLE001 - torch raises several types for a corrupt / foreign file
+        raise ValueError(f"{source}: not a readable torch checkpoint: {error}") from None
+    if isinstance(data, dict) and data.get("format") == "facegeom.train/1" and isinstance(data.get("model"), dict):
+        data = data["model"]
+    if not isinstance(data, dict) or "heads.shape.weight" not in data:
+        raise ValueError(f"{source}: not a specular checkpoint (no 'heads.shape.weight'; keys: "
+                         f"{sorted(map(str, data))[:8] if isinstance(data, dict) else type(data).__name__})")
+    sizes = {name: int(data[f"heads.{name}.weight"].shape[0]) for name in ("shape", "expression", "albedo")
+             if f"heads.{name}.weight" in data}
+    config = (config or Config()).replace(
+        net="resnet50" if "backbone.layer1.0.conv3.weight" in data else "resnet18",
+        n_shape=sizes["shape"], n_exp=sizes.get("expression", 1), n_albedo=sizes.get("albedo", 1))
+    net = SpecularNet(config)
+    state = {k: v for k, v in data.items() if k != "step"}
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        raise ValueError(f"{source}: does not match SpecularNet({config.net}, {config.sizes}): {error}") from None
+    return net.eval(), config
+
+
+def reconstructor(checkpoint, assets, options=None):
+    """``facegeom reconstruct --method specular`` (:mod:`facegeom.reconstruct`).
+
+    Args:
+        checkpoint: ``final.pt`` of ``facegeom train --method specular`` (:func:`load_checkpoint`).
+        assets: ``"synthetic"`` (:func:`synthetic_model`, for models trained with ``--data
+            synthetic``) or a folder with ``model2017-1_face12_nomouth.h5``,
+            ``albedoModel2020_face12_albedoPart.h5`` and ``keypoints.npy`` (:func:`load_face_model`).
+        options: ``tiny`` (:meth:`Config.tiny`'s camera and crop size), ``device``.
+
+    The crop: Deep3D's 5-point alignment (:func:`facegeom.pipelines.deep3d.preprocess`;
+    the paper's MTCNN alignment to 224 is not described further, PIPELINES.md §5.1) [INFERRED].
+    Writes the mesh ``f R S + t`` (model frame) with vertex colours ``(c_d + c_s)^(1/2.2)``;
+    params: every coefficient group, ``light_position``, ``shininess``, ``lm68`` ``[68, 2]``
+    (crop pixels, y down), ``lm68_image`` (input image) and ``trans_params``; the overlay:
+    the full render over the input image.
+    """
+    from facegeom import reconstruct as R
+    from facegeom.pipelines import deep3d
+
+    options = dict(options or {})
+    if checkpoint is None:
+        raise ValueError("--checkpoint is required for specular (facegeom train --method specular's final.pt)")
+    if assets is None:
+        raise ValueError("--assets is required for specular: 'synthetic' or a folder with the BFM 2017 face12 h5, "
+                         "the AlbedoMM face12 h5 and keypoints.npy")
+    net, config = load_checkpoint(checkpoint, Config.tiny() if options.get("tiny") else Config())
+    if assets == "synthetic":
+        face_model = synthetic_model(config)
+    else:
+        folder = os.fspath(assets)
+        names = ("model2017-1_face12_nomouth.h5", "albedoModel2020_face12_albedoPart.h5", "keypoints.npy")
+        missing = [n for n in names if not os.path.isfile(os.path.join(folder, n))]
+        if missing:
+            raise FileNotFoundError(f"--assets {folder}: missing {', '.join(missing)}")
+        face_model = load_face_model(*(os.path.join(folder, n) for n in names), config.n_shape, config.n_exp,
+                                     config.n_albedo)
+    device = options.get("device", "auto")
+    device = torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu")
+    net, face_model = net.to(device), face_model.to(device)
+    renderer = SpecularRenderer(face_model, config).to(device)
+    d3d = deep3d.Config.tiny() if options.get("tiny") else deep3d.Config()
+    faces = face_model.faces.cpu().numpy()
+
+    @torch.no_grad()
+    def reconstruct(image, landmarks) -> "R.Reconstruction":
+        from facegeom.data.deep3d import image_to_original
+
+        pixels = deep3d._as_uint8_rgb(image)
+        crop, trans_params, _ = deep3d.preprocess(pixels, landmarks, d3d)
+        crop = crop[None].to(device)
+        out = decode(net(crop), face_model, config, renderer)
+        size = config.image_size
+        lm = out.landmarks[0].double().cpu().numpy()
+        lm_up = np.stack([lm[:, 0], size - 1 - lm[:, 1]], 1)  # deep3d's y-up crop frame
+        params = {k: v.cpu().numpy() for k, v in out.coeffs.items()}
+        params.update(light_position=out.light.cpu().numpy(), shininess=out.shininess.cpu().numpy(), lm68=lm,
+                      lm68_image=deep3d.landmarks_to_image(lm_up, trans_params, d3d), trans_params=trans_params)
+        mask = out.alpha[0, 0].cpu()
+        vis = out.render_full[0].cpu().clamp(0, 1) * mask + crop[0].cpu() * (1 - mask)
+        vis8 = (vis * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+        mask8 = np.repeat((mask.numpy() * 255).astype(np.uint8)[:, :, None], 3, 2)
+        pasted, valid = image_to_original(vis8, trans_params)
+        pasted_mask, _ = image_to_original(mask8, trans_params)
+        use = valid[:, :, None] & (np.asarray(pasted_mask)[:, :, :1] >= 128)
+        overlay = np.where(use, np.asarray(pasted), pixels).astype(np.uint8)
+        return R.Reconstruction(out.vertices[0].cpu().numpy(), faces, params, overlay,
+                                colors=out.color[0].clamp(0, 1).cpu().numpy())
+
+    return reconstruct
+
+
+try:
+    from facegeom import reconstruct as _reconstruct
+
+    _reconstruct.register("specular", reconstructor)
+except ImportError:  # pragma: no cover - same package
+    pass

@@ -219,7 +219,7 @@ def test_inner_mouth_loss_moves_the_mouth_contour_to_the_target(tiny):
     assert not L.mouth_loss(mask, S.decode(p, model, config, flat).mouth).requires_grad
 
 
-def test_train_tiny_losses_fall_and_cli(tmp_path):
+def test_train_tiny_losses_fall_then_reconstruct(tmp_path, capsys):
     from facegeom.cli import main as cli_main
 
     out = tmp_path / "run"
@@ -238,3 +238,38 @@ def test_train_tiny_losses_fall_and_cli(tmp_path):
         assert np.isfinite(val[key])
     state = torch.load(out / "final.pt")
     assert int(state["step"]) == 10 and "heads.shape.weight" in state
+    net, config = S.load_checkpoint(out / "final.pt", S.Config.tiny())
+    assert config.net == "resnet18" and config.sizes == S.Config.tiny().sizes
+    # facegeom reconstruct --method specular on two synthetic images (68 and 5 landmarks)
+    import trimesh
+    from PIL import Image
+
+    from facegeom.data.synthetic import SyntheticFaces
+
+    ds = SyntheticFaces(num_samples=2, image_size=160, seed=3)
+    images = tmp_path / "images"
+    images.mkdir()
+    for k in range(2):
+        s = ds[k]
+        Image.fromarray((s["image"].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(images / f"f{k}.png")
+        np.savetxt(images / f"f{k}.txt", (s["landmarks"] if k == 0 else s["keypoints5"]).numpy())
+    result = tmp_path / "recon"
+    capsys.readouterr()
+    assert cli_main(["reconstruct", "--method", "specular", "--checkpoint", str(out / "final.pt"), "--assets",
+                     "synthetic", "--tiny", str(images), "--out", str(result), "--device", "cpu", "--quiet"]) == 0
+    model = S.synthetic_model(S.Config.tiny())
+    for k in range(2):
+        mesh = trimesh.load(str(result / f"f{k}.obj"), process=False)
+        assert mesh.vertices.shape == (model.num_vertices, 3) and len(mesh.faces) == len(model.faces)
+        params = np.load(result / f"f{k}.npz")
+        assert params["shape"].shape == (1, 20) and params["albedo"].shape == (1, 10)
+        assert params["lm68"].shape == (68, 2) and params["lm68_image"].shape == (68, 2)
+        overlay = np.asarray(Image.open(result / f"f{k}_overlay.png"))
+        assert overlay.shape == (160, 160, 3)
+        assert (overlay != np.asarray(Image.open(images / f"f{k}.png"))).any(axis=-1).mean() > 0.02
+    assert cli_main(["reconstruct", "--method", "specular", "--checkpoint", str(out / "final.pt"), "--assets",
+                     str(tmp_path), str(images), "--out", str(result)]) == 2
+    assert "model2017-1_face12_nomouth.h5" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="not a specular checkpoint"):
+        torch.save({"x": torch.zeros(1)}, tmp_path / "other.pt")
+        S.load_checkpoint(tmp_path / "other.pt")
