@@ -32,7 +32,7 @@ from facegeom.losses import tdasl as L
 
 __all__ = ["DDFAModel", "load_whitening", "reconstruct_vertex", "to_original", "PIXEL_BASES",
            "build_network", "load_checkpoint", "preprocess", "decode", "losses", "landmark_map", "Config", "TDASLModel", "SyntheticTDASL",
-           "synthetic_model", "TDASL"]
+           "synthetic_model", "TDASL", "load_triangles", "reconstructor"]
 
 PIXEL_BASES = ("v1", "v2")
 STD_SIZE = 120
@@ -539,10 +539,123 @@ class TDASL:
         return getattr(model, "config", Config())
 
 
+# --------------------------------------------------------------------------- #
+# facegeom reconstruct (API.md §7)                                             #
+# --------------------------------------------------------------------------- #
+def load_triangles(path, num_vertices: int) -> np.ndarray:
+    """3DDFA v1's ``visualize/tri.mat`` (key ``tri``, ``[3, F]``, 1-based, as ``3DDFA:main.py``
+    reads it for ``dump_to_ply``) as ``[F, 3]`` 0-based int64; ``[F, 3]`` and 0-based
+    files are accepted too (0-based when the smallest index is 0)."""
+    from facegeom.models.bfm import _loadmat
+
+    source = os.fspath(path)
+    data, _ = _loadmat(source, "3DDFA triangles (visualize/tri.mat)")
+    if "tri" not in data:
+        raise ValueError(f"{source}: no 'tri' array (keys: {sorted(k for k in data if not k.startswith('__'))})")
+    tri = np.asarray(data["tri"])
+    if tri.ndim != 2 or 3 not in tri.shape or tri.dtype.kind not in "iuf":
+        raise ValueError(f"{source}: tri must be a [3, F] or [F, 3] index array, got {tri.dtype} {list(tri.shape)}")
+    tri = (tri.T if tri.shape[0] == 3 and tri.shape[1] != 3 else tri).astype(np.int64)
+    tri = tri - (1 if tri.min() >= 1 else 0)
+    if tri.min() < 0 or tri.max() >= num_vertices:
+        raise ValueError(f"{source}: tri indexes vertices outside [0, {num_vertices})")
+    return tri
+
+
+def _shaded_overlay(pixels: np.ndarray, vertices: Tensor, faces: np.ndarray) -> np.ndarray:
+    """The mesh (vertices ``[N, 3]`` in image pixels, x right, y down, z towards the viewer)
+    drawn grey-shaded (``0.3 + 0.7 |n_z|``) over ``pixels`` ``[H, W, 3]`` uint8."""
+    from facegeom import ops
+    from facegeom.render import MeshRenderer, UnlitShader
+
+    height, width = pixels.shape[:2]
+    v = vertices.double()
+    tri = torch.as_tensor(faces)
+    z = v[:, 2]
+    depth = 0.9 - 1.8 * (z - z.min()) / (z.max() - z.min()).clamp(min=1e-9)  # nearer (larger z) -> smaller
+    pos = torch.stack([(2 * v[:, 0] + 1) / width - 1, 1 - (2 * v[:, 1] + 1) / height, depth, torch.ones_like(z)], 1)
+    shade = 0.3 + 0.7 * ops.vertex_normals(v[None], tri)[0, :, 2:].abs()
+    renderer = MeshRenderer(tri, (height, width), antialias=False, shader=UnlitShader())
+    out = renderer(v[None], shade.expand(-1, 3)[None], pos=pos[None])
+    alpha = out.alpha[0].numpy()
+    grey = (out.image[0].numpy() * 255).clip(0, 255)
+    return (alpha * grey + (1 - alpha) * pixels).round().astype(np.uint8)
+
+
+def reconstructor(checkpoint, assets, options=None):
+    """``facegeom reconstruct --method tdasl`` (:mod:`facegeom.reconstruct`; the authors'
+    ``2DASL:test_codes/benchmark_0resnet50_4chls_FAN2d_18pts_1998.py`` / ``main_visualize_plot_4chls.py``).
+
+    Args:
+        checkpoint: the authors' ``2DASL_checkpoint_epoch_allParams_stage{1,2}.pth.tar`` or
+            ``facegeom train --method tdasl``'s ``final.pt`` (:func:`load_checkpoint`; a
+            ``final.pt`` also carries its model and whitening, which are then used).
+        assets: a folder with 3DDFA v1's model files (:meth:`DDFAModel.from_folder`),
+            ``param_whitening.pkl`` (:func:`load_whitening`) and ``tri.mat``
+            (:func:`load_triangles`); or ``"synthetic"`` (:func:`synthetic_model` of the tiny
+            config with ``--tiny``, else of the default one; the synthetic head's triangles).
+        options: ``device``; ``pixel_base`` (``"v2"``, facegeom's, default; ``"v1"``: the
+            authors' 1-based ``121 - y``).
+
+    The image needs 68 landmarks (the crop and the 18-point map come from them: 2DASL ran FAN
+    on its crops). Writes the dense mesh in the input image (x right, y down, z towards the
+    viewer, :func:`decode` with the roi box), params ``params62`` (de-whitened), ``roi_box``,
+    ``lm68`` ``[68, 3]`` (image), and the grey-shaded mesh over the image.
+    """
+    from facegeom import reconstruct as R
+    from facegeom.data.crops import _pts_2xn
+
+    options = dict(options or {})
+    pixel_base = _base(options.get("pixel_base", "v2"))
+    if checkpoint is None:
+        raise ValueError("--checkpoint is required for tdasl (2DASL_checkpoint_epoch_allParams_stage2.pth.tar or "
+                         "facegeom train's final.pt)")
+    if assets is None:
+        raise ValueError("--assets is required for tdasl: a 3DDFA v1 train.configs folder (+ param_whitening.pkl, "
+                         "tri.mat) or 'synthetic'")
+    net = load_checkpoint(checkpoint)
+    state = torch.load(os.fspath(checkpoint), map_location="cpu", weights_only=True)
+    if assets == "synthetic":
+        from facegeom.models import synthetic_head
+
+        config = Config.tiny() if options.get("tiny") else Config()
+        model, mean, std = synthetic_model(config)
+        faces = synthetic_head(seed=config.head_seed, n_shape=40, n_exp=10, n_tex=10).faces.long().numpy()
+    else:
+        folder = os.fspath(assets)
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"--assets {folder}: not a folder")
+        model = DDFAModel.from_folder(folder)
+        mean, std = load_whitening(os.path.join(folder, "param_whitening.pkl"))
+        faces = load_triangles(os.path.join(folder, "tri.mat"), model.num_vertices)
+    if isinstance(state, dict) and "param_mean" in state and "param_std" in state:  # facegeom's final.pt
+        mean, std = state["param_mean"].float(), state["param_std"].float()
+    device = options.get("device", "auto")
+    device = torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu")
+    net, model = net.to(device), copy.deepcopy(model).to(device)
+    mean, std = mean.to(device), std.to(device)
+
+    @torch.no_grad()
+    def reconstruct(image, landmarks) -> "R.Reconstruction":
+        pixels = np.asarray(image)
+        if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3:
+            raise ValueError(f"image must be [H, W, 3] uint8 RGB, got {pixels.dtype} {list(pixels.shape)}")
+        pts = _pts_2xn("landmarks", landmarks)  # 2DASL needs the 68 points (its crop and 18-point map)
+        x, roi_box = preprocess(np.ascontiguousarray(pixels[..., ::-1]), pts)
+        out = decode(net(x[None].to(device)), model, mean, std, roi_box=roi_box, pixel_base=pixel_base)
+        vertices = out["vertices"][0].cpu()
+        params = {"params62": out["params"].cpu().numpy(), "roi_box": np.asarray(roi_box, dtype=np.float64),
+                  "lm68": out["landmarks"][0].cpu().numpy()}
+        return R.Reconstruction(vertices.numpy(), faces, params, _shaded_overlay(pixels, vertices, faces))
+
+    return reconstruct
+
+
 def _register():
-    from facegeom import train
+    from facegeom import reconstruct, train
 
     train.register("tdasl", TDASL)
+    reconstruct.register("tdasl", reconstructor)
 
 
 _register()
