@@ -41,7 +41,7 @@ from facegeom.losses import specular as L
 from facegeom.models.bfm import BFM
 from facegeom.nets import resnet18, resnet50
 from facegeom.render import MeshRenderer, SHShader, ShadingInputs, UnlitShader
-from facegeom.transforms import euler_to_matrix
+from facegeom.transforms import axis_angle_to_matrix, euler_to_matrix
 
 Tensor = torch.Tensor
 
@@ -149,9 +149,13 @@ class Config:
     def tiny(cls, **overrides) -> "Config":
         """Small and fast for tests and smoke runs: ResNet-18, 64 x 64 (focal scaled with the
         centre: same field of view), 20 / 10 / 10 components, no recognition net
-        (``w_id = 0``), the mouth loss from step 0, 64 synthetic samples."""
+        (``w_id = 0``), the mouth loss from step 0, 64 synthetic samples. The two terms
+        measured in pixels keep their balance with the others at the smaller image: ``w_lmk``
+        (a distance in pixels) x 224 / 64 and ``w_mouth`` (a sum over pixels) x (224 / 64)^2."""
+        factor = 224.0 / 64.0
         settings = dict(net="resnet18", center=32.0, focal=1015.0 * 32.0 / 112.0, n_shape=20, n_exp=10,
-                        n_albedo=10, w_id=0.0, mouth_start=0, num_samples=64, val_samples=8, batch_size=4)
+                        n_albedo=10, w_id=0.0, mouth_start=0, num_samples=64, val_samples=8, batch_size=4,
+                        w_lmk=1.8e-3 * factor, w_mouth=1.3e-3 * factor ** 2)
         settings.update(overrides)
         return cls(**settings)
 
@@ -633,6 +637,12 @@ def _recognition_net(config: Config) -> Optional[nn.Module]:
     return net
 
 
+def _angle_deg(rotation: Tensor) -> Tensor:
+    """Geodesic angle (degrees) of rotation matrices ``[B, 3, 3]``."""
+    cos = ((rotation.diagonal(dim1=1, dim2=2).sum(-1) - 1) / 2).clamp(-1.0, 1.0)
+    return torch.rad2deg(torch.arccos(cos))
+
+
 def _vertex_error(model: BFM, alpha: Tensor, alpha_gt: Tensor) -> Tensor:
     """Mean per-vertex distance between the neutral identity shapes, per image."""
     return (model(shape=alpha).vertices - model(shape=alpha_gt).vertices).norm(dim=-1).mean(1)
@@ -648,7 +658,8 @@ class SpecularMethod:
     - ``training_step``: :func:`decode` + :func:`losses` at the model's step counter;
     - ``validation_step``: the losses (mouth term always on) and the recovery of the held-out
       synthetic parameters against the mean: ``shape_mm`` / ``shape_mm_mean`` (mean
-      per-vertex error of the neutral identity shape, mm), ``exp_err`` / ``exp_err_mean`` and
+      per-vertex error of the neutral identity shape, mm), ``rot_deg`` / ``rot_deg_mean`` (head
+      rotation error, degrees, against the frontal pose), ``exp_err`` / ``exp_err_mean`` and
       ``albedo_err`` / ``albedo_err_mean`` (RMS coefficient error of the prediction / of zero).
     """
 
@@ -695,6 +706,10 @@ class SpecularMethod:
         alpha_gt = truth["shape"].to(c["shape"])
         terms["shape_mm"] = mm * _vertex_error(face_model, c["shape"], alpha_gt).mean()
         terms["shape_mm_mean"] = mm * _vertex_error(face_model, torch.zeros_like(alpha_gt), alpha_gt).mean()
+        rotation = euler_to_matrix(c["angle"], convention="deep3d")
+        true_rotation = axis_angle_to_matrix(truth["rotation"].to(c["angle"]))
+        terms["rot_deg"] = _angle_deg(rotation.transpose(1, 2) @ true_rotation).mean()
+        terms["rot_deg_mean"] = _angle_deg(true_rotation).mean()
         for key, name in (("expression", "exp_err"), ("texture", "albedo_err")):
             gt = truth[key].to(c["shape"])
             pred = c["expression" if key == "expression" else "albedo"]
