@@ -194,11 +194,17 @@ def to_original(vertex: Tensor, roi_box, pixel_base: str = "v2", size: int = STD
 # --------------------------------------------------------------------------- #
 # Network                                                                      #
 # --------------------------------------------------------------------------- #
-def build_network(num_params: int = 62) -> nn.Module:
-    """2DASL's 4-channel ResNet-50 (:func:`facegeom.nets.resnet.resnet50_2dasl`; PIPELINES.md §4.2)."""
-    from facegeom.nets.resnet import resnet50_2dasl
+def build_network(num_params: int = 62, net: str = "resnet50") -> nn.Module:
+    """2DASL's 4-channel ResNet-50 (:func:`facegeom.nets.resnet.resnet50_2dasl`; PIPELINES.md §4.2);
+    ``net="resnet18"``: the same layout (4-channel ``conv1``, ``layer4`` stride 1,
+    ``AvgPool2d(7, stride=2)``) on ResNet-18 blocks, 512 -> 62 (tiny configs only; not the authors')."""
+    from facegeom.nets.resnet import resnet18, resnet50_2dasl
 
-    return resnet50_2dasl(num_params)
+    if net == "resnet50":
+        return resnet50_2dasl(num_params)
+    if net == "resnet18":
+        return resnet18(num_classes=num_params, in_channels=4, layer4_stride=1, avgpool=nn.AvgPool2d(7, stride=2))
+    raise ValueError(f"net must be 'resnet50' or 'resnet18', got {net!r}")
 
 
 def load_checkpoint(path, map_location="cpu") -> nn.Module:
@@ -219,7 +225,7 @@ def load_checkpoint(path, map_location="cpu") -> nn.Module:
     else:
         raise ValueError(f"{source}: expected a dict with 'res_state_dict' (2DASL checkpoint) or "
                          f"facegeom's final.pt with 'regressor.*' entries")
-    net = build_network()
+    net = build_network(net="resnet50" if "layer1.0.conv3.weight" in state else "resnet18")
     missing, unexpected = net.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(f"{source}: res_state_dict does not match 2DASL's ResNet-50: missing {missing[:5]}, "
@@ -287,6 +293,13 @@ class Config:
     into :class:`facegeom.train.TrainConfig`. ``resample_num`` 132 (WPDC). ``head_seed``,
     ``whitening_samples``, ``num_samples``: the synthetic data (see :class:`SyntheticTDASL`).
     ``stage``: 1 = full loss with WPDC, 2 = VDC fine-tuning (paper §4.1).
+    ``net``: the regressor (``"resnet50"``, 2DASL's; ``"resnet18"`` in :meth:`tiny`).
+    ``val_samples``: synthetic validation samples (0: ``max(2, num_samples // 4)``).
+    ``landmark_unit``: the length unit of the landmark terms (eq. 3-5), in pixels of the 120
+    crop: 120 (default) measures them in crop widths, 1 in pixels. The paper gives no unit;
+    in pixels the cycle term (lambda 1, a sum over 18 points) has a gradient about 6,000 x
+    WPDC's at initialisation, SGD takes steps of several units in parameter space and the
+    smoke run diverges (WPDC rises; ``docs/tdasl.md``) [INFERRED].
     """
 
     lambda_2d: float = 0.005
@@ -304,17 +317,21 @@ class Config:
     whitening_samples: int = 64
     critic_widths: Tuple[int, ...] = (32, 64, 128, 256, 256, 512)
     critic_betas: Tuple[float, float] = (0.5, 0.999)
+    landmark_unit: float = 120.0
+    net: str = "resnet50"
+    val_samples: int = 0
 
     def __post_init__(self):
         if self.stage not in (1, 2):
             raise ValueError(f"stage must be 1 or 2, got {self.stage!r}")
-        for name in ("lr_regressor", "lr_critic"):
+        for name in ("lr_regressor", "lr_critic", "landmark_unit"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
 
     @classmethod
     def tiny(cls, **overrides) -> "Config":
-        return replace(cls(num_samples=8, whitening_samples=8, critic_widths=(4, 8, 8, 16, 16, 512)), **overrides)
+        return replace(cls(num_samples=8, whitening_samples=8, critic_widths=(4, 8, 8, 16, 16, 512), net="resnet18"),
+                       **overrides)
 
 
 _SYNTH_CACHE: Dict[Tuple[int, int], Tuple[DDFAModel, Tensor, Tensor]] = {}
@@ -420,7 +437,7 @@ class TDASLModel(nn.Module):
 
     def __init__(self, config: Config, model: DDFAModel, mean: Tensor, std: Tensor):
         super().__init__()
-        self.regressor = build_network()
+        self.regressor = build_network(net=config.net)
         self.critic = L.SelfCritic(widths=tuple(config.critic_widths))
         self.ddfa = model
         self.config = config
@@ -449,9 +466,11 @@ class TDASL:
     sample has ground truth). The regressor's total and the critic's loss are both
     computed before either optimiser steps (simultaneous updates).
 
-    Scale: the landmark terms are sums of pixel distances, so with the paper's lambdas the
-    cycle term (lambda 1) dominates WPDC at initialisation (e.g. ~260 vs ~0.15 on the tiny
-    synthetic data); the paper gives no normalisation, so none is added.
+    Scale: the landmark terms are sums over the points (as eq. 3-5) of distances measured in
+    ``Config.landmark_unit`` (default: crop widths, 120 px). In pixels, the cycle term (lambda
+    1, ~260 at initialisation on the tiny synthetic data against WPDC's ~0.1) has a gradient
+    norm ~6,000 x WPDC's; the 18 2D points cannot determine the 62 parameters, so that
+    gradient moves them freely and WPDC rises (the earlier smoke run; ``docs/tdasl.md``).
 
     [CODE≠PAPER] An unreleased training script in 2DASL's history (commit ``ead2e16``, beside
     ``advers_proj_utils_3.py``) differs from the paper: ``loss = 0.1 * (10 * 10 * WPDC +
@@ -489,7 +508,7 @@ class TDASL:
             raise ValueError(f"--data {data!r}: the tdasl method reads only 'synthetic' for now")
         model, mean, std = synthetic_model(config)
         hook = SyntheticTDASL(mean.double().numpy(), std.double().numpy(), model)
-        n = config.num_samples if split == "train" else max(2, config.num_samples // 4)
+        n = config.num_samples if split == "train" else (config.val_samples or max(2, config.num_samples // 4))
         return SyntheticFaces(_synthetic_config(config, n, seed + (0 if split == "train" else 7919), [hook]))
 
     @staticmethod
@@ -509,6 +528,8 @@ class TDASL:
         l3dc = L.landmark_3d_consistency(x3d, x3d_b)
         cyc = L.cycle_consistency(in18, L.landmarks_18(x2d_b))
         adv = L.adversarial_loss(model.critic(x[:, :3], pred))
+        unit = config.landmark_unit  # distances are linear in the unit: divide the pixel-valued terms
+        l2d, l3dc, cyc = l2d / unit, l3dc / unit, cyc / unit
         total = (l3d + config.lambda_2d * l2d + config.lambda_3d * l3dc + config.lambda_cyc * cyc
                  + config.lambda_sc * adv)
         critic = L.critic_loss(model.critic(x[:, :3], target), model.critic(x[:, :3], pred.detach()))
@@ -529,10 +550,23 @@ class TDASL:
 
     @classmethod
     def validation_step(cls, model, batch):
+        """VDC (``loss``) and, against the mean parameters (whitened zero): ``vdc_mean``;
+        ``lm_px`` / ``lm_px_mean``: mean 2D error (pixels) of the 68 projected landmarks
+        against the sample's; ``shape_rmse`` / ``shape_rmse_mean``: RMS error of the 50
+        de-whitened shape and expression coefficients."""
         with torch.no_grad():
+            target = batch["params62"]
             pred = model.regressor(batch["input"])
-            vdc = L.vdc_loss(pred, batch["params62"], model.param_mean, model.param_std, model.ddfa)
-        return {"loss": vdc}
+            out = {}
+            for suffix, p in (("", pred), ("_mean", torch.zeros_like(pred))):
+                out["loss" if not suffix else "vdc_mean"] = L.vdc_loss(p, target, model.param_mean, model.param_std,
+                                                                      model.ddfa)
+                _, x2d = model.landmarks(p)
+                out["lm_px" + suffix] = (x2d - batch["landmarks"].to(x2d)).norm(dim=-1).mean()
+                delta = (L.dewhiten(p, model.param_mean, model.param_std)
+                         - L.dewhiten(target, model.param_mean, model.param_std))[:, 12:]
+                out["shape_rmse" + suffix] = delta.pow(2).mean().sqrt()
+        return out
 
     @staticmethod
     def _config(model) -> Config:
