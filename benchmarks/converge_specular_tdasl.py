@@ -29,6 +29,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a field of the method's tiny Config (as facegeom train --set)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--grad-clip", type=float, default=0.0, help="max gradient norm per optimiser (0: none)")
     parser.add_argument("--out", default="converge_out")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -40,12 +41,12 @@ def main(argv=None) -> dict:
     start = time.time()
     train.train(args.method, train.TrainConfig(steps=args.steps, batch_size=args.batch_size, out=args.out,
                                                log_every=1, val_every=args.steps, seed=args.seed, progress=False,
-                                               device="cpu"), config, "synthetic")
+                                               device="cpu", grad_clip=args.grad_clip), config, "synthetic")
     records = [json.loads(line) for line in open(os.path.join(args.out, "metrics.jsonl"))]
     steps = [r for r in records if any(k.startswith("loss/") for k in r)]
     terms = sorted(k for k in steps[0] if k.startswith("loss/"))
     window = min(args.window, max(1, len(steps) // 2))
-    summary = {"method": args.method, "steps": args.steps, "batch_size": args.batch_size, "settings": args.set,
+    summary = {"method": args.method, "steps": args.steps, "batch_size": args.batch_size, "settings": args.set, "grad_clip": args.grad_clip,
                "seconds": round(time.time() - start, 1),
                "first": {k: float(np.mean([r[k] for r in steps[:window]])) for k in terms},
                "last": {k: float(np.mean([r[k] for r in steps[-window:]])) for k in terms},

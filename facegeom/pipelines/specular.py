@@ -617,24 +617,12 @@ class SpecularModel(SpecularNet):
 
 
 def _recognition_net(config: Config) -> Optional[nn.Module]:
-    """The frozen ``F`` of eq. 7 (paper: FaceNet; facegeom's :func:`facegeom.nets.iresnet50`
-    with ``recog_weights``), ``None`` when ``w_id == 0``."""
-    if config.w_id == 0:
-        return None
-    from facegeom.nets import iresnet50
+    """The frozen ``F`` of eq. 7 (paper: FaceNet; facegeom's :func:`facegeom.nets.iresnet50`,
+    ``recog_weights`` its state dict, else random: tests only), ``None`` when ``w_id == 0``
+    (Deep3D's loader, :mod:`facegeom.pipelines.deep3d`)."""
+    from facegeom.pipelines import deep3d
 
-    net = iresnet50()
-    if config.recog_weights:
-        path = os.fspath(config.recog_weights)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"recog_weights: {path} does not exist (an IResNet-50 state dict)")
-        try:
-            net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
-        except Exception as error:  # noqa: BLE001 - report any read / layout failure with the file
-            raise ValueError(f"recog_weights: {path} is not an IResNet-50 state dict: {error}") from None
-    net.eval()
-    net.requires_grad_(False)
-    return net
+    return deep3d._recognition_net(deep3d.Config(w_feat=config.w_id, recog_weights=config.recog_weights))
 
 
 def _angle_deg(rotation: Tensor) -> Tensor:
@@ -812,8 +800,6 @@ def reconstructor(checkpoint, assets, options=None):
 
     @torch.no_grad()
     def reconstruct(image, landmarks) -> "R.Reconstruction":
-        from facegeom.data.deep3d import image_to_original
-
         pixels = deep3d._as_uint8_rgb(image)
         crop, trans_params, _ = deep3d.preprocess(pixels, landmarks, d3d)
         crop = crop[None].to(device)
@@ -824,14 +810,7 @@ def reconstructor(checkpoint, assets, options=None):
         params = {k: v.cpu().numpy() for k, v in out.coeffs.items()}
         params.update(light_position=out.light.cpu().numpy(), shininess=out.shininess.cpu().numpy(), lm68=lm,
                       lm68_image=deep3d.landmarks_to_image(lm_up, trans_params, d3d), trans_params=trans_params)
-        mask = out.alpha[0, 0].cpu()
-        vis = out.render_full[0].cpu().clamp(0, 1) * mask + crop[0].cpu() * (1 - mask)
-        vis8 = (vis * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-        mask8 = np.repeat((mask.numpy() * 255).astype(np.uint8)[:, :, None], 3, 2)
-        pasted, valid = image_to_original(vis8, trans_params)
-        pasted_mask, _ = image_to_original(mask8, trans_params)
-        use = valid[:, :, None] & (np.asarray(pasted_mask)[:, :, :1] >= 128)
-        overlay = np.where(use, np.asarray(pasted), pixels).astype(np.uint8)
+        overlay = deep3d.overlay_on_image(out.render_full[0], out.alpha[0, 0], crop[0], pixels, trans_params)
         return R.Reconstruction(out.vertices[0].cpu().numpy(), faces, params, overlay,
                                 colors=out.color[0].clamp(0, 1).cpu().numpy())
 

@@ -48,7 +48,6 @@ def test_reconstruct_with_the_authors_layout(tmp_path, capsys):
     dense shape in the input image, the landmarks are its 68 keypoint rows."""
     import pickle
 
-    from facegeom.data import crops
 
     r = np.random.default_rng(0)
     nv = 300
