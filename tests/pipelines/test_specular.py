@@ -273,3 +273,39 @@ def test_train_tiny_losses_fall_then_reconstruct(tmp_path, capsys):
     with pytest.raises(ValueError, match="not a specular checkpoint"):
         torch.save({"x": torch.zeros(1)}, tmp_path / "other.pt")
         S.load_checkpoint(tmp_path / "other.pt")
+
+
+def test_polygon_mask_and_synthetic_hook(tiny):
+    square = np.array([[1.0, 1.0], [4.0, 1.0], [4.0, 3.0], [1.0, 3.0]])
+    mask = S.polygon_mask(square + 0.5, 6, 7)  # pixel centres (2..4, 2..3) inside
+    assert mask.shape == (6, 7) and mask.sum() == 6 and mask[2:4, 2:5].all()
+    config, _ = tiny
+    ds = S.synthetic_dataset(config, 2, 0)
+    s = ds[1]
+    assert s["image"].shape == (3, 64, 64) and 0 <= s["image"].min() and s["image"].max() <= 1
+    assert s["skin"].shape == s["face"].shape == s["mouth"].shape == (1, 64, 64)
+    assert 0 <= s["skin"].min() and s["skin"].max() <= 1 and "mask" not in s
+    torch.testing.assert_close(s["mouth"][0], torch.from_numpy(S.polygon_mask(s["landmarks"][list(S.INNER_LIP)], 64, 64)))
+    # the image is gamma(SH diffuse + Blinn-Phong) of the head: without the lobe it is darker
+    from facegeom.cameras import Pinhole
+    from facegeom.render import MeshRenderer
+
+    p = s["params"]
+    head = ds.head
+    out = head(shape=p["shape"][None], expression=p["expression"][None], pose=p["rotation"][None],
+               jaw=p["jaw"][None], texture=p["texture"][None])
+    camera = Pinhole.from_K(p["K"], p["R"], p["t"], image_size=64)
+    plain = MeshRenderer(head.faces, 64)(out.vertices, out.albedo.clamp(0, 1), p["light"][None], camera=camera,
+                                         background=p["background"] ** 2.2)
+    diffuse = plain.image[0].clamp(1e-6, 1).permute(2, 0, 1) ** (1 / 2.2)
+    lit = s["image"] - diffuse
+    assert lit.min() > -1e-4 and lit.max() > 0.02  # a highlight, nothing darker
+    eye = -(camera.R[0].T @ camera.t[0])
+    light = camera.R[0].T @ (p["light_position"] - camera.t[0])
+    mean_spec, basis = S.synthetic_specular(head)
+    full = MeshRenderer(head.faces, 64)(out.vertices, out.albedo.clamp(0, 1), p["light"][None], camera=camera,
+                                        specular_albedo=(mean_spec + torch.einsum("k,kvc->vc", p["texture"], basis))[None],
+                                        light_position=light, camera_position=eye, shininess=float(p["shininess"]),
+                                        background=p["background"] ** 2.2)
+    torch.testing.assert_close(s["image"], full.image[0].clamp(1e-6, 1).permute(2, 0, 1) ** (1 / 2.2),
+                               atol=1e-5, rtol=1e-5)

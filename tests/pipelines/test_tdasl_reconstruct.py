@@ -129,3 +129,59 @@ def test_reconstruct_facegeom_final_pt_synthetic(tmp_path):
         expected = T.decode(T.load_checkpoint(tmp_path / "final.pt")(x[None]), model, mean + 0.5, std, roi_box=roi)
     np.testing.assert_allclose(np.load(out / "f0.npz")["lm68"], expected["landmarks"][0].numpy(), rtol=1e-5,
                                atol=1e-3)
+
+
+def test_landmark_unit_scales_the_landmark_terms_and_tiny_regressor():
+    """The landmark terms of eq. 3-5 are measured in Config.landmark_unit (crop widths by
+    default): the same batch gives pixel-valued terms / 120, WPDC and the critic untouched."""
+    torch.manual_seed(0)
+    config = T.Config.tiny()
+    assert config.landmark_unit == 120.0 and config.net == "resnet18" and T.Config().net == "resnet50"
+    model = T.TDASL.build_model(config).eval()
+    ds = T.TDASL.dataset(config, "synthetic", "train", 0)
+    batch = torch.utils.data.default_collate([ds[i] for i in range(2)])
+    with torch.no_grad():  # same seed: WPDC's 132 random vertices agree
+        torch.manual_seed(1)
+        out_cw = T.TDASL.losses(model, batch, config)
+        torch.manual_seed(1)
+        out_px = T.TDASL.losses(model, batch, T.Config.tiny(landmark_unit=1.0))
+    for key in ("l2d_con", "l3d_con", "cyc"):
+        torch.testing.assert_close(out_cw[key] * 120.0, out_px[key])
+    for key in ("l3d", "adv", "critic"):
+        torch.testing.assert_close(out_cw[key], out_px[key])
+    assert out_px["cyc"] > 10 and out_cw["cyc"] < out_px["cyc"] / 100
+    with pytest.raises(ValueError, match="landmark_unit"):
+        T.Config(landmark_unit=0.0)
+    with pytest.raises(ValueError, match="net"):
+        T.build_network(net="vgg")
+    assert "layer1.0.conv3.weight" not in T.build_network(net="resnet18").state_dict()
+
+
+def test_validation_reports_recovery_against_the_mean():
+    config = T.Config.tiny(val_samples=3)
+    method = T.TDASL()
+    model = T.TDASL.build_model(config).eval()
+    val = method.dataset(config, "synthetic", "val", 0)
+    assert len(val) == 3
+    batch = torch.utils.data.default_collate([val[i] for i in range(3)])
+    out = method.validation_step(model, batch)
+    assert set(out) == {"loss", "vdc_mean", "lm_px", "lm_px_mean", "shape_rmse", "shape_rmse_mean"}
+    # the mean answer (whitened zero) decodes to the mean parameters: its errors are the targets' own
+    target = T.L.dewhiten(batch["params62"], model.param_mean, model.param_std)[:, 12:]
+    mean = model.param_mean[12:].expand_as(target)
+    torch.testing.assert_close(out["shape_rmse_mean"], (mean - target).pow(2).mean().sqrt())
+    perfect = method.validation_step(_Oracle(model, batch["params62"]), batch)
+    assert perfect["loss"] < 1e-6 and perfect["shape_rmse"] < 1e-5 and perfect["lm_px"] < 3.0
+
+
+class _Oracle(torch.nn.Module):
+    """A TDASLModel whose regressor returns the ground truth."""
+
+    def __init__(self, model, params):
+        super().__init__()
+        self.inner, self.params = model, params
+        self.regressor = lambda x: self.params
+        self.param_mean, self.param_std, self.ddfa = model.param_mean, model.param_std, model.ddfa
+
+    def landmarks(self, pred):
+        return self.inner.landmarks(pred)
