@@ -15,7 +15,10 @@ the 4-channel ResNet-50 and the training method registered with :mod:`facegeom.t
   :class:`facegeom.cameras.ScaledOrthographic`). The two differ by exactly 1 px in x and y.
 - :func:`build_network` / :func:`load_checkpoint`: the released ``['res_state_dict']``.
 - :class:`TDASL`: the method for ``facegeom train --method tdasl`` (manual optimisation:
-  SGD regressor, Adam critic, paper §4.1; losses in :mod:`facegeom.losses.tdasl`).
+  SGD regressor, Adam critic, paper §4.1; losses in :mod:`facegeom.losses.tdasl`; the
+  landmark terms in crop widths, :attr:`Config.landmark_unit`, ``docs/tdasl.md``).
+- :func:`reconstructor`: ``facegeom reconstruct --method tdasl`` (3DDFA v1 folder +
+  ``tri.mat`` via :func:`load_triangles`, or the synthetic model).
 """
 from __future__ import annotations
 
