@@ -474,6 +474,9 @@ def losses(output: SpecularOutput, batch: Dict[str, Tensor], config: Config = Co
             None: always when ``'mouth'`` is in the batch).
         skin_mask: ``[N]`` vertex weights of the uniform loss's region (default all vertices).
 
+    The uniform term's lit diffuse colours use detached normals: the paper applies it to "the
+    diffuse albedo and SH lighting parameters" (§4.1.6), not to the geometry [INFERRED].
+
     Returns:
         ``{'id'?, 'photo', 'lmk', 'mouth'?, 'reg', 'uniform', 'total'}`` scalar tensors.
     """
@@ -500,7 +503,10 @@ def losses(output: SpecularOutput, batch: Dict[str, Tensor], config: Config = Co
         raise ValueError(f"step {step} >= mouth_start {config.mouth_start}: the batch needs 'mouth'")
     c = output.coeffs
     terms["reg"] = config.w_reg * L.reg_loss(c["shape"], c["albedo"], c["expression"])
-    terms["uniform"] = config.w_uniform * L.uniform_loss(output.lit_diffuse, output.sh, skin_mask)
+    # eq. 13 acts "on the 3D face diffuse albedo and SH lighting parameters" (§4.1.6): the lit
+    # colours are recomputed with the normals detached, so the term does not reshape the face
+    lit = ops.sh_shading(output.normals.detach(), output.diffuse_albedo, output.sh, convention="deep3d")
+    terms["uniform"] = config.w_uniform * L.uniform_loss(lit, output.sh, skin_mask)
     terms["total"] = sum(terms.values())
     return terms
 

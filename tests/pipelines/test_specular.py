@@ -309,3 +309,18 @@ def test_polygon_mask_and_synthetic_hook(tiny):
                                         background=p["background"] ** 2.2)
     torch.testing.assert_close(s["image"], full.image[0].clamp(1e-6, 1).permute(2, 0, 1) ** (1 / 2.2),
                                atol=1e-5, rtol=1e-5)
+
+
+def test_uniform_term_reaches_albedo_and_light_not_geometry(tiny):
+    config, model = tiny
+    size = sum(config.sizes.values())
+    params = (0.1 * torch.randn(2, size, generator=torch.Generator().manual_seed(3))).requires_grad_(True)
+    out = S.decode(params, model, config)
+    batch = {"image": torch.rand(2, 3, 64, 64), "landmarks": out.landmarks.detach()}
+    terms = S.losses(out, batch, config.replace(w_photo=0, w_lmk=0, w_reg=0, w_mouth=0), skin_mask=model.masks["skin"])
+    terms["total"].backward()
+    g = S.split_coeff(params.grad, config)
+    for name in ("albedo", "sh"):
+        assert g[name].abs().sum() > 0
+    for name in ("shape", "expression", "angle", "translation", "scale", "light", "shininess"):
+        assert g[name].abs().sum() == 0, name
