@@ -65,9 +65,14 @@ def nme(predicted, target, dim: int = 2) -> np.ndarray:
 
 def nme_by_yaw(errors, yaw_degrees) -> dict:
     """Mean NME per absolute-yaw bin, in percent: ``{"[0, 30]": .., "(30, 60]": ..,
-    "(60, 90]": .., "balanced": mean of the three bins, "all": mean over all
-    images, "counts": images per bin}``. Yaws beyond 90 degrees fall in the last bin
-    (as 3DDFA's ``yaw > 60``); an empty bin gives NaN.
+    "(60, 90]": .., "balanced": mean of the three bins, "std": standard deviation
+    (population, ``np.std``) of the three bin means, "bin_std": {bin: std of the
+    bin's NMEs}, "all": mean over all images, "counts": images per bin}``. Yaws beyond
+    90 degrees fall in the last bin (as 3DDFA's ``yaw > 60``); an empty bin gives NaN.
+
+    ``balanced``, ``std`` and the per-bin means and stds are 3DDFA's ``ana``
+    (``3DDFA:benchmark_aflw2000.py:21-54``, which 2DASL's benchmark script calls;
+    PIPELINES.md §9): its printed ``[ 0, 90] Mean, Std`` are ``balanced`` and ``std``.
 
     ``errors``: [N] from ``nme``; ``yaw_degrees``: [N]. Example::
 
@@ -88,7 +93,10 @@ def nme_by_yaw(errors, yaw_degrees) -> dict:
         masks.append(inside)
         names.append(f"{'[' if first else '('}{low:g}, {high:g}]")
     table = {n: (float(100 * e[m].mean()) if m.any() else float("nan")) for n, m in zip(names, masks)}
-    table["balanced"] = float(np.mean([table[n] for n in names]))
+    means = [table[n] for n in names]
+    table["balanced"] = float(np.mean(means))
+    table["std"] = float(np.std(means))
+    table["bin_std"] = {n: (float(100 * e[m].std()) if m.any() else float("nan")) for n, m in zip(names, masks)}
     table["all"] = float(100 * e.mean()) if e.size else float("nan")
     table["counts"] = {n: int(m.sum()) for n, m in zip(names, masks)}
     return table

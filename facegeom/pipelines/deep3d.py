@@ -881,8 +881,6 @@ def reconstructor(checkpoint, assets, options=None):
 
     @torch.no_grad()
     def reconstruct(image, landmarks) -> "R.Reconstruction":
-        from facegeom.data.deep3d import image_to_original
-
         pixels = _as_uint8_rgb(image)
         crop, trans_params, _ = preprocess(pixels, landmarks, config)
         crop = crop[None].to(device)
@@ -896,18 +894,28 @@ def reconstructor(checkpoint, assets, options=None):
         params = {k: v.cpu().numpy() for k, v in out.coeffs.items()}
         params.update(lm68=lm_crop[None], lm68_image=landmarks_to_image(lm_up, trans_params, config),
                       trans_params=trans_params)
-        mask = out.mask[0, 0].cpu()
-        vis = out.image[0].cpu().clamp(0, 1) * mask + crop[0].cpu() * (1 - mask)  # D3D:facerecon_model.py:185-200
-        vis8 = (vis * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-        mask8 = np.repeat((mask.numpy() * 255).astype(np.uint8)[:, :, None], 3, 2)
-        pasted, valid = image_to_original(vis8, trans_params)
-        pasted_mask, _ = image_to_original(mask8, trans_params)
-        use = valid[:, :, None] & (np.asarray(pasted_mask)[:, :, :1] >= 128)
-        overlay = np.where(use, np.asarray(pasted), pixels).astype(np.uint8)
+        overlay = overlay_on_image(out.image[0], out.mask[0, 0], crop[0], pixels, trans_params)
         return R.Reconstruction(world.cpu().numpy(), faces, params, overlay,
                                 colors=out.color[0].clamp(0, 1).cpu().numpy())
 
     return reconstruct
+
+
+def overlay_on_image(render: Tensor, mask: Tensor, crop: Tensor, pixels: np.ndarray, trans_params) -> np.ndarray:
+    """The render over the input image: ``render [3, S, S]`` where ``mask [S, S]`` is set, else
+    the aligned ``crop [3, S, S]`` (``D3D:models/facerecon_model.py:185-200``), pasted back into
+    ``pixels [H, W, 3]`` uint8 with :func:`facegeom.data.deep3d.image_to_original` of
+    ``trans_params`` (pixels outside the pasted render keep the input). Returns ``[H, W, 3]`` uint8."""
+    from facegeom.data.deep3d import image_to_original
+
+    mask = mask.detach().cpu()
+    vis = render.detach().cpu().clamp(0, 1) * mask + crop.detach().cpu() * (1 - mask)
+    vis8 = (vis * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    mask8 = np.repeat((mask.numpy() * 255).astype(np.uint8)[:, :, None], 3, 2)
+    pasted, valid = image_to_original(vis8, trans_params)
+    pasted_mask, _ = image_to_original(mask8, trans_params)
+    use = valid[:, :, None] & (np.asarray(pasted_mask)[:, :, :1] >= 128)
+    return np.where(use, np.asarray(pasted), pixels).astype(np.uint8)
 
 
 try:

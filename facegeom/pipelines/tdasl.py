@@ -15,7 +15,10 @@ the 4-channel ResNet-50 and the training method registered with :mod:`facegeom.t
   :class:`facegeom.cameras.ScaledOrthographic`). The two differ by exactly 1 px in x and y.
 - :func:`build_network` / :func:`load_checkpoint`: the released ``['res_state_dict']``.
 - :class:`TDASL`: the method for ``facegeom train --method tdasl`` (manual optimisation:
-  SGD regressor, Adam critic, paper §4.1; losses in :mod:`facegeom.losses.tdasl`).
+  SGD regressor, Adam critic, paper §4.1; losses in :mod:`facegeom.losses.tdasl`; the
+  landmark terms in crop widths, :attr:`Config.landmark_unit`, ``docs/tdasl.md``).
+- :func:`reconstructor`: ``facegeom reconstruct --method tdasl`` (3DDFA v1 folder +
+  ``tri.mat`` via :func:`load_triangles`, or the synthetic model).
 """
 from __future__ import annotations
 
@@ -32,7 +35,7 @@ from facegeom.losses import tdasl as L
 
 __all__ = ["DDFAModel", "load_whitening", "reconstruct_vertex", "to_original", "PIXEL_BASES",
            "build_network", "load_checkpoint", "preprocess", "decode", "losses", "landmark_map", "Config", "TDASLModel", "SyntheticTDASL",
-           "synthetic_model", "TDASL"]
+           "synthetic_model", "TDASL", "load_triangles", "reconstructor"]
 
 PIXEL_BASES = ("v1", "v2")
 STD_SIZE = 120
@@ -194,11 +197,17 @@ def to_original(vertex: Tensor, roi_box, pixel_base: str = "v2", size: int = STD
 # --------------------------------------------------------------------------- #
 # Network                                                                      #
 # --------------------------------------------------------------------------- #
-def build_network(num_params: int = 62) -> nn.Module:
-    """2DASL's 4-channel ResNet-50 (:func:`facegeom.nets.resnet.resnet50_2dasl`; PIPELINES.md §4.2)."""
-    from facegeom.nets.resnet import resnet50_2dasl
+def build_network(num_params: int = 62, net: str = "resnet50") -> nn.Module:
+    """2DASL's 4-channel ResNet-50 (:func:`facegeom.nets.resnet.resnet50_2dasl`; PIPELINES.md §4.2);
+    ``net="resnet18"``: the same layout (4-channel ``conv1``, ``layer4`` stride 1,
+    ``AvgPool2d(7, stride=2)``) on ResNet-18 blocks, 512 -> 62 (tiny configs only; not the authors')."""
+    from facegeom.nets.resnet import resnet18, resnet50_2dasl
 
-    return resnet50_2dasl(num_params)
+    if net == "resnet50":
+        return resnet50_2dasl(num_params)
+    if net == "resnet18":
+        return resnet18(num_classes=num_params, in_channels=4, layer4_stride=1, avgpool=nn.AvgPool2d(7, stride=2))
+    raise ValueError(f"net must be 'resnet50' or 'resnet18', got {net!r}")
 
 
 def load_checkpoint(path, map_location="cpu") -> nn.Module:
@@ -219,7 +228,7 @@ def load_checkpoint(path, map_location="cpu") -> nn.Module:
     else:
         raise ValueError(f"{source}: expected a dict with 'res_state_dict' (2DASL checkpoint) or "
                          f"facegeom's final.pt with 'regressor.*' entries")
-    net = build_network()
+    net = build_network(net="resnet50" if "layer1.0.conv3.weight" in state else "resnet18")
     missing, unexpected = net.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(f"{source}: res_state_dict does not match 2DASL's ResNet-50: missing {missing[:5]}, "
@@ -287,6 +296,13 @@ class Config:
     into :class:`facegeom.train.TrainConfig`. ``resample_num`` 132 (WPDC). ``head_seed``,
     ``whitening_samples``, ``num_samples``: the synthetic data (see :class:`SyntheticTDASL`).
     ``stage``: 1 = full loss with WPDC, 2 = VDC fine-tuning (paper §4.1).
+    ``net``: the regressor (``"resnet50"``, 2DASL's; ``"resnet18"`` in :meth:`tiny`).
+    ``val_samples``: synthetic validation samples (0: ``max(2, num_samples // 4)``).
+    ``landmark_unit``: the length unit of the landmark terms (eq. 3-5), in pixels of the 120
+    crop: 120 (default) measures them in crop widths, 1 in pixels. The paper gives no unit;
+    in pixels the cycle term (lambda 1, a sum over 18 points) has a gradient about 6,000 x
+    WPDC's at initialisation, SGD takes steps of several units in parameter space and the
+    smoke run diverges (WPDC rises; ``docs/tdasl.md``) [INFERRED].
     """
 
     lambda_2d: float = 0.005
@@ -304,17 +320,21 @@ class Config:
     whitening_samples: int = 64
     critic_widths: Tuple[int, ...] = (32, 64, 128, 256, 256, 512)
     critic_betas: Tuple[float, float] = (0.5, 0.999)
+    landmark_unit: float = 120.0
+    net: str = "resnet50"
+    val_samples: int = 0
 
     def __post_init__(self):
         if self.stage not in (1, 2):
             raise ValueError(f"stage must be 1 or 2, got {self.stage!r}")
-        for name in ("lr_regressor", "lr_critic"):
+        for name in ("lr_regressor", "lr_critic", "landmark_unit"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
 
     @classmethod
     def tiny(cls, **overrides) -> "Config":
-        return replace(cls(num_samples=8, whitening_samples=8, critic_widths=(4, 8, 8, 16, 16, 512)), **overrides)
+        return replace(cls(num_samples=8, whitening_samples=8, critic_widths=(4, 8, 8, 16, 16, 512), net="resnet18"),
+                       **overrides)
 
 
 _SYNTH_CACHE: Dict[Tuple[int, int], Tuple[DDFAModel, Tensor, Tensor]] = {}
@@ -420,7 +440,7 @@ class TDASLModel(nn.Module):
 
     def __init__(self, config: Config, model: DDFAModel, mean: Tensor, std: Tensor):
         super().__init__()
-        self.regressor = build_network()
+        self.regressor = build_network(net=config.net)
         self.critic = L.SelfCritic(widths=tuple(config.critic_widths))
         self.ddfa = model
         self.config = config
@@ -449,9 +469,11 @@ class TDASL:
     sample has ground truth). The regressor's total and the critic's loss are both
     computed before either optimiser steps (simultaneous updates).
 
-    Scale: the landmark terms are sums of pixel distances, so with the paper's lambdas the
-    cycle term (lambda 1) dominates WPDC at initialisation (e.g. ~260 vs ~0.15 on the tiny
-    synthetic data); the paper gives no normalisation, so none is added.
+    Scale: the landmark terms are sums over the points (as eq. 3-5) of distances measured in
+    ``Config.landmark_unit`` (default: crop widths, 120 px). In pixels, the cycle term (lambda
+    1, ~260 at initialisation on the tiny synthetic data against WPDC's ~0.1) has a gradient
+    norm ~6,000 x WPDC's; the 18 2D points cannot determine the 62 parameters, so that
+    gradient moves them freely and WPDC rises (the earlier smoke run; ``docs/tdasl.md``).
 
     [CODE≠PAPER] An unreleased training script in 2DASL's history (commit ``ead2e16``, beside
     ``advers_proj_utils_3.py``) differs from the paper: ``loss = 0.1 * (10 * 10 * WPDC +
@@ -489,7 +511,7 @@ class TDASL:
             raise ValueError(f"--data {data!r}: the tdasl method reads only 'synthetic' for now")
         model, mean, std = synthetic_model(config)
         hook = SyntheticTDASL(mean.double().numpy(), std.double().numpy(), model)
-        n = config.num_samples if split == "train" else max(2, config.num_samples // 4)
+        n = config.num_samples if split == "train" else (config.val_samples or max(2, config.num_samples // 4))
         return SyntheticFaces(_synthetic_config(config, n, seed + (0 if split == "train" else 7919), [hook]))
 
     @staticmethod
@@ -509,6 +531,8 @@ class TDASL:
         l3dc = L.landmark_3d_consistency(x3d, x3d_b)
         cyc = L.cycle_consistency(in18, L.landmarks_18(x2d_b))
         adv = L.adversarial_loss(model.critic(x[:, :3], pred))
+        unit = config.landmark_unit  # distances are linear in the unit: divide the pixel-valued terms
+        l2d, l3dc, cyc = l2d / unit, l3dc / unit, cyc / unit
         total = (l3d + config.lambda_2d * l2d + config.lambda_3d * l3dc + config.lambda_cyc * cyc
                  + config.lambda_sc * adv)
         critic = L.critic_loss(model.critic(x[:, :3], target), model.critic(x[:, :3], pred.detach()))
@@ -529,20 +553,146 @@ class TDASL:
 
     @classmethod
     def validation_step(cls, model, batch):
+        """VDC (``loss``) and, against the mean parameters (whitened zero): ``vdc_mean``;
+        ``lm_px`` / ``lm_px_mean``: mean 2D error (pixels) of the 68 projected landmarks
+        against the sample's; ``shape_rmse`` / ``shape_rmse_mean``: RMS error of the 50
+        de-whitened shape and expression coefficients."""
         with torch.no_grad():
+            target = batch["params62"]
             pred = model.regressor(batch["input"])
-            vdc = L.vdc_loss(pred, batch["params62"], model.param_mean, model.param_std, model.ddfa)
-        return {"loss": vdc}
+            out = {}
+            for suffix, p in (("", pred), ("_mean", torch.zeros_like(pred))):
+                out["loss" if not suffix else "vdc_mean"] = L.vdc_loss(p, target, model.param_mean, model.param_std,
+                                                                      model.ddfa)
+                _, x2d = model.landmarks(p)
+                out["lm_px" + suffix] = (x2d - batch["landmarks"].to(x2d)).norm(dim=-1).mean()
+                delta = (L.dewhiten(p, model.param_mean, model.param_std)
+                         - L.dewhiten(target, model.param_mean, model.param_std))[:, 12:]
+                out["shape_rmse" + suffix] = delta.pow(2).mean().sqrt()
+        return out
 
     @staticmethod
     def _config(model) -> Config:
         return getattr(model, "config", Config())
 
 
+# --------------------------------------------------------------------------- #
+# facegeom reconstruct (API.md §7)                                             #
+# --------------------------------------------------------------------------- #
+def load_triangles(path, num_vertices: int) -> np.ndarray:
+    """3DDFA v1's ``visualize/tri.mat`` (key ``tri``, ``[3, F]``, 1-based, as ``3DDFA:main.py``
+    reads it for ``dump_to_ply``) as ``[F, 3]`` 0-based int64; ``[F, 3]`` and 0-based
+    files are accepted too (0-based when the smallest index is 0)."""
+    from facegeom.models.bfm import _loadmat
+
+    source = os.fspath(path)
+    data, _ = _loadmat(source, "3DDFA triangles (visualize/tri.mat)")
+    if "tri" not in data:
+        raise ValueError(f"{source}: no 'tri' array (keys: {sorted(k for k in data if not k.startswith('__'))})")
+    tri = np.asarray(data["tri"])
+    if tri.ndim != 2 or 3 not in tri.shape or tri.dtype.kind not in "iuf":
+        raise ValueError(f"{source}: tri must be a [3, F] or [F, 3] index array, got {tri.dtype} {list(tri.shape)}")
+    tri = (tri.T if tri.shape[0] == 3 and tri.shape[1] != 3 else tri).astype(np.int64)
+    tri = tri - (1 if tri.min() >= 1 else 0)
+    if tri.min() < 0 or tri.max() >= num_vertices:
+        raise ValueError(f"{source}: tri indexes vertices outside [0, {num_vertices})")
+    return tri
+
+
+def _shaded_overlay(pixels: np.ndarray, vertices: Tensor, faces: np.ndarray) -> np.ndarray:
+    """The mesh (vertices ``[N, 3]`` in image pixels, x right, y down, z towards the viewer)
+    drawn grey-shaded (``0.3 + 0.7 |n_z|``) over ``pixels`` ``[H, W, 3]`` uint8."""
+    from facegeom import ops
+    from facegeom.render import MeshRenderer, UnlitShader
+
+    height, width = pixels.shape[:2]
+    v = vertices.double()
+    tri = torch.as_tensor(faces)
+    z = v[:, 2]
+    depth = 0.9 - 1.8 * (z - z.min()) / (z.max() - z.min()).clamp(min=1e-9)  # nearer (larger z) -> smaller
+    pos = torch.stack([(2 * v[:, 0] + 1) / width - 1, 1 - (2 * v[:, 1] + 1) / height, depth, torch.ones_like(z)], 1)
+    shade = 0.3 + 0.7 * ops.vertex_normals(v[None], tri)[0, :, 2:].abs()
+    renderer = MeshRenderer(tri, (height, width), antialias=False, shader=UnlitShader())
+    out = renderer(v[None], shade.expand(-1, 3)[None], pos=pos[None])
+    alpha = out.alpha[0].numpy()
+    grey = (out.image[0].numpy() * 255).clip(0, 255)
+    return (alpha * grey + (1 - alpha) * pixels).round().astype(np.uint8)
+
+
+def reconstructor(checkpoint, assets, options=None):
+    """``facegeom reconstruct --method tdasl`` (:mod:`facegeom.reconstruct`; the authors'
+    ``2DASL:test_codes/benchmark_0resnet50_4chls_FAN2d_18pts_1998.py`` / ``main_visualize_plot_4chls.py``).
+
+    Args:
+        checkpoint: the authors' ``2DASL_checkpoint_epoch_allParams_stage{1,2}.pth.tar`` or
+            ``facegeom train --method tdasl``'s ``final.pt`` (:func:`load_checkpoint`; a
+            ``final.pt`` also carries its model and whitening, which are then used).
+        assets: a folder with 3DDFA v1's model files (:meth:`DDFAModel.from_folder`),
+            ``param_whitening.pkl`` (:func:`load_whitening`) and ``tri.mat``
+            (:func:`load_triangles`); or ``"synthetic"`` (:func:`synthetic_model` of the tiny
+            config with ``--tiny``, else of the default one; the synthetic head's triangles).
+        options: ``device``; ``pixel_base`` (``"v2"``, facegeom's, default; ``"v1"``: the
+            authors' 1-based ``121 - y``).
+
+    The image needs 68 landmarks (the crop and the 18-point map come from them: 2DASL ran FAN
+    on its crops). Writes the dense mesh in the input image (x right, y down, z towards the
+    viewer, :func:`decode` with the roi box), params ``params62`` (de-whitened), ``roi_box``,
+    ``lm68`` ``[68, 3]`` (image), and the grey-shaded mesh over the image.
+    """
+    from facegeom import reconstruct as R
+    from facegeom.data.crops import _pts_2xn
+
+    options = dict(options or {})
+    pixel_base = _base(options.get("pixel_base", "v2"))
+    if checkpoint is None:
+        raise ValueError("--checkpoint is required for tdasl (2DASL_checkpoint_epoch_allParams_stage2.pth.tar or "
+                         "facegeom train's final.pt)")
+    if assets is None:
+        raise ValueError("--assets is required for tdasl: a 3DDFA v1 train.configs folder (+ param_whitening.pkl, "
+                         "tri.mat) or 'synthetic'")
+    net = load_checkpoint(checkpoint)
+    state = torch.load(os.fspath(checkpoint), map_location="cpu", weights_only=True)
+    if assets == "synthetic":
+        from facegeom.models import synthetic_head
+
+        config = Config.tiny() if options.get("tiny") else Config()
+        model, mean, std = synthetic_model(config)
+        faces = synthetic_head(seed=config.head_seed, n_shape=40, n_exp=10, n_tex=10).faces.long().numpy()
+    else:
+        folder = os.fspath(assets)
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"--assets {folder}: not a folder")
+        model = DDFAModel.from_folder(folder)
+        mean, std = load_whitening(os.path.join(folder, "param_whitening.pkl"))
+        faces = load_triangles(os.path.join(folder, "tri.mat"), model.num_vertices)
+    if isinstance(state, dict) and "param_mean" in state and "param_std" in state:  # facegeom's final.pt
+        mean, std = state["param_mean"].float(), state["param_std"].float()
+    device = options.get("device", "auto")
+    device = torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu")
+    net, model = net.to(device), copy.deepcopy(model).to(device)
+    mean, std = mean.to(device), std.to(device)
+
+    @torch.no_grad()
+    def reconstruct(image, landmarks) -> "R.Reconstruction":
+        pixels = np.asarray(image)
+        if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3:
+            raise ValueError(f"image must be [H, W, 3] uint8 RGB, got {pixels.dtype} {list(pixels.shape)}")
+        pts = _pts_2xn("landmarks", landmarks)  # 2DASL needs the 68 points (its crop and 18-point map)
+        x, roi_box = preprocess(np.ascontiguousarray(pixels[..., ::-1]), pts)
+        out = decode(net(x[None].to(device)), model, mean, std, roi_box=roi_box, pixel_base=pixel_base)
+        vertices = out["vertices"][0].cpu()
+        params = {"params62": out["params"].cpu().numpy(), "roi_box": np.asarray(roi_box, dtype=np.float64),
+                  "lm68": out["landmarks"][0].cpu().numpy()}
+        return R.Reconstruction(vertices.numpy(), faces, params, _shaded_overlay(pixels, vertices, faces))
+
+    return reconstruct
+
+
 def _register():
-    from facegeom import train
+    from facegeom import reconstruct, train
 
     train.register("tdasl", TDASL)
+    reconstruct.register("tdasl", reconstructor)
 
 
 _register()
