@@ -15,6 +15,10 @@ Rows (each timed with CUDA events after warm-up; min and median of the repeats):
   in the same run.
 - shading (vertex normals -> SH + Blinn-Phong) forward + backward at BFM size, B = 1 and 16:
   facegeom vs its pure-PyTorch reference.
+- texture, 512^2 samples from a 1024^2 texture, bilinear and trilinear (linear-mipmap-linear from a
+  uv_da of a 2x minification), forward + backward: facegeom vs ``nvdiffrast.torch.texture`` when
+  importable, and vs ``torch.nn.functional.grid_sample`` (bilinear only; its border padding is not
+  nvdiffrast's wrap, which costs the same).
 
 A peer that is not importable gives a row saying so; nothing here installs or builds a peer.
 ``--dry-run`` runs every row on the CPU with tiny cases (the figures mean nothing): it is what the
@@ -195,6 +199,42 @@ def shading_rows(device: str, dry: bool, repeats: int) -> List[Dict[str, object]
     return rows
 
 
+def texture_rows(device: str, dry: bool, repeats: int) -> List[Dict[str, object]]:
+    """``texture`` bilinear and trilinear (mip from a screen-space uv_da), forward + backward into the
+    texture and uv, vs nvdiffrast's ``texture`` and ``torch.nn.functional.grid_sample`` (bilinear)."""
+    rows = []
+    side, samples = (32, 16) if dry else (1024, 512)
+    g = torch.Generator(device="cpu").manual_seed(0)
+    tex = torch.rand(1, side, side, 3, generator=g).to(device).requires_grad_(True)
+    uv = torch.rand(1, samples, samples, 2, generator=g).to(device).requires_grad_(True)
+    uv_da = torch.full((1, samples, samples, 4), 0.0, device=device)
+    uv_da[..., 0] = uv_da[..., 3] = 2.0 / samples  # a minification of 2 -> mip level ~1
+    grid_tex = tex.detach().permute(0, 3, 1, 2).contiguous().requires_grad_(True)
+    for mode, kwargs in (("linear", {}), ("linear-mipmap-linear", {"uv_da": uv_da})):
+        label = f"{side}^2 texture, {samples}^2 samples, {mode}, fwd+bwd"
+
+        def ours():
+            ops.texture(tex, uv, filter_mode=mode, **kwargs).sum().backward()
+
+        rows.append(row("texture", label, "facegeom", timed(ours, device, repeats)))
+        if nvdr is not None and device == "cuda":
+            def peer():
+                nvdr.texture(tex, uv, filter_mode=mode, **kwargs).sum().backward()
+
+            rows.append(row("texture", label, "nvdiffrast", timed(peer, device, repeats)))
+        else:
+            rows.append(row("texture", label, "nvdiffrast", None,
+                            "nvdiffrast not importable" if nvdr is None else "needs CUDA"))
+        if mode == "linear":
+            def grid():
+                torch.nn.functional.grid_sample(grid_tex, uv * 2 - 1, mode="bilinear", padding_mode="border",
+                                                align_corners=False).sum().backward()
+
+            rows.append(row("texture", label, "grid_sample", timed(grid, device, repeats),
+                            "clamp boundary (facegeom/nvdiffrast: wrap)"))
+    return rows
+
+
 def markdown(rows: List[Dict[str, object]], header: Dict[str, object]) -> str:
     lines = [f"Device: {header['device']}; torch {header['torch']}; commit {header['commit']}; "
              f"copy bandwidth {header['bandwidth_TBps']:.2f} TB/s", "",
@@ -237,7 +277,8 @@ def main(argv=None) -> int:
     for section in (lambda: rasterize_rows(device, args.dry_run, repeats),
                     lambda: point_to_surface_rows(device, args.dry_run, repeats),
                     lambda: lbs_rows(device, args.dry_run, repeats, bandwidth),
-                    lambda: shading_rows(device, args.dry_run, repeats)):
+                    lambda: shading_rows(device, args.dry_run, repeats),
+                    lambda: texture_rows(device, args.dry_run, repeats)):
         try:
             rows.extend(section())
         except Exception as error:  # one failing section must not lose the others' figures

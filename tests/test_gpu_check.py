@@ -23,7 +23,7 @@ def test_side_by_side_dry_run_writes_every_section(tmp_path):
     rows = result["rows"]
     assert not [r for r in rows if r["op"] == "error"]
     ours = {r["op"] for r in rows if r["impl"] == "facegeom" and r["timing"]["min_ms"] > 0}
-    assert ours == {"rasterize+interpolate", "point_to_surface", "lbs", "shading"}
+    assert ours == {"rasterize+interpolate", "point_to_surface", "lbs", "shading", "texture"}
     peers = {r["impl"] for r in rows if r["impl"] != "facegeom"}
     assert {"nvdiffrast", "warp", "smplx", "reference"} <= peers
     # A peer without a timing always says why.

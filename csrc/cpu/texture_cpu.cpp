@@ -48,7 +48,8 @@ void texture_backward(const texture::TextureParams<T>& p) {
   // pixels: their terms are computed in parallel, then summed in pixel order (the
   // result does not depend on the thread count).
   const int64_t slot = 8 * p.channels;
-  const int64_t band = std::max<int64_t>(1, (int64_t{1} << 20) / slot);
+  // (No larger than the pixel count: the buffers are value-initialised on every call.)
+  const int64_t band = std::max<int64_t>(1, std::min(pixels, (int64_t{1} << 20) / slot));
   std::vector<int8_t> levels(band * slot);
   std::vector<int64_t> elements(band * slot), counts(band);
   std::vector<double> values(band * slot);
