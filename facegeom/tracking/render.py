@@ -1,0 +1,199 @@
+"""The tracker's differentiable renderer (PIPELINES.md §7.6): ``MT:renderer.py:143-198`` and
+``MT:tracker_rasterizer.py:21-61`` on facegeom's rasterizer.
+
+A rasterizer plus a shader, as PyTorch3D's ``MeshRenderer`` (STYLE.md):
+
+1. **Rasterisation** (:meth:`TrackerRenderer.rasterize`) of the PyTorch3D NDC positions
+   (:meth:`facegeom.tracking.camera.TrackerCamera.ndc`) with :func:`facegeom.ops.rasterize`, one image per
+   batch element (range mode). PyTorch3D's ``cull_backfaces=True`` is reproduced by **dropping the
+   back-facing triangles before rasterising**: a triangle is back-facing when PyTorch3D's
+   ``EdgeFunctionForward(v0, v1, v2) < 0`` on its NDC ``(x, y)`` (``P3D:pytorch3d/csrc/rasterize_meshes/
+   rasterize_meshes.cu``, ``const bool back_face = face_area < 0.0``); the op itself keeps its no-culling
+   contract. PyTorch3D NDC (+X left, +Y up, pixel ``i``'s centre at ``x_s = i + 0.5``) maps to the op's
+   clip space by ``x_clip = -x * 2s/W``, ``y_clip = -y * 2s/H`` (``s = min(H, W)/2``), ``w = Z``, so that the
+   op's row 0 is the image's top row and every pixel centre is PyTorch3D's; barycentrics are
+   perspective-correct in both (``perspective_correct=True``, ``faces_per_pixel=1``, ``blur_radius=0``).
+2. **Cache**: the rasterisation (triangle ids, barycentrics) is kept, detached, until
+   :meth:`TrackerRenderer.reset`; the tracker resets every ``raster_update = 8`` iterations
+   (``MT:tracker.py:472-473``). Attributes are re-interpolated every call with the cached barycentrics, so
+   gradients reach the geometry only through the interpolated NDC positions (``MT:tracker_rasterizer.py:39-61``).
+3. **Shading** (DECA SH, ``MT:renderer.py:114-126``): ``image = albedo * (Y(n) . sh) * alpha`` with ``n`` the
+   interpolated (not re-normalised) area-weighted vertex normals of the FLAME-frame mesh, detached
+   (:func:`facegeom.ops.vertex_normals`, PyTorch3D's ``verts_normals_packed``); albedo from a UV texture by
+   ``grid_sample(texture, uv, align_corners=False)`` with the template's UVs (``uv * 2 - 1``, ``v`` negated,
+   ``MT:renderer.py:80-82,177``) or interpolated per-vertex albedo. No gamma, no clamping, no antialiasing.
+4. **Mask**: the interpolated per-vertex render mask (FLAME ``face`` + eyeballs, ``MT:masking.py:81-91``) > 0.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from facegeom import _checks, ops
+from facegeom.tracking.camera import TrackerCamera
+
+Tensor = torch.Tensor
+
+
+class TrackerRendering(NamedTuple):
+    """What :meth:`TrackerRenderer.forward` returns (image rows top first, PyTorch3D's pixel layout).
+
+    Attributes:
+        image: ``[B, 3, H, W]`` ``albedo * shading * alpha`` (``ops['images']`` of ``MT:renderer.py:184``).
+        alpha: ``[B, 1, H, W]`` 1 where a (front-facing) triangle is drawn.
+        mask: ``[B, 1, H, W]`` the photometric mask (``mask_images_rendering``), detached.
+        position: ``[B, H, W, 2]`` interpolated NDC ``(x, y)`` (``position_images``), differentiable.
+        depth: ``[B, 1, H, W]`` interpolated view-space ``Z`` (0 on the background), detached.
+    """
+
+    image: Tensor
+    alpha: Tensor
+    mask: Tensor
+    position: Tensor
+    depth: Tensor
+
+
+class _Raster(NamedTuple):
+    rast: Tensor  # [B, H, W, 4], detached
+    tri: Tensor  # [F_kept, 3] int32, offsets b * V
+    uv_tri: Optional[Tensor]  # [F_kept, 3] int32 into the UV vertices
+    size: Tuple[int, int]
+
+
+def back_facing(ndc_xy: Tensor, faces: Tensor) -> Tensor:
+    """``[B, F]`` bool: PyTorch3D's back faces, ``EdgeFunctionForward(v0, v1, v2) < 0`` with
+    ``EdgeFunctionForward(p, a, b) = (p.x - a.x)(b.y - a.y) - (p.y - a.y)(b.x - a.x)`` on NDC ``(x, y)``."""
+    v0, v1, v2 = (ndc_xy[:, faces[:, k]] for k in range(3))
+    area = (v0[..., 0] - v1[..., 0]) * (v2[..., 1] - v1[..., 1]) - (v0[..., 1] - v1[..., 1]) * (v2[..., 0] - v1[..., 0])
+    return area < 0
+
+
+class TrackerRenderer(nn.Module):
+    """The tracker's renderer over a fixed topology.
+
+    Args:
+        faces: ``[F, 3]`` vertex indices.
+        render_mask: ``[V]`` bool (photometric region); all vertices when None.
+        uv_coords: optional ``[T, 2]`` texture coordinates in [0, 1] (``vt`` of the head template .obj);
+        uv_faces: ``[F, 3]`` indices into ``uv_coords`` (needed with ``uv_coords``).
+        near, far: the view-depth range drawn (PyTorch3D draws everything in front of the camera; the
+            op needs a finite range: 1 mm to 1 km by default).
+    """
+
+    def __init__(self, faces: Tensor, render_mask: Optional[Tensor] = None, uv_coords=None, uv_faces=None,
+                 near: float = 1e-3, far: float = 1e3):
+        super().__init__()
+        faces = torch.as_tensor(faces).long()
+        _checks.shape("faces", faces, [None, 3], "[F, 3]")
+        self.register_buffer("faces", faces)
+        num_vertices = int(faces.max()) + 1 if faces.numel() else 0
+        mask = torch.ones(num_vertices, dtype=torch.bool) if render_mask is None else torch.as_tensor(render_mask)
+        self.register_buffer("render_mask", mask.bool())
+        self.register_buffer("uv", None)
+        self.register_buffer("uv_faces", None)
+        if (uv_coords is None) != (uv_faces is None):
+            raise ValueError("uv_coords and uv_faces must be given together")
+        if uv_coords is not None:
+            uv = torch.as_tensor(np.asarray(uv_coords), dtype=torch.float32)
+            _checks.shape("uv_coords", uv, [None, 2], "[T, 2]")
+            uv_faces = torch.as_tensor(np.asarray(uv_faces)).long()
+            _checks.shape("uv_faces", uv_faces, [faces.shape[0], 3], "[F, 3] (one UV triangle per face)")
+            _checks.indices("uv_faces", uv_faces, uv.shape[0], what="UV vertex indices")
+            grid = uv * 2 - 1  # MT:renderer.py:80-82
+            grid[:, 1] = -grid[:, 1]
+            self.uv, self.uv_faces = grid, uv_faces
+        if not 0 < near < far:
+            raise ValueError(f"need 0 < near < far, got near={near}, far={far}")
+        self.near, self.far = float(near), float(far)
+        self._raster: Optional[_Raster] = None
+
+    def reset(self) -> None:
+        """Forget the cached rasterisation (``TrackerRasterizer.reset``)."""
+        self._raster = None
+
+    def clip(self, ndc: Tensor, size: Tuple[int, int]) -> Tensor:
+        """PyTorch3D NDC + view depth ``[B, V, 3]`` -> the op's clip space ``[B, V, 4]`` (module docstring)."""
+        height, width = size
+        scale = min(height, width)  # 2 s
+        depth = ndc[..., 2:3]
+        near, far = self.near, self.far
+        x = -ndc[..., 0:1] * (scale / width) * depth
+        y = -ndc[..., 1:2] * (scale / height) * depth
+        z = ((far + near) * depth - 2.0 * far * near) / (far - near)
+        return torch.cat([x, y, z, depth], -1)
+
+    def rasterize(self, ndc: Tensor, size: Tuple[int, int]) -> _Raster:
+        """Cull back faces and rasterise ``ndc [B, V, 3]`` at ``size = (H, W)``; returns the cache entry."""
+        batch, num_vertices = ndc.shape[:2]
+        ndc = ndc.detach()
+        keep = ~back_facing(ndc[..., :2], self.faces)  # [B, F]
+        face_ids = [torch.nonzero(keep[b]).squeeze(1) for b in range(batch)]
+        tri = torch.cat([self.faces[ids] + b * num_vertices for b, ids in enumerate(face_ids)]).int()
+        counts = torch.tensor([len(ids) for ids in face_ids], dtype=torch.int64)
+        ranges = torch.stack([torch.cumsum(counts, 0) - counts, counts], 1).int()
+        pos = self.clip(ndc, size).reshape(batch * num_vertices, 4)
+        rast, _ = ops.rasterize(pos.contiguous(), tri, size, ranges=ranges)
+        uv_tri = None
+        if self.uv is not None:
+            uv_tri = torch.cat([self.uv_faces[ids] for ids in face_ids]).int()
+        return _Raster(rast.detach(), tri, uv_tri, (int(size[0]), int(size[1])))
+
+    def forward(self, vertices: Tensor, camera: TrackerCamera, albedo: Tensor, sh: Tensor,
+                size: Sequence[int]) -> TrackerRendering:
+        """Render (``MT:renderer.py:143-198``).
+
+        Args:
+            vertices: ``[B, V, 3]`` FLAME-frame vertices (differentiable).
+            camera: the :class:`~facegeom.tracking.camera.TrackerCamera` (batch B or 1).
+            albedo: ``[B or 1, V, 3]`` per-vertex albedo, or ``[B or 1, 3, Ht, Wt]`` a UV texture (needs
+                ``uv_coords``); differentiable.
+            sh: ``[B or 1, 9, 3]`` DECA SH coefficients (differentiable).
+            size: ``(H, W)`` of the image to render; a cached rasterisation of another size is replaced.
+
+        Returns:
+            :class:`TrackerRendering`.
+        """
+        _checks.floating("vertices", vertices)
+        _checks.shape("vertices", vertices, [None, self.render_mask.shape[0], 3], "[B, V, 3]")
+        _checks.floating("sh", sh, vertices, "vertices")
+        _checks.shape("sh", sh, [None, 9, 3], "[B, 9, 3]")
+        size = (int(size[0]), int(size[1]))
+        batch, num_vertices = vertices.shape[:2]
+        ndc = camera.ndc(vertices)  # [B, V, 3]: NDC x, y with gradient; view depth
+        if self._raster is None or self._raster.size != size or self._raster.rast.shape[0] != batch:
+            self._raster = self.rasterize(ndc, size)
+        raster = self._raster
+
+        # Per-vertex attributes, interpolated in one call: NDC xy, normals, mask, depth (+ albedo).
+        normals = ops.vertex_normals(vertices.detach(), self.faces)
+        mask = self.render_mask.to(vertices.dtype)[None, :, None].expand(batch, -1, 1)
+        attributes = [ndc[..., :2], normals, mask, ndc[..., 2:3].detach()]
+        per_vertex_albedo = albedo.dim() == 3
+        if per_vertex_albedo:
+            _checks.floating("albedo", albedo, vertices, "vertices")
+            _checks.shape("albedo", albedo, [None, num_vertices, 3], "[B, V, 3]")
+            attributes.append(albedo.expand(batch, -1, -1))
+        values, _ = ops.interpolate(torch.cat(attributes, -1).reshape(batch * num_vertices, -1), raster.rast,
+                                    raster.tri)
+        position, normal_img, mask_img, depth = values[..., 0:2], values[..., 2:5], values[..., 5:6], values[..., 6:7]
+        alpha = (raster.rast[..., 3:4] > 0).to(vertices.dtype)
+        if per_vertex_albedo:
+            albedo_img = values[..., 7:10]
+        else:
+            if self.uv is None:
+                raise ValueError("a UV texture albedo [B, 3, Ht, Wt] needs the renderer's uv_coords")
+            _checks.floating("albedo", albedo, vertices, "vertices")
+            _checks.shape("albedo", albedo, [None, 3, None, None], "[B, 3, Ht, Wt]")
+            uv_img, _ = ops.interpolate(self.uv.to(vertices), raster.rast, raster.uv_tri)
+            albedo_img = nn.functional.grid_sample(albedo.expand(batch, -1, -1, -1), uv_img, align_corners=False)
+            albedo_img = albedo_img.permute(0, 2, 3, 1)
+        image = ops.sh_shading(normal_img, albedo_img, sh.expand(batch, -1, -1), "deca") * alpha
+
+        def channels_first(t):
+            return t.permute(0, 3, 1, 2)
+
+        return TrackerRendering(channels_first(image), channels_first(alpha), channels_first((mask_img > 0).to(
+            vertices.dtype)), position, channels_first(depth))
