@@ -35,6 +35,8 @@ from facegeom.tracking.render import TrackerRenderer
 from facegeom.transforms import axis_angle_to_matrix, matrix_to_rotation_6d
 
 Tensor = torch.Tensor
+#: Factor on the synthetic head's expression components (see :func:`synthetic_tracker_model`).
+EXPRESSION_SCALE = 5.0
 #: Focal length (NDC) of the synthetic camera: the tracker's 5000 / H on its 512-pixel crops.
 FOCAL_NDC = 5000.0 / 512.0
 
@@ -71,6 +73,11 @@ def synthetic_tracker_model(seed: int = 0, n_shape: int = 50, n_exp: int = 50, n
     """:class:`~facegeom.tracking.model.TrackerFLAME` on :func:`facegeom.models.synthetic_head` with every
     optional asset (MediaPipe embedding, iris, eyelids, render mask); deterministic for a seed."""
     head = synthetic_head(seed=seed, n_shape=n_shape, n_exp=n_exp, n_tex=n_tex, dtype=dtype)
+    # The tracker's weights (w_exp = 0.02 on Σ exp², MT:configs/config.py:60) assume FLAME's expression scale,
+    # where a unit coefficient moves the face by several millimetres; the synthetic head's components are
+    # about EXPRESSION_SCALE times weaker.
+    with torch.no_grad():
+        head.shapedirs[..., n_shape:] *= EXPRESSION_SCALE
     vertices = head.v_template.double().numpy()
     faces = head.faces.numpy()
     weights = head.lbs_weights.double().numpy()
@@ -141,10 +148,10 @@ def render_sequence(model: TrackerFLAME, num_frames: int = 4, image_size: int = 
     def randn(*shape):
         return torch.randn(*shape, generator=generator, dtype=dtype)
 
-    time = torch.linspace(0.0, 1.0, num_frames, dtype=dtype)[:, None]
+    time = torch.arange(num_frames, dtype=dtype)[:, None] / max(num_frames, 8)  # < 1 period over 8+ frames
     phase = 2 * math.pi * time
     shape = randn(1, model.n_shape) * 0.8
-    exp = 0.8 * torch.sin(phase + randn(1, model.n_exp)) * randn(1, model.n_exp).abs() ** 0.5
+    exp = 0.6 * torch.sin(phase + randn(1, model.n_exp)) * randn(1, model.n_exp).abs() ** 0.5
     zero = torch.zeros_like(time)
     jaw = matrix_to_rotation_6d(axis_angle_to_matrix(torch.cat([0.08 + 0.06 * torch.sin(phase), zero, zero], 1)))
     gaze = torch.cat([0.05 * torch.sin(phase), 0.08 * torch.cos(phase), zero], 1)

@@ -106,9 +106,10 @@ class Config:
     @classmethod
     def tiny(cls) -> "Config":
         """For tests: the same structure with a handful of iterations per level, a short camera stage, and
-        the authors' lens (5000 / 512 in NDC) on 128-pixel frames (``focal_pixels = 5000 * 128 / 512``)."""
-        return cls(pyr_levels=((1.0, 10), (0.5, 6), (1.0, 6)), camera_steps=150, camera_step_size=100,
-                   init_iteration_factor=1.0, focal_pixels=1250.0)
+        the authors' lens (5000 / 512 in NDC) and blur (7 pixels at 512, here 3) on 128-pixel frames
+        (``focal_pixels = 5000 * 128 / 512``)."""
+        return cls(pyr_levels=((1.0, 30), (0.5, 10), (1.0, 10)), camera_steps=150, camera_step_size=100,
+                   focal_pixels=1250.0, kernel_size=3)
 
     @classmethod
     def preset(cls, name: str) -> "Config":
@@ -251,7 +252,11 @@ class Tracker:
         ``focal = 5000 / H``, everything else zero / identity, ``shape = mica_shape``."""
         ref = self.model.flame.v_template
         dtype, device = ref.dtype, ref.device
-        mica_shape = torch.as_tensor(mica_shape, dtype=dtype, device=device).reshape(-1, self.model.n_shape)
+        mica_shape = torch.as_tensor(mica_shape, dtype=dtype, device=device)
+        if mica_shape.shape[-1] != self.model.n_shape:
+            raise ValueError(f"mica_shape has {mica_shape.shape[-1]} coefficients, the model has n_shape = "
+                             f"{self.model.n_shape}")
+        mica_shape = mica_shape.reshape(-1, self.model.n_shape)
         self.mica_shape = mica_shape.expand(batch, -1).clone()
         R, T = look_at_view_transform(dist=1.0, dtype=dtype, device=device)
         zeros = lambda *shape: torch.zeros(batch, *shape, dtype=dtype, device=device)  # noqa: E731
