@@ -48,8 +48,10 @@ def look_at_view_transform(dist: float = 1.0, elev: float = 0.0, azim: float = 0
     z_axis = torch.nn.functional.normalize(-centre, eps=1e-5, dim=-1)
     x_axis = torch.nn.functional.normalize(torch.linalg.cross(up, z_axis, dim=-1), eps=1e-5, dim=-1)
     y_axis = torch.nn.functional.normalize(torch.linalg.cross(z_axis, x_axis, dim=-1), eps=1e-5, dim=-1)
-    if bool((x_axis.abs().sum(-1) <= 5e-3).any()):  # up parallel to the view direction, as PyTorch3D
-        x_axis = torch.nn.functional.normalize(torch.linalg.cross(y_axis, z_axis, dim=-1), eps=1e-5, dim=-1)
+    is_close = (x_axis.abs() <= 5e-3).all(-1, keepdim=True)  # up parallel to the view direction, as PyTorch3D
+    if bool(is_close.any()):
+        replacement = torch.nn.functional.normalize(torch.linalg.cross(y_axis, z_axis, dim=-1), eps=1e-5, dim=-1)
+        x_axis = torch.where(is_close, replacement, x_axis)
     R = torch.stack([x_axis, y_axis, z_axis], 1).transpose(1, 2)
     T = -torch.bmm(R.transpose(1, 2), centre[:, :, None])[:, :, 0]
     return R, T
