@@ -184,14 +184,19 @@ def write_video(out_dir, fps: int = 25) -> Optional[str]:
     if not paths:
         return None
     try:
-        iio = _imageio()
+        import imageio.v3 as iio
+    except ImportError:
+        warnings.warn(f"video.mp4 not written: it needs imageio with ffmpeg (pip install 'imageio[ffmpeg]'); "
+                      f"the overlays are in {os.path.join(out_dir, 'overlay')}", stacklevel=2)
+        return None
+    try:
         from PIL import Image
 
         frames = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
         target = os.path.join(out_dir, "video.mp4")
         iio.imwrite(target, np.stack(frames), fps=fps)
         return target
-    except Exception as error:  # no imageio / no ffmpeg plugin: the overlays are still there
+    except Exception as error:  # e.g. no ffmpeg plugin: the overlays are still there
         warnings.warn(f"video not written ({error}); the overlays are in {os.path.join(out_dir, 'overlay')}",
                       stacklevel=2)
         return None
