@@ -81,8 +81,10 @@ class TrackerCamera:
 
     @property
     def R(self) -> Tensor:
-        """``[B, 3, 3]`` rotation matrix (``X_view = X_world @ R + T``)."""
-        return rotation_6d_to_matrix(self.R6)
+        """``[B, 3, 3]`` rotation matrix (``X_view = X_world @ R + T``), decoded once per camera."""
+        if getattr(self, "_R", None) is None:
+            self._R = rotation_6d_to_matrix(self.R6)
+        return self._R
 
     def view(self, points: Tensor) -> Tensor:
         """World ``[B, N, 3]`` -> view ``[B, N, 3]``."""

@@ -96,6 +96,31 @@ def pixel_loss(opt_img: Tensor, target_img: Tensor, mask: Tensor) -> Tensor:
     return _frame_sum((mask * (opt_img - target_img)).abs()) / n_pixels
 
 
+def photometric_loss(samples, flipped: Tensor, aspect: Tensor) -> Tensor:
+    """The dense term of ``MT:tracker.py:517-526`` without its weight, on the masked pixels only:
+    ``pixel_loss(Î, grid_sample(flip_HW(I), position * aspect, align_corners=False), mask)``, where the masked
+    pixels are the only ones contributing to the numerator and the denominator.
+
+    Args:
+        samples: :class:`facegeom.tracking.render.PixelSamples` (rendered colour and NDC position per pixel).
+        flipped: ``[B, 3, h, w]`` the level's blurred image flipped in H and W (``torch.flip(img, [2, 3])``).
+        aspect: ``[1, 2]`` ``get_aspect_ratio`` (``MT:util.py:328-335``).
+
+    Returns:
+        ``[B]``; 0 for a frame without masked pixels.
+    """
+    grid = samples.position * aspect
+    batch = flipped.shape[0]
+    parts = []
+    for b in range(batch):
+        rows = grid if batch == 1 else grid[samples.batch == b]
+        parts.append(torch.nn.functional.grid_sample(flipped[b:b + 1], rows[None, None], align_corners=False)[0, :, 0].T)
+    sampled = parts[0] if batch == 1 else torch.cat(parts)
+    l1 = (samples.colour - sampled).abs().sum(1)  # [P]
+    sums = l1.new_zeros(batch).index_add(0, samples.batch, l1)
+    return sums / samples.counts.to(l1.dtype).clamp(min=1.0)
+
+
 def reg_terms(params: Dict[str, Tensor], mica_shape: Tensor, weights) -> Dict[str, Tensor]:
     """The regularisers of ``MT:tracker.py:506-515``, ``[B]`` each (``weights``: a
     :class:`facegeom.tracking.Config`): ``reg/exp, reg/sym, reg/jaw, reg/eye_lids, reg/eye_left, reg/eye_right,

@@ -56,11 +56,36 @@ class TrackerRendering(NamedTuple):
     depth: Tensor
 
 
+class PixelSamples(NamedTuple):
+    """What :meth:`TrackerRenderer.render_pixels` returns: the ``P`` pixels of the photometric mask of all
+    ``B`` images (the only pixels where ``mask * (image - sampled)`` can be non-zero, ``MT:util.py:152-158``).
+
+    Attributes:
+        colour: ``[P, 3]`` rendered ``albedo * shading`` (differentiable w.r.t. albedo and SH).
+        position: ``[P, 2]`` interpolated NDC ``(x, y)`` (differentiable w.r.t. the vertices and the camera).
+        batch: ``[P]`` int64 image of each pixel; counts: ``[B]`` int64 pixels per image.
+    """
+
+    colour: Tensor
+    position: Tensor
+    batch: Tensor
+    counts: Tensor
+
+
+class _Pixels(NamedTuple):
+    batch: Tensor  # [P] int64
+    tri: Tensor  # [P, 3] int64 vertex ids with offsets b * V
+    uv_tri: Optional[Tensor]  # [P, 3] int64 UV vertex ids
+    bary: Tensor  # [P, 3] perspective-correct barycentrics, detached
+    counts: Tensor  # [B] int64
+
+
 class _Raster(NamedTuple):
     rast: Tensor  # [B, H, W, 4], detached
     tri: Tensor  # [F_kept, 3] int32, offsets b * V
     uv_tri: Optional[Tensor]  # [F_kept, 3] int32 into the UV vertices
     size: Tuple[int, int]
+    pixels: Optional[_Pixels] = None  # the masked pixels, gathered on first use
 
 
 def back_facing(ndc_xy: Tensor, faces: Tensor) -> Tensor:
@@ -141,6 +166,89 @@ class TrackerRenderer(nn.Module):
             uv_tri = torch.cat([self.uv_faces[ids] for ids in face_ids]).int()
         return _Raster(rast.detach(), tri, uv_tri, (int(size[0]), int(size[1])))
 
+    def _cached(self, ndc: Tensor, size: Tuple[int, int]) -> _Raster:
+        if self._raster is None or self._raster.size != size or self._raster.rast.shape[0] != ndc.shape[0]:
+            self._raster = self.rasterize(ndc, size)
+        return self._raster
+
+    def _check(self, vertices: Tensor, albedo: Tensor, sh: Tensor) -> bool:
+        """Validates the inputs; returns whether ``albedo`` is per vertex (else a UV texture)."""
+        _checks.floating("vertices", vertices)
+        _checks.shape("vertices", vertices, [None, self.render_mask.shape[0], 3], "[B, V, 3]")
+        _checks.floating("sh", sh, vertices, "vertices")
+        _checks.shape("sh", sh, [None, 9, 3], "[B, 9, 3]")
+        _checks.floating("albedo", albedo, vertices, "vertices")
+        if albedo.dim() == 3:
+            _checks.shape("albedo", albedo, [None, vertices.shape[1], 3], "[B, V, 3]")
+            return True
+        if self.uv is None:
+            raise ValueError("a UV texture albedo [B, 3, Ht, Wt] needs the renderer's uv_coords")
+        _checks.shape("albedo", albedo, [None, 3, None, None], "[B, 3, Ht, Wt]")
+        return False
+
+    def _mask_pixels(self, raster: _Raster, num_vertices: int) -> _Pixels:
+        """The covered pixels whose interpolated render mask is > 0 (``mask_images_rendering``), with their
+        triangles' vertices and barycentrics ``(u, v, 1 - u - v)`` (the op's vertex order)."""
+        if raster.pixels is not None:
+            return raster.pixels
+        rast = raster.rast
+        batch = rast.shape[0]
+        flat = rast.reshape(-1, 4)
+        covered = torch.nonzero(flat[:, 3] > 0).squeeze(1)
+        ids = flat[covered, 3].long() - 1
+        u, v = flat[covered, 0], flat[covered, 1]
+        bary = torch.stack([u, v, 1.0 - u - v], 1)
+        tri = raster.tri[ids].long()
+        mask_values = self.render_mask.to(bary.dtype)[tri % num_vertices]
+        keep = (bary * mask_values).sum(1) > 0
+        covered, ids, bary, tri = covered[keep], ids[keep], bary[keep], tri[keep]
+        image = covered // (rast.shape[1] * rast.shape[2])
+        uv_tri = raster.uv_tri[ids].long() if raster.uv_tri is not None else None
+        pixels = _Pixels(image, tri, uv_tri, bary, torch.bincount(image, minlength=batch))
+        self._raster = raster._replace(pixels=pixels)
+        return pixels
+
+    def render_pixels(self, vertices: Tensor, camera: TrackerCamera, albedo: Tensor, sh: Tensor,
+                      size: Sequence[int]) -> PixelSamples:
+        """The photometric pixels only: what :meth:`forward` gives inside its ``mask``, at the cost of the
+        masked pixels (same rasterisation and cache, same interpolation, same DECA SH). Arguments as
+        :meth:`forward`."""
+        per_vertex_albedo = self._check(vertices, albedo, sh)
+        size = (int(size[0]), int(size[1]))
+        batch, num_vertices = vertices.shape[:2]
+        ndc = camera.ndc(vertices)
+        pixels = self._mask_pixels(self._cached(ndc, size), num_vertices)
+        bary = pixels.bary.to(vertices.dtype)[..., None]  # [P, 3, 1]
+
+        def interpolate(attributes):  # [B, V, C] -> [P, C]
+            flat = attributes.reshape(batch * num_vertices, -1)
+            return (flat[pixels.tri] * bary).sum(1)
+
+        # The gradient reaches the geometry only through the positions, the light only through the shading and
+        # the texture only through the albedo: interpolate the detached attributes without autograd.
+        position = interpolate(ndc[..., :2])
+        albedo_grad = albedo.requires_grad and torch.is_grad_enabled()
+        with torch.no_grad():
+            constant = [ops.vertex_normals(vertices.detach(), self.faces)]
+            if per_vertex_albedo and not albedo_grad:
+                constant.append(albedo.expand(batch, -1, -1))
+            constant = interpolate(torch.cat(constant, -1))
+            basis = ops.sh_basis(constant[:, 0:3], "deca")  # [P, 9] (normals not re-normalised, MT:renderer.py:166)
+        if per_vertex_albedo:
+            albedo_p = interpolate(albedo.expand(batch, -1, -1)) if albedo_grad else constant[:, 3:6]
+        else:
+            uv = (self.uv.to(vertices)[pixels.uv_tri] * bary).sum(1)  # [P, 2]
+            texture = albedo.expand(batch, -1, -1, -1)
+            parts = [nn.functional.grid_sample(texture[b:b + 1], part[None, None], align_corners=False)[0, :, 0].T
+                     for b, part in enumerate(torch.split(uv, pixels.counts.tolist()))]
+            albedo_p = torch.cat(parts) if batch > 1 else parts[0]
+        sh = sh.expand(batch, -1, -1)
+        if batch == 1:
+            shading = basis @ sh[0]
+        else:  # pixels are ordered by image
+            shading = torch.cat([part @ sh[b] for b, part in enumerate(torch.split(basis, pixels.counts.tolist()))])
+        return PixelSamples(albedo_p * shading, position, pixels.batch, pixels.counts)
+
     def forward(self, vertices: Tensor, camera: TrackerCamera, albedo: Tensor, sh: Tensor,
                 size: Sequence[int]) -> TrackerRendering:
         """Render (``MT:renderer.py:143-198``).
@@ -156,25 +264,17 @@ class TrackerRenderer(nn.Module):
         Returns:
             :class:`TrackerRendering`.
         """
-        _checks.floating("vertices", vertices)
-        _checks.shape("vertices", vertices, [None, self.render_mask.shape[0], 3], "[B, V, 3]")
-        _checks.floating("sh", sh, vertices, "vertices")
-        _checks.shape("sh", sh, [None, 9, 3], "[B, 9, 3]")
+        per_vertex_albedo = self._check(vertices, albedo, sh)
         size = (int(size[0]), int(size[1]))
         batch, num_vertices = vertices.shape[:2]
         ndc = camera.ndc(vertices)  # [B, V, 3]: NDC x, y with gradient; view depth
-        if self._raster is None or self._raster.size != size or self._raster.rast.shape[0] != batch:
-            self._raster = self.rasterize(ndc, size)
-        raster = self._raster
+        raster = self._cached(ndc, size)
 
         # Per-vertex attributes, interpolated in one call: NDC xy, normals, mask, depth (+ albedo).
         normals = ops.vertex_normals(vertices.detach(), self.faces)
         mask = self.render_mask.to(vertices.dtype)[None, :, None].expand(batch, -1, 1)
         attributes = [ndc[..., :2], normals, mask, ndc[..., 2:3].detach()]
-        per_vertex_albedo = albedo.dim() == 3
         if per_vertex_albedo:
-            _checks.floating("albedo", albedo, vertices, "vertices")
-            _checks.shape("albedo", albedo, [None, num_vertices, 3], "[B, V, 3]")
             attributes.append(albedo.expand(batch, -1, -1))
         values, _ = ops.interpolate(torch.cat(attributes, -1).reshape(batch * num_vertices, -1), raster.rast,
                                     raster.tri)
@@ -183,10 +283,6 @@ class TrackerRenderer(nn.Module):
         if per_vertex_albedo:
             albedo_img = values[..., 7:10]
         else:
-            if self.uv is None:
-                raise ValueError("a UV texture albedo [B, 3, Ht, Wt] needs the renderer's uv_coords")
-            _checks.floating("albedo", albedo, vertices, "vertices")
-            _checks.shape("albedo", albedo, [None, 3, None, None], "[B, 3, Ht, Wt]")
             uv_img, _ = ops.interpolate(self.uv.to(vertices), raster.rast, raster.uv_tri)
             albedo_img = nn.functional.grid_sample(albedo.expand(batch, -1, -1, -1), uv_img, align_corners=False)
             albedo_img = albedo_img.permute(0, 2, 3, 1)

@@ -351,19 +351,24 @@ class Tracker:
         out = model(values["shape"], values["exp"], values["jaw"], values["eyes"], camera.R,
                     values["eyelids"] if model.l_eyelid is not None else None)
         image_size = level.image_size
-        proj_mp = camera.screen(out.landmarks_mp, image_size) if out.landmarks_mp is not None else None
+        # Every landmark set projected in one call: 68, then MediaPipe 105, then the iris vertices (5 + 5).
+        points = [out.landmarks68]
+        if out.landmarks_mp is not None:
+            points.append(out.landmarks_mp)
+        if model.has_iris:
+            points.extend(model.iris_vertices(out.vertices))
+        projected = torch.split(camera.screen(torch.cat(points, 1), image_size), [p.shape[1] for p in points], 1)
+        proj_mp = projected[1] if out.landmarks_mp is not None else None
         iris = None
         if model.has_iris:
-            left, right = model.iris_vertices(out.vertices)
-            iris = {"left": camera.screen(left, image_size), "right": camera.screen(right, image_size),
-                    **iris_targets}
-        terms = energies.landmark_terms(camera.screen(out.landmarks68, image_size), lmk68, targets["lmk_mask"],
-                                        image_size, cfg, proj_mp, lmk_mp, targets["mp_mask"], iris)
+            iris = {"left": projected[-2], "right": projected[-1], **iris_targets}
+        terms = energies.landmark_terms(projected[0], lmk68, targets["lmk_mask"], image_size, cfg, proj_mp, lmk_mp,
+                                        targets["mp_mask"], iris)
         terms.update(energies.reg_terms(values, self.mica_shape, cfg))
-        if photometric:
-            rendering = self.renderer(out.vertices, camera, self.albedo(values["tex"]), values["sh"], level.size)
-            sampled = F.grid_sample(flipped, rendering.position * aspect, align_corners=False)
-            terms["loss/pho"] = energies.pixel_loss(rendering.image, sampled, rendering.mask) * cfg.w_pho
+        if photometric:  # only the masked pixels contribute to pixel_loss: render those (MT:tracker.py:518-526)
+            samples = self.renderer.render_pixels(out.vertices, camera, self.albedo(values["tex"]), values["sh"],
+                                                  level.size)
+            terms["loss/pho"] = energies.photometric_loss(samples, flipped, aspect) * cfg.w_pho
         return terms
 
     # ------------------------------------------------------------------ schedule

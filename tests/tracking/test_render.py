@@ -117,3 +117,29 @@ def test_renderer_rejects_bad_inputs(model64):
         renderer(vertices, camera, torch.ones(1, 3, 4, 4, dtype=dt), state["sh"], (8, 8))
     with pytest.raises(ValueError, match="uv_faces"):
         TrackerRenderer(model64.faces, uv_coords=np.zeros((3, 2)))
+
+
+@pytest.mark.parametrize("uv", [False, True])
+def test_render_pixels_are_the_masked_pixels_of_the_image(model64, uv):
+    """render_pixels (what the photometric term uses) == forward's image and positions inside its mask, for a
+    batch of two different frames."""
+    states = [random_state(model64, seed=70 + k) for k in range(2)]
+    state = {k: torch.cat([s[k] for s in states]) for k in states[0]}
+    camera = _camera(state)
+    out = model64(state["shape"], state["exp"], state["jaw"], state["eyes"], camera.R, state["eyelids"])
+    faces = model64.faces
+    if uv:
+        g = torch.Generator().manual_seed(1)
+        renderer = TrackerRenderer(faces, model64.render_mask, torch.rand(len(model64.render_mask), 2, generator=g,
+                                                                          dtype=dt).numpy(), faces.numpy())
+        albedo = torch.rand(2, 3, 8, 8, generator=g, dtype=dt)
+    else:
+        renderer = TrackerRenderer(faces, model64.render_mask)
+        albedo = model64.flame.albedo(state["tex"])
+    image = renderer(out.vertices, camera, albedo, state["sh"], (18, 22))
+    samples = renderer.render_pixels(out.vertices, camera, albedo, state["sh"], (18, 22))
+    inside = image.mask[:, 0] > 0  # [B, H, W]
+    assert samples.counts.tolist() == inside.flatten(1).sum(1).tolist() and min(samples.counts.tolist()) > 10
+    assert torch.allclose(samples.colour, image.image.permute(0, 2, 3, 1)[inside], atol=1e-9)
+    assert torch.allclose(samples.position, image.position[inside], atol=1e-12)
+    assert samples.batch.tolist() == sorted(samples.batch.tolist())
