@@ -30,7 +30,7 @@ from facegeom.models import synthetic_head
 from facegeom.models.synthetic_head import _direction, _embed  # the head's own landmark embedding
 from facegeom.tracking.camera import TrackerCamera, look_at_view_transform
 from facegeom.tracking.model import (LEFT_IRIS_MP, MEDIAPIPE_LANDMARK_IDS, MEDIAPIPE_POINTS, RIGHT_IRIS_MP,
-                                     TrackerFLAME, identity_6d)
+                                     TrackerFLAME)
 from facegeom.tracking.render import TrackerRenderer
 from facegeom.transforms import axis_angle_to_matrix, matrix_to_rotation_6d
 
