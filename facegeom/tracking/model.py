@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
 import torch
@@ -77,16 +77,37 @@ class TrackerOutput:
     """What :meth:`TrackerFLAME.forward` returns (FLAME frame, metres).
 
     Attributes:
-        vertices: ``[B, V, 3]``.
+        vertices: ``[B, V, 3]``, or None from ``forward(..., landmarks_only=True)``.
         landmarks68: ``[B, 68, 3]`` 17 camera-dependent contour points + 51 static ones.
         landmarks_mp: ``[B, 105, 3]`` the MediaPipe points, or None without the embedding.
         contour_rows: ``[B]`` int64 row of the dynamic contour table that was used.
+        iris: ``([B, 5, 3], [B, 5, 3])`` left and right iris vertices, or None without them.
     """
 
-    vertices: Tensor
+    vertices: Optional[Tensor]
     landmarks68: Tensor
     landmarks_mp: Optional[Tensor]
     contour_rows: Tensor
+    iris: Optional[tuple] = None
+
+
+class _LandmarkSubset(NamedTuple):
+    """FLAME restricted to the vertices the landmarks read, plus 5 virtual vertices carrying the joints:
+    ``J = J_regressor (v_template + shapedirs β)`` is linear in ``β``, so the virtual vertex ``j`` has template
+    ``J_regressor[j] @ v_template`` and blendshapes ``J_regressor[j] @ shapedirs``, and the subset's regressor
+    picks them (one-hot). Skinning and pose correctives are per vertex, so the kept vertices come out as in the
+    full forward."""
+
+    v_template: Tensor
+    shapedirs: Tensor
+    posedirs: Tensor
+    J_regressor: Tensor
+    lbs_weights: Tensor
+    faces: Tensor  # [F, 3] the model's faces renumbered into the subset (-1: a vertex not kept)
+    l_eyelid: Optional[Tensor]
+    r_eyelid: Optional[Tensor]
+    iris_left: Optional[Tensor]
+    iris_right: Optional[Tensor]
 
 
 class TrackerFLAME(nn.Module):
@@ -204,8 +225,42 @@ class TrackerFLAME(nn.Module):
             iris = (LEFT_IRIS_FLAME, RIGHT_IRIS_FLAME)
         return cls(flame, mp_faces, mp_bary, eyelids, iris, mask)
 
+    def _landmark_subset(self) -> _LandmarkSubset:
+        """The subset of :class:`_LandmarkSubset`, built on first use (per dtype / device)."""
+        flame = self.flame
+        ref = flame.v_template
+        cached = getattr(self, "_subset", None)
+        if cached is not None and cached.v_template.dtype == ref.dtype and cached.v_template.device == ref.device:
+            return cached
+        faces = flame.faces
+        used = [flame.lmk_faces_idx.reshape(-1), flame.dynamic_lmk_faces_idx.reshape(-1)]
+        if self.mp_faces is not None:
+            used.append(self.mp_faces)
+        ids = [faces[torch.cat(used)].reshape(-1)]
+        if self.iris_left is not None:
+            ids += [self.iris_left, self.iris_right]
+        ids = torch.unique(torch.cat(ids))
+        count, num_joints = ids.shape[0], flame.num_joints
+        renumber = torch.full((flame.num_vertices,), -1, dtype=torch.int64, device=ref.device)
+        renumber[ids] = torch.arange(count, device=ref.device)
+        joints_template = flame.J_regressor @ flame.v_template  # [J, 3]
+        joints_dirs = torch.einsum("jv,vck->jck", flame.J_regressor, flame.shapedirs)  # [J, 3, K]
+        posedirs = flame.posedirs.reshape(flame.posedirs.shape[0], -1, 3)[:, ids]  # [P, S, 3]
+        posedirs = torch.cat([posedirs, posedirs.new_zeros(posedirs.shape[0], num_joints, 3)], 1)
+        regressor = ref.new_zeros(num_joints, count + num_joints)
+        regressor[:, count:] = torch.eye(num_joints, dtype=ref.dtype, device=ref.device)
+        weights = torch.cat([flame.lbs_weights[ids], flame.lbs_weights.new_zeros(num_joints, num_joints)])
+        weights[count:, 0] = 1.0  # the virtual vertices follow the root (their positions are not used)
+        eyelid = (lambda e: None if e is None else torch.cat([e[ids], e.new_zeros(num_joints, 3)]))
+        iris = (lambda i: None if i is None else renumber[i])
+        self._subset = _LandmarkSubset(
+            torch.cat([flame.v_template[ids], joints_template]), torch.cat([flame.shapedirs[ids], joints_dirs]),
+            posedirs.reshape(posedirs.shape[0], -1), regressor, weights, renumber[faces], eyelid(self.l_eyelid),
+            eyelid(self.r_eyelid), iris(self.iris_left), iris(self.iris_right))
+        return self._subset
+
     def forward(self, shape: Tensor, expression: Tensor, jaw: Tensor, eyes: Tensor, camera_rotation: Tensor,
-                eyelids: Optional[Tensor] = None) -> TrackerOutput:
+                eyelids: Optional[Tensor] = None, landmarks_only: bool = False) -> TrackerOutput:
         """Decode one set of tracker parameters per batch element (all differentiable).
 
         Args:
@@ -214,6 +269,9 @@ class TrackerFLAME(nn.Module):
             camera_rotation: ``[B or 1, 3, 3]`` PyTorch3D camera rotation (``X_view = X R + T``); only its
                 inverse is used, to pick the contour row (``MT:flame/FLAME.py:152``).
             eyelids: ``[B or 1, 2]`` or None (no eyelid blendshapes, as ``MT:tracker.py:401``).
+            landmarks_only: skin only the vertices the landmarks and the iris read (the landmark-only pyramid
+                level needs nothing else); ``vertices`` is then None. Same values (the joints are regressed
+                through the linearity of ``J_regressor``, see ``_LandmarkSubset``).
 
         Returns:
             :class:`TrackerOutput`.
@@ -243,19 +301,26 @@ class TrackerFLAME(nn.Module):
         rot_mats = torch.cat([eye, joint_rot], 1)  # [B, 5, 3, 3]: global, neck, jaw, eye 3, eye 4
         betas = torch.cat([shape.expand(batch, -1), expression.expand(batch, -1)], 1)
         flame = self.flame
-        vertices, _ = ops.lbs(betas, rot_mats, flame.v_template, flame.shapedirs, flame.posedirs,
-                              flame.J_regressor, flame.parents, flame.lbs_weights, pose2rot=False)
+        model = self._landmark_subset() if landmarks_only else flame
+        l_eyelid, r_eyelid = (model.l_eyelid, model.r_eyelid) if landmarks_only else (self.l_eyelid, self.r_eyelid)
+        iris_left, iris_right = (model.iris_left, model.iris_right) if landmarks_only else \
+            (self.iris_left, self.iris_right)
+        vertices, _ = ops.lbs(betas, rot_mats, model.v_template, model.shapedirs, model.posedirs,
+                              model.J_regressor, flame.parents, model.lbs_weights, pose2rot=False)
         if eyelids is not None:  # MT:flame/FLAME.py:244-246
-            vertices = vertices + self.r_eyelid * eyelids[:, 1:2, None] + self.l_eyelid * eyelids[:, 0:1, None]
+            vertices = vertices + r_eyelid * eyelids[:, 1:2, None] + l_eyelid * eyelids[:, 0:1, None]
 
         rows = self.contour_rows(rot_mats, camera_rotation.expand(batch, 3, 3))
-        contour = vertices_to_landmarks(vertices, flame.faces, flame.dynamic_lmk_faces_idx[rows],
+        faces = model.faces
+        contour = vertices_to_landmarks(vertices, faces, flame.dynamic_lmk_faces_idx[rows],
                                         flame.dynamic_lmk_bary_coords[rows])
-        static = vertices_to_landmarks(vertices, flame.faces, flame.lmk_faces_idx, flame.lmk_bary_coords)
+        static = vertices_to_landmarks(vertices, faces, flame.lmk_faces_idx, flame.lmk_bary_coords)
         landmarks_mp = None
         if self.mp_faces is not None:
-            landmarks_mp = vertices_to_landmarks(vertices, flame.faces, self.mp_faces, self.mp_bary)
-        return TrackerOutput(vertices, torch.cat([contour, static], 1), landmarks_mp, rows)
+            landmarks_mp = vertices_to_landmarks(vertices, faces, self.mp_faces, self.mp_bary)
+        iris = None if iris_left is None else (vertices[:, iris_left], vertices[:, iris_right])
+        return TrackerOutput(None if landmarks_only else vertices, torch.cat([contour, static], 1), landmarks_mp,
+                             rows, iris)
 
     @staticmethod
     def contour_rows(rot_mats: Tensor, camera_rotation: Tensor) -> Tensor:
@@ -266,9 +331,3 @@ class TrackerFLAME(nn.Module):
             relative = rot_mats[:, 0] @ rot_mats[:, 1]  # neck first, then global (the chain's bmm order)
             relative = torch.linalg.inv(camera_rotation) @ relative
             return contour_row(-yaw_degrees(relative))
-
-    def iris_vertices(self, vertices: Tensor) -> tuple:
-        """``(left [B, 5, 3], right [B, 5, 3])`` iris vertices (``MT:tracker.py:503-504``)."""
-        if not self.has_iris:
-            raise ValueError("this model has no iris vertices")
-        return vertices[:, self.iris_left], vertices[:, self.iris_right]

@@ -182,7 +182,7 @@ def render_sequence(model: TrackerFLAME, num_frames: int = 4, image_size: int = 
         landmarks = camera.screen(out.landmarks68, image_size)
         dense = torch.zeros(num_frames, MEDIAPIPE_POINTS, 2, dtype=dtype)
         dense[:, list(MEDIAPIPE_LANDMARK_IDS)] = camera.screen(out.landmarks_mp, image_size)
-        left, right = model.iris_vertices(out.vertices)
+        left, right = out.iris
         dense[:, list(LEFT_IRIS_MP)] = camera.screen(left, image_size)
         dense[:, list(RIGHT_IRIS_MP)] = camera.screen(right, image_size)
     identity = (shape + identity_noise * randn(1, model.n_shape))[0]

@@ -349,18 +349,18 @@ class Tracker:
         model = self.model
         camera = self.camera(values)
         out = model(values["shape"], values["exp"], values["jaw"], values["eyes"], camera.R,
-                    values["eyelids"] if model.l_eyelid is not None else None)
+                    values["eyelids"] if model.l_eyelid is not None else None, landmarks_only=not photometric)
         image_size = level.image_size
         # Every landmark set projected in one call: 68, then MediaPipe 105, then the iris vertices (5 + 5).
         points = [out.landmarks68]
         if out.landmarks_mp is not None:
             points.append(out.landmarks_mp)
-        if model.has_iris:
-            points.extend(model.iris_vertices(out.vertices))
+        if out.iris is not None:
+            points.extend(out.iris)
         projected = torch.split(camera.screen(torch.cat(points, 1), image_size), [p.shape[1] for p in points], 1)
         proj_mp = projected[1] if out.landmarks_mp is not None else None
         iris = None
-        if model.has_iris:
+        if out.iris is not None:
             iris = {"left": projected[-2], "right": projected[-1], **iris_targets}
         terms = energies.landmark_terms(projected[0], lmk68, targets["lmk_mask"], image_size, cfg, proj_mp, lmk_mp,
                                         targets["mp_mask"], iris)

@@ -98,7 +98,7 @@ def _frame(model, state, size, seed):
     lmk = camera.screen(out.landmarks68, size) + torch.randn(1, 68, 2, generator=g, dtype=torch.float64)
     dense = torch.zeros(1, 478, 2, dtype=torch.float64)
     dense[:, list(MEDIAPIPE_LANDMARK_IDS)] = camera.screen(out.landmarks_mp, size) + 1.0
-    left, right = model.iris_vertices(out.vertices)
+    left, right = out.iris
     dense[:, list(LEFT_IRIS_MP)] = camera.screen(left, size) - 0.5
     dense[:, list(RIGHT_IRIS_MP)] = camera.screen(right, size) + 0.5
     lmk[:, 7] = 0.0  # a missing FAN point

@@ -123,3 +123,26 @@ def test_bad_inputs_raise(model64):
         TrackerFLAME(bare)
     with pytest.raises(ValueError, match="eyelid"):
         TrackerFLAME(model64.flame)(state["shape"], state["exp"], state["jaw"], state["eyes"], R, state["eyelids"])
+
+
+def test_landmark_only_forward_equals_the_full_one(model64):
+    """Skinning only the landmark / iris vertices (+ the joints as virtual vertices) gives the full forward's
+    landmarks, iris points and gradients."""
+    state = random_state(model64, batch=2, seed=24)
+    inputs = {k: state[k].clone().requires_grad_(True) for k in ("shape", "exp", "jaw", "eyes", "eyelids")}
+    R = _authors.rotation_6d_to_matrix(state["R"])
+    full = model64(inputs["shape"], inputs["exp"], inputs["jaw"], inputs["eyes"], R, inputs["eyelids"])
+    part = model64(inputs["shape"], inputs["exp"], inputs["jaw"], inputs["eyes"], R, inputs["eyelids"],
+                   landmarks_only=True)
+    assert part.vertices is None and model64._landmark_subset().v_template.shape[0] < model64.flame.num_vertices
+    for a, b in ((full.landmarks68, part.landmarks68), (full.landmarks_mp, part.landmarks_mp),
+                 (full.iris[0], part.iris[0]), (full.iris[1], part.iris[1])):
+        assert torch.allclose(a, b, atol=1e-12)
+    weights = torch.randn(2, 68 + 105, 3, dtype=dt)
+
+    def grads(out):
+        loss = (torch.cat([out.landmarks68, out.landmarks_mp], 1) * weights).sum() + out.iris[0].sum()
+        return torch.autograd.grad(loss, list(inputs.values()))
+
+    for a, b in zip(grads(full), grads(part)):
+        assert torch.allclose(a, b, atol=1e-10)

@@ -88,3 +88,38 @@ def test_flame_texture_and_obj_uvs(tmp_path):
     (tmp_path / "t.obj").write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nvt 0.1 0.2\nvt 0.3 0.4\nvt 0.5 0.6\nf 1/3 2/2 3/1\n")
     uv, uv_faces, faces = load_obj_uv(tmp_path / "t.obj")
     assert uv.shape == (3, 2) and uv_faces.tolist() == [[2, 1, 0]] and faces.tolist() == [[0, 1, 2]]
+
+
+def test_track_real_input_layout_with_flame_assets(tmp_path):
+    """``facegeom track ACTOR --assets DIR``: the official FLAME files (a small model in their formats), the
+    texture space with the template's UVs (the UV albedo path), frames + kpt/ + identity.npy."""
+    from ..models.model_files import flame_arrays, landmark_arrays, write_generic_model
+
+    assets, actor = tmp_path / "assets", tmp_path / "actor"
+    assets.mkdir()
+    arrays = flame_arrays(num_expression=100)
+    write_generic_model(assets / "generic_model.pkl", arrays)
+    faces = arrays["f"].astype(np.int64)
+    np.save(assets / "landmark_embedding.npy", landmark_arrays(len(faces)), allow_pickle=True)
+    rng = np.random.default_rng(0)
+    uv = rng.random((len(arrays["v_template"]), 2))
+    lines = [f"v {x} {y} {z}" for x, y, z in arrays["v_template"]] + [f"vt {u} {v}" for u, v in uv]
+    lines += [f"f {a + 1}/{a + 1} {b + 1}/{b + 1} {c + 1}/{c + 1}" for a, b, c in faces]
+    (assets / "head_template_mesh.obj").write_text("\n".join(lines) + "\n")
+    side = 8
+    np.savez(assets / "FLAME_texture.npz", mean=rng.random((1, side * side * 3)) * 255,
+             tex_dir=rng.normal(size=(side * side * 3, 200)))
+    images = torch.rand(2, 3, 24, 24)
+    landmarks = torch.rand(2, 68, 2) * 10 + 7
+    write_actor_folder(actor, images, landmarks, None, torch.zeros(300))
+    out = tmp_path / "out"
+    assert main(["track", str(actor), "--assets", str(assets), "--preset", "tiny", "--out", str(out), "--quiet",
+                 "--threads", "1"]) == 0
+    checkpoint = torch.load(out / "checkpoint" / "00001.frame", weights_only=False)
+    assert checkpoint["flame"]["tex"].shape == (1, 140) and checkpoint["flame"]["exp"].shape == (1, 100)
+    assert checkpoint["flame"]["shape"].shape == (1, 300)
+    report = json.loads((out / "report.json").read_text())
+    assert np.isfinite(report["landmark_px"]) and np.isfinite(report["photometric"])
+    with pytest.raises(FileNotFoundError, match="FLAME_texture"):
+        os.remove(assets / "FLAME_texture.npz")
+        main(["track", str(actor), "--assets", str(assets), "--preset", "tiny", "--out", str(out), "--quiet"])
