@@ -17,12 +17,13 @@ import json
 import platform
 import time
 from collections import defaultdict
+from dataclasses import replace
 
 import numpy as np
 import torch
 
 from facegeom.tracking.run import _landmark_error_px, _truth_errors
-from facegeom.tracking.synthetic import render_sequence, synthetic_tracker_model
+from facegeom.tracking.synthetic import FOCAL_NDC, render_sequence, synthetic_tracker_model
 from facegeom.tracking.tracker import Config, FrameData, Tracker
 
 
@@ -34,11 +35,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    config = Config.preset(args.preset)
-    if config.focal_pixels * 512 / args.image_size != 5000.0:  # the authors' lens at any resolution
-        from dataclasses import replace
-
-        config = replace(config, focal_pixels=5000.0 * args.image_size / 512)
+    # The tracker's initial focal length focal_pixels / H is meant for 512-pixel crops: start it at the synthetic
+    # camera's lens (the authors' 5000 / 512 in NDC) at any frame size, as `facegeom track --synthetic` does.
+    config = replace(Config.preset(args.preset), focal_pixels=FOCAL_NDC * args.image_size)
     model = synthetic_tracker_model(dtype=torch.float32)
     sequence = render_sequence(model, args.frames, args.image_size)
 

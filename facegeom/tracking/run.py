@@ -165,8 +165,13 @@ def run_synthetic(out_dir: str, config: Config, num_frames: int = 4, image_size:
     authors' layout under ``<out_dir>/input``, track them, and report errors against the truth and against the
     initial guess (the camera stage's pose with the neutral expression); ``report['converged']`` (see
     :data:`SYNTHETIC_MAX_VERTEX_MM` for the checks)."""
-    from facegeom.tracking.synthetic import render_sequence, synthetic_tracker_model
+    from dataclasses import replace
 
+    from facegeom.tracking.synthetic import FOCAL_NDC, render_sequence, synthetic_tracker_model
+
+    # The tracker starts from focal = focal_pixels / H (MT:tracker.py:293), meant for 512-pixel crops: start it
+    # at the synthetic camera's lens at any frame size.
+    config = replace(config, focal_pixels=FOCAL_NDC * image_size)
     model = synthetic_tracker_model(seed=0, dtype=torch.float32)
     sequence = render_sequence(model, num_frames, image_size, seed=seed)
     write_actor_folder(os.path.join(out_dir, "input"), sequence.images, sequence.landmarks, sequence.landmarks_dense,
