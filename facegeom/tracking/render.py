@@ -26,6 +26,7 @@ A rasterizer plus a shader, as PyTorch3D's ``MeshRenderer`` (STYLE.md):
 """
 from __future__ import annotations
 
+import warnings
 from typing import NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
@@ -74,10 +75,45 @@ class PixelSamples(NamedTuple):
 
 class _Pixels(NamedTuple):
     batch: Tensor  # [P] int64
-    tri: Tensor  # [P, 3] int64 vertex ids with offsets b * V
-    uv_tri: Optional[Tensor]  # [P, 3] int64 UV vertex ids
-    bary: Tensor  # [P, 3] perspective-correct barycentrics, detached
+    weights: Tensor  # [P, B*V] sparse CSR: row p holds the barycentrics of pixel p at its triangle's vertices
+    weights_t: Tensor  # its transpose [B*V, P] (CSR), for the gradient
+    uv: Optional[Tensor]  # [P, 2] interpolated texture coordinates (grid_sample layout)
     counts: Tensor  # [B] int64
+
+
+def _barycentric_matrix(tri: Tensor, bary: Tensor, columns: int) -> Tuple[Tensor, Tensor]:
+    """``W [P, columns]`` (CSR) with ``W[p, tri[p, k]] = bary[p, k]``, and ``W^T``: ``W @ attributes`` is the
+    barycentric interpolation ``Σ_k bary[p, k] attributes[tri[p, k]]``. Built directly in CSR (rows sorted by
+    construction, columns sorted within each row)."""
+    count = tri.shape[0]
+    tri, order = torch.sort(tri, dim=1)
+    bary = torch.gather(bary, 1, order)
+    device = tri.device
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": the products used here are plain
+        warnings.simplefilter("ignore", UserWarning)
+        matrix = torch.sparse_csr_tensor(torch.arange(0, 3 * count + 1, 3, device=device), tri.reshape(-1),
+                                         bary.reshape(-1), (count, columns), check_invariants=False)
+        flat = tri.reshape(-1)
+        by_column = torch.argsort(flat, stable=True)  # pixels stay in order within each column
+        crow = torch.zeros(columns + 1, dtype=torch.int64, device=device)
+        crow[1:] = torch.cumsum(torch.bincount(flat, minlength=columns), 0)
+        pixel = torch.arange(count, device=device).repeat_interleave(3)
+        transposed = torch.sparse_csr_tensor(crow, pixel[by_column], bary.reshape(-1)[by_column], (columns, count),
+                                             check_invariants=False)
+    return matrix, transposed
+
+
+class _Interpolate(torch.autograd.Function):
+    """``W @ attributes`` with the gradient ``W^T @ grad`` (both sparse CSR products)."""
+
+    @staticmethod
+    def forward(ctx, attributes, weights, weights_t):
+        ctx.weights_t = weights_t
+        return weights @ attributes
+
+    @staticmethod
+    def backward(ctx, grad):
+        return ctx.weights_t @ grad.contiguous(), None, None
 
 
 class _Raster(NamedTuple):
@@ -203,8 +239,12 @@ class TrackerRenderer(nn.Module):
         keep = (bary * mask_values).sum(1) > 0
         covered, ids, bary, tri = covered[keep], ids[keep], bary[keep], tri[keep]
         image = covered // (rast.shape[1] * rast.shape[2])
-        uv_tri = raster.uv_tri[ids].long() if raster.uv_tri is not None else None
-        pixels = _Pixels(image, tri, uv_tri, bary, torch.bincount(image, minlength=batch))
+        weights, weights_t = _barycentric_matrix(tri, bary, batch * num_vertices)
+        uv = None
+        if raster.uv_tri is not None:  # constant attributes: interpolated once per rasterisation
+            uv_weights, _ = _barycentric_matrix(raster.uv_tri[ids].long(), bary, self.uv.shape[0])
+            uv = uv_weights @ self.uv.to(bary)
+        pixels = _Pixels(image, weights, weights_t, uv, torch.bincount(image, minlength=batch))
         self._raster = raster._replace(pixels=pixels)
         return pixels
 
@@ -218,11 +258,12 @@ class TrackerRenderer(nn.Module):
         batch, num_vertices = vertices.shape[:2]
         ndc = camera.ndc(vertices)
         pixels = self._mask_pixels(self._cached(ndc, size), num_vertices)
-        bary = pixels.bary.to(vertices.dtype)[..., None]  # [P, 3, 1]
 
         def interpolate(attributes):  # [B, V, C] -> [P, C]
             flat = attributes.reshape(batch * num_vertices, -1)
-            return (flat[pixels.tri] * bary).sum(1)
+            if flat.requires_grad and torch.is_grad_enabled():
+                return _Interpolate.apply(flat, pixels.weights, pixels.weights_t)
+            return pixels.weights @ flat.contiguous()
 
         # The gradient reaches the geometry only through the positions, the light only through the shading and
         # the texture only through the albedo: interpolate the detached attributes without autograd.
@@ -237,10 +278,10 @@ class TrackerRenderer(nn.Module):
         if per_vertex_albedo:
             albedo_p = interpolate(albedo.expand(batch, -1, -1)) if albedo_grad else constant[:, 3:6]
         else:
-            uv = (self.uv.to(vertices)[pixels.uv_tri] * bary).sum(1)  # [P, 2]
             texture = albedo.expand(batch, -1, -1, -1)
-            parts = [nn.functional.grid_sample(texture[b:b + 1], part[None, None], align_corners=False)[0, :, 0].T
-                     for b, part in enumerate(torch.split(uv, pixels.counts.tolist()))]
+            parts = [nn.functional.grid_sample(texture[b:b + 1], part[None, None].to(texture),
+                                               align_corners=False)[0, :, 0].T
+                     for b, part in enumerate(torch.split(pixels.uv, pixels.counts.tolist()))]
             albedo_p = torch.cat(parts) if batch > 1 else parts[0]
         sh = sh.expand(batch, -1, -1)
         if batch == 1:
