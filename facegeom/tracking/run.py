@@ -154,7 +154,9 @@ def _frame_outputs(tracker: Tracker, frame: FrameData, index: int, out_dir: str,
     targets = torch.cat([frame.landmarks[0], frame.landmarks_dense[0, list(MEDIAPIPE_LANDMARK_IDS)]])
     image = overlay(frame.image[0].float(), rendering.image[0].float(), mask.float(), targets.numpy(),
                     torch.cat(predicted).float().numpy())
-    checkpoint = tracker.checkpoint(size, frame.frame_ids[0])
+    # The authors number the outputs by the frame's position, str(frame).zfill(5) (MT:tracker.py:620), whatever
+    # the image files are called; the report keeps the image's name.
+    checkpoint = tracker.checkpoint(size, str(index).zfill(5))
     save_frame(out_dir, checkpoint, out.vertices[0].float().numpy(), model.faces.numpy(), image)
     return entry
 
