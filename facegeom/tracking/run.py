@@ -43,6 +43,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--frames", type=int, default=4, help="--synthetic: number of frames (default: 4)")
     parser.add_argument("--image-size", type=int, default=128, help="--synthetic: frame side (default: 128)")
     parser.add_argument("--seed", type=int, default=0, help="--synthetic: sequence seed")
+    parser.add_argument("--batch", type=int, default=1, help="frames optimised at once (default 1: the authors' "
+                        "sequential loop; N > 1 starts each frame of a batch from the previous batch's last)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -72,8 +74,12 @@ def _landmark_error_px(predicted: torch.Tensor, target: torch.Tensor) -> float:
 
 
 def track_sequence(source: ActorFolder, out_dir: str, model: TrackerFLAME, config: Config, albedo=None,
-                   renderer=None, progress: bool = True, truth: Optional[Dict[str, torch.Tensor]] = None) -> dict:
-    """Track every frame of ``source`` and write the outputs; returns the report (also ``report.json``)."""
+                   renderer=None, progress: bool = True, truth: Optional[Dict[str, torch.Tensor]] = None,
+                   batch: int = 1) -> dict:
+    """Track every frame of ``source`` and write the outputs; returns the report (also ``report.json``).
+    ``batch > 1`` optimises that many frames at once (:meth:`Tracker.track_batch`); 1 is the authors' loop."""
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
     from tqdm.auto import tqdm
 
     os.makedirs(out_dir, exist_ok=True)
@@ -91,14 +97,19 @@ def track_sequence(source: ActorFolder, out_dir: str, model: TrackerFLAME, confi
     tracker.initialize([cast(source.frame(k)) for k in config.keyframes], source.identity().to(dtype))
     bar.set_description("tracking")
     frames = []
-    for index in range(len(source)):
-        frame = cast(source.frame(index))
+    for first in range(0, len(source), batch):
+        chunk = [cast(source.frame(index)) for index in range(first, min(first + batch, len(source)))]
         start = time.perf_counter()
-        tracker.track_frame(frame)
-        seconds = time.perf_counter() - start
-        frames.append(_frame_outputs(tracker, frame, index, out_dir, seconds, truth))
+        if batch == 1:
+            tracker.track_frame(chunk[0])  # the authors' sequential warm start
+        else:
+            tracker.track_batch(FrameData(torch.cat([f.image for f in chunk]), torch.cat([f.landmarks for f in chunk]),
+                                          torch.cat([f.landmarks_dense for f in chunk])))
+        seconds = (time.perf_counter() - start) / len(chunk)
+        for row, frame in enumerate(chunk):
+            frames.append(_frame_outputs(tracker, frame, first + row, out_dir, seconds, truth, row))
         bar.set_postfix(lmk_px=f"{frames[-1]['landmark_px']:.2f}", s=f"{seconds:.2f}")
-        bar.update(1)
+        bar.update(len(chunk))
     bar.close()
     report = {
         "frames": frames,
@@ -130,11 +141,12 @@ def _truth_errors(vertices: torch.Tensor, rotation: torch.Tensor, truth, index: 
     return {"vertex_mm": float(vertex) * 1000.0, "rotation_deg": float(torch.rad2deg(torch.arccos(cosine)))}
 
 
-def _frame_outputs(tracker: Tracker, frame: FrameData, index: int, out_dir: str, seconds: float, truth) -> dict:
+def _frame_outputs(tracker: Tracker, frame: FrameData, index: int, out_dir: str, seconds: float, truth,
+                   row: int = 0) -> dict:
     size = tuple(frame.image.shape[-2:])
-    p = tracker.params
+    p = {name: value[row:row + 1] for name, value in tracker.params.items()}
     with torch.no_grad():
-        camera = tracker.camera()
+        camera = tracker.camera(p)
         model = tracker.model
         out = model(p["shape"], p["exp"], p["jaw"], p["eyes"], camera.R,
                     p["eyelids"] if model.l_eyelid is not None else None)
@@ -156,13 +168,13 @@ def _frame_outputs(tracker: Tracker, frame: FrameData, index: int, out_dir: str,
                     torch.cat(predicted).float().numpy())
     # The authors number the outputs by the frame's position, str(frame).zfill(5) (MT:tracker.py:620), whatever
     # the image files are called; the report keeps the image's name.
-    checkpoint = tracker.checkpoint(size, str(index).zfill(5))
+    checkpoint = tracker.checkpoint(size, str(index).zfill(5), row)
     save_frame(out_dir, checkpoint, out.vertices[0].float().numpy(), model.faces.numpy(), image)
     return entry
 
 
 def run_synthetic(out_dir: str, config: Config, num_frames: int = 4, image_size: int = 128, seed: int = 0,
-                  progress: bool = True) -> dict:
+                  progress: bool = True, batch: int = 1) -> dict:
     """Render ``num_frames`` of the synthetic head (:mod:`facegeom.tracking.synthetic`), write them in the
     authors' layout under ``<out_dir>/input``, track them, and report errors against the truth and against the
     initial guess (the camera stage's pose with the neutral expression); ``report['converged']`` (see
@@ -179,7 +191,7 @@ def run_synthetic(out_dir: str, config: Config, num_frames: int = 4, image_size:
     write_actor_folder(os.path.join(out_dir, "input"), sequence.images, sequence.landmarks, sequence.landmarks_dense,
                        sequence.identity)
     source = ActorFolder(os.path.join(out_dir, "input"))
-    report = track_sequence(source, out_dir, model, config, progress=progress, truth=sequence.truth)
+    report = track_sequence(source, out_dir, model, config, progress=progress, truth=sequence.truth, batch=batch)
     report["initial"] = _initial_errors(model, config, source, sequence)
     limit_px = SYNTHETIC_MAX_LANDMARK_PX_AT_128 * image_size / 128.0
     checks = {
@@ -226,7 +238,8 @@ def run(args) -> int:
     if args.synthetic:
         if args.input:
             raise SystemExit("facegeom track: give an input or --synthetic, not both")
-        report = run_synthetic(args.out, config, args.frames, args.image_size, args.seed, progress=not args.quiet)
+        report = run_synthetic(args.out, config, args.frames, args.image_size, args.seed, progress=not args.quiet,
+                               batch=args.batch)
         print(json.dumps({k: v for k, v in report.items() if k != "frames"}, indent=2))
         return 0 if report["converged"] else 1
     if not args.input:
@@ -237,6 +250,6 @@ def run(args) -> int:
     size = tuple(source.image(0).shape[-2:])
     model, albedo, renderer = _model_from_assets(args.assets, size)
     report = track_sequence(source, args.out, model, config, albedo=albedo, renderer=renderer,
-                            progress=not args.quiet)
+                            progress=not args.quiet, batch=args.batch)
     print(json.dumps({k: v for k, v in report.items() if k != "frames"}, indent=2))
     return 0

@@ -416,6 +416,20 @@ class Tracker:
         return self.optimize_color(frame, self.pyramid(frame, initializing=False), self.tracking_lrs(),
                                    initializing=False)
 
+    def track_batch(self, frames: FrameData) -> Dict[str, Tensor]:
+        """Track ``B`` frames at once (one optimisation over ``[B, ...]`` parameters), each starting from the
+        current values of the last tracked frame; afterwards :attr:`params` holds the ``B`` results
+        (:meth:`checkpoint` ``index=b``) and the next call starts from the last. Each frame follows the
+        trajectory :meth:`track_frame` would give it from that start (per-frame energies and best-loss keeping);
+        the difference from the authors' sequential loop is the start: frame ``t`` begins from the previous
+        batch's last frame instead of frame ``t - 1``."""
+        if not self.params:
+            raise RuntimeError("call initialize() before track_batch()")
+        batch = frames.batch
+        self.params = {name: value[-1:].expand(batch, *value.shape[1:]).clone() for name, value in self.params.items()}
+        self.mica_shape = self.mica_shape[-1:].expand(batch, -1).clone()
+        return self.track_frame(frames)
+
     # ------------------------------------------------------------------ outputs
     def vertices(self) -> Tensor:
         """``[B, V, 3]`` current mesh (FLAME frame)."""

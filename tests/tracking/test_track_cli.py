@@ -91,8 +91,8 @@ def test_flame_texture_and_obj_uvs(tmp_path):
 
 
 def test_track_real_input_layout_with_flame_assets(tmp_path):
-    """``facegeom track ACTOR --assets DIR``: the official FLAME files (a small model in their formats), the
-    texture space with the template's UVs (the UV albedo path), frames + kpt/ + identity.npy."""
+    """``facegeom track ACTOR --assets DIR --batch 2``: the official FLAME files (a small model in their formats),
+    the texture space with the template's UVs (the UV albedo path), frames + kpt/ + identity.npy."""
     from ..models.model_files import flame_arrays, landmark_arrays, write_generic_model
 
     assets, actor = tmp_path / "assets", tmp_path / "actor"
@@ -114,12 +114,15 @@ def test_track_real_input_layout_with_flame_assets(tmp_path):
     write_actor_folder(actor, images, landmarks, None, torch.zeros(300))
     out = tmp_path / "out"
     assert main(["track", str(actor), "--assets", str(assets), "--preset", "tiny", "--out", str(out), "--quiet",
-                 "--threads", "1"]) == 0
+                 "--threads", "1", "--batch", "2"]) == 0  # both frames in one optimisation
     checkpoint = torch.load(out / "checkpoint" / "00001.frame", weights_only=False)
     assert checkpoint["flame"]["tex"].shape == (1, 140) and checkpoint["flame"]["exp"].shape == (1, 100)
     assert checkpoint["flame"]["shape"].shape == (1, 300)
     report = json.loads((out / "report.json").read_text())
     assert np.isfinite(report["landmark_px"]) and np.isfinite(report["photometric"])
+    assert sorted(os.listdir(out / "checkpoint")) == ["00000.frame", "00001.frame"]
+    first = torch.load(out / "checkpoint" / "00000.frame", weights_only=False)
+    assert not np.array_equal(first["flame"]["exp"], checkpoint["flame"]["exp"])  # each frame its own result
     with pytest.raises(FileNotFoundError, match="FLAME_texture"):
         os.remove(assets / "FLAME_texture.npz")
         main(["track", str(actor), "--assets", str(assets), "--preset", "tiny", "--out", str(out), "--quiet"])

@@ -210,3 +210,24 @@ def test_frame_data_masks_missing_landmarks():
     with pytest.raises(ValueError, match="landmarks"):
         FrameData(torch.rand(1, 3, 8, 8), torch.rand(1, 67, 2))
     assert energies.OVAL_IDS == tuple(range(17))
+
+
+def test_track_batch_starts_every_frame_from_the_last_result(model64):
+    size = (16, 16)
+    state = random_state(model64, seed=80)
+    frames = [_frame(model64, state, size, seed=81 + k) for k in range(3)]
+    config = replace(Config(), pyr_levels=((1.0, 3), (1.0, 3)), camera_steps=2, keyframes=(0,))
+    tracker = Tracker(model64, config)
+    tracker.initialize([frames[0]], state["shape"][0])
+    start = {k: v.clone() for k, v in tracker.params.items()}
+    batch = FrameData(torch.cat([f.image for f in frames]), torch.cat([f.landmarks for f in frames]),
+                      torch.cat([f.landmarks_dense for f in frames]))
+    tracker.track_batch(batch)
+    assert tracker.params["exp"].shape == (3, model64.n_exp)
+    alone = Tracker(model64, config)
+    alone.params = {k: v.clone() for k, v in start.items()}
+    alone.mica_shape = tracker.mica_shape[:1].clone()
+    alone.track_frame(frames[2])
+    for name in ("exp", "R", "t", "jaw"):
+        assert torch.allclose(tracker.params[name][2:3], alone.params[name], rtol=1e-7, atol=1e-10), name
+    assert tracker.checkpoint(size, "00002", index=2)["flame"]["exp"].shape == (1, model64.n_exp)
