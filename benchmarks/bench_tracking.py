@@ -34,7 +34,7 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--image-size", type=int, default=512)
     parser.add_argument("--frames", type=int, default=3)
-    parser.add_argument("--preset", default="faithful", choices=("faithful", "tiny"))
+    parser.add_argument("--preset", default="faithful", choices=("faithful", "fast", "tiny"))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch", action="store_true", help="also track all frames as one batch "
                         "(Tracker.track_batch) from the same initialisation and report frames per second")

@@ -36,8 +36,9 @@ def add_arguments(parser) -> None:
                         "mediapipe_landmark_embedding.npz, l_eyelid.npy, r_eyelid.npy, FLAME_masks.pkl, "
                         "FLAME_texture.npz + head_template_mesh.obj")
     parser.add_argument("--identity", help="MICA identity.npy (default: <input>/identity.npy)")
-    parser.add_argument("--preset", default="faithful", choices=("faithful", "tiny"),
-                        help="faithful: the authors' schedule; tiny: a few iterations (tests)")
+    parser.add_argument("--preset", default="faithful", choices=("faithful", "fast", "tiny"),
+                        help="faithful: the authors' schedule (314 iterations per frame); fast: 62 iterations per "
+                        "frame (see docs/benchmarks.md); tiny: a few iterations at 128 pixels (tests)")
     parser.add_argument("--synthetic", action="store_true", help="render a sequence of the synthetic head with "
                         "known parameters, track it and report the errors (exit 1 if it did not converge)")
     parser.add_argument("--frames", type=int, default=4, help="--synthetic: number of frames (default: 4)")

@@ -191,6 +191,7 @@ def test_initialisation_visits_and_groups(model64):
 def test_config_validation_and_presets():
     assert Config.preset("faithful") == Config()
     assert Config.tiny().pyr_levels != Config().pyr_levels
+    assert Config.preset("fast").pyr_levels == ((1.0, 50), (0.5, 10)) and Config.fast().camera_steps == 1000
     with pytest.raises(ValueError, match="preset"):
         Config.preset("fastest")
     with pytest.raises(ValueError, match="keyframes"):
