@@ -11,6 +11,7 @@ from facegeom.tracking.io import ActorFolder, load_identity, write_actor_folder
 from facegeom.tracking.texture import FlameTexture, load_obj_uv
 
 
+@pytest.mark.filterwarnings("ignore:video.mp4 not written")
 def test_track_synthetic_recovers_pose_better_than_the_start(tmp_path, capsys):
     out = tmp_path / "out"
     code = main(["track", "--synthetic", "--preset", "tiny", "--frames", "3", "--out", str(out), "--quiet",
@@ -90,6 +91,7 @@ def test_flame_texture_and_obj_uvs(tmp_path):
     assert uv.shape == (3, 2) and uv_faces.tolist() == [[2, 1, 0]] and faces.tolist() == [[0, 1, 2]]
 
 
+@pytest.mark.filterwarnings("ignore:video.mp4 not written")
 def test_track_real_input_layout_with_flame_assets(tmp_path):
     """``facegeom track ACTOR --assets DIR --batch 2``: the official FLAME files (a small model in their formats),
     the texture space with the template's UVs (the UV albedo path), frames + kpt/ + identity.npy."""
