@@ -42,7 +42,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--synthetic", action="store_true", help="render a sequence of the synthetic head with "
                         "known parameters, track it and report the errors (exit 1 if it did not converge)")
     parser.add_argument("--frames", type=int, default=4, help="--synthetic: number of frames (default: 4)")
-    parser.add_argument("--image-size", type=int, default=128, help="--synthetic: frame side (default: 128)")
+    parser.add_argument("--image-size", type=int, default=None, help="--synthetic: frame side (default: 512, "
+                        "the authors' crops; 128 with --preset tiny)")
     parser.add_argument("--seed", type=int, default=0, help="--synthetic: sequence seed")
     parser.add_argument("--batch", type=int, default=1, help="frames optimised at once (default 1: the authors' "
                         "sequential loop; N > 1 starts each frame of a batch from the previous batch's last)")
@@ -239,7 +240,8 @@ def run(args) -> int:
     if args.synthetic:
         if args.input:
             raise SystemExit("facegeom track: give an input or --synthetic, not both")
-        report = run_synthetic(args.out, config, args.frames, args.image_size, args.seed, progress=not args.quiet,
+        size = args.image_size or (128 if args.preset == "tiny" else 512)
+        report = run_synthetic(args.out, config, args.frames, size, args.seed, progress=not args.quiet,
                                batch=args.batch)
         print(json.dumps({k: v for k, v in report.items() if k != "frames"}, indent=2))
         return 0 if report["converged"] else 1
