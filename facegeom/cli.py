@@ -1,4 +1,4 @@
-"""Command line: ``facegeom info | bench | demo | now-eval | train | reconstruct`` (also ``python -m facegeom``)."""
+"""Command line: ``facegeom info | bench | demo | now-eval | train | reconstruct | track`` (also ``python -m facegeom``)."""
 from __future__ import annotations
 
 import argparse
@@ -151,6 +151,12 @@ def cmd_reconstruct(args) -> int:
     return reconstruct.main(args)
 
 
+def cmd_track(args) -> int:
+    from facegeom.tracking.run import run
+
+    return run(args)
+
+
 def add_train_arguments(parser) -> None:
     parser.add_argument("--method", required=True, help="registered method (landmarks, deep3d, ringnet, mica, tdasl, "
                         "specular) or package.module:Class")
@@ -220,6 +226,11 @@ def main(argv=None) -> int:
     from facegeom.reconstruct import add_arguments as add_reconstruct_arguments
 
     add_reconstruct_arguments(reconstruct_parser)
+    track_parser = sub.add_parser("track", help="the metrical tracker (MICA): FLAME parameters per video frame, "
+                                  "or --synthetic to track a rendered sequence with known truth")
+    from facegeom.tracking.run import add_arguments as add_track_arguments
+
+    add_track_arguments(track_parser)
     args = parser.parse_args(argv)
     if args.command == "bench" and args.threads is not None and args.threads < 1:
         parser.error(f"--threads: expected a positive integer, got {args.threads}")
@@ -229,7 +240,7 @@ def main(argv=None) -> int:
         if not torch.cuda.is_available():
             parser.error("--cuda: no CUDA device is available")
     handlers = {"info": cmd_info, "bench": cmd_bench, "demo": cmd_demo, "now-eval": cmd_now_eval, "train": cmd_train,
-                "reconstruct": cmd_reconstruct}
+                "reconstruct": cmd_reconstruct, "track": cmd_track}
     return handlers[args.command](args)
 
 
