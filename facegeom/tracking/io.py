@@ -8,8 +8,9 @@ A missing landmark file or an all-zero row means "not detected": those points ar
 
 Output per frame (``MT:tracker.py:183-225``): ``checkpoint/<id>.frame`` (``torch.save`` of the authors' dict:
 ``flame``, ``camera``, ``opencv`` K/R/t, ``img_size``, ``frame_id``, ``global_step``), ``mesh/<id>.ply`` and
-``overlay/<id>.png`` (input | render over input with the landmarks: detections green, model red);
-``video.mp4`` of the overlays when ``imageio`` (with ffmpeg) is installed.
+``overlay/<id>.png`` (input | render over input with the landmarks: detections green, model red),
+``depth/<id>.png`` (16-bit millimetres, ``MT:tracker.py:631-634``); ``canonical.obj`` after the initialisation
+(``MT:tracker.py:227-236,706``); ``video.mp4`` of the overlays when ``imageio`` (with ffmpeg) is installed.
 """
 from __future__ import annotations
 
@@ -176,6 +177,56 @@ def save_frame(out_dir, checkpoint: dict, vertices: np.ndarray, faces: np.ndarra
     trimesh.Trimesh(vertices=vertices, faces=faces, process=False).export(os.path.join(out_dir, "mesh", f"{frame_id}.ply"))
     if overlay_image is not None:
         Image.fromarray(overlay_image).save(os.path.join(out_dir, "overlay", f"{frame_id}.png"))
+
+
+def depth_to_png(depth: torch.Tensor) -> np.ndarray:
+    """``[H, W]`` (or ``[1, H, W]``) view depth in metres -> ``[H, W]`` uint16 millimetres, truncated as
+    ``(depth * 1000.0).astype(np.uint16)`` (``MT:tracker.py:633-634``; 0 = background)."""
+    array = depth.detach().float().cpu().numpy()
+    if array.ndim == 3 and array.shape[0] == 1:
+        array = array[0]
+    if array.ndim != 2:
+        raise ValueError(f"depth must be [H, W] or [1, H, W], got {list(depth.shape)}")
+    millimetres = array * 1000.0
+    if millimetres.size and (millimetres.min() < 0 or millimetres.max() >= 65536):
+        raise ValueError(f"depth outside the 16-bit millimetre range [0, 65.535] m: "
+                         f"[{array.min():.4g}, {array.max():.4g}] m")
+    return millimetres.astype(np.uint16)
+
+
+def save_depth(out_dir, frame_id: str, depth: torch.Tensor) -> str:
+    """``depth/<frame_id>.png``: a 16-bit grey PNG of the depth in millimetres (:func:`depth_to_png`)."""
+    from PIL import Image
+
+    folder = os.path.join(os.fspath(out_dir), "depth")
+    os.makedirs(folder, exist_ok=True)
+    target = os.path.join(folder, f"{frame_id}.png")
+    Image.fromarray(depth_to_png(depth)).save(target)
+    return target
+
+
+def read_depth(path) -> np.ndarray:
+    """A depth PNG written by :func:`save_depth` (or the authors' tracker) -> ``[H, W]`` float32 metres."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        array = np.asarray(image)
+    if array.dtype != np.uint16:
+        raise ValueError(f"{path}: not a 16-bit depth PNG (dtype {array.dtype})")
+    return array.astype(np.float32) / 1000.0
+
+
+def save_canonical(out_dir, vertices: np.ndarray, faces: np.ndarray) -> Optional[str]:
+    """``canonical.obj`` (``save_canonical``, ``MT:tracker.py:227-236``); as the authors, an existing file is
+    kept (returns None then)."""
+    import trimesh
+
+    target = os.path.join(os.fspath(out_dir), "canonical.obj")
+    if os.path.exists(target):
+        return None
+    os.makedirs(os.fspath(out_dir), exist_ok=True)
+    trimesh.Trimesh(vertices=vertices, faces=faces, process=False).export(target)
+    return target
 
 
 def write_video(out_dir, fps: int = 25) -> Optional[str]:

@@ -59,6 +59,18 @@ LEFT_IRIS_FLAME = (4597, 4542, 4510, 4603, 4570)
 RIGHT_IRIS_FLAME = (4051, 3996, 3964, 3932, 4028)
 LEFT_IRIS_MP = (468, 469, 470, 471, 472)
 RIGHT_IRIS_MP = (473, 474, 475, 476, 477)
+#: The 30 triangles the authors add to FLAME 2020's faces for the depth map only (they close the gaps at the
+#: eye corners; ``get_flame_extra_faces``, ``MT:util.py:437-468``, used at ``MT:tracker.py:632``).
+FLAME_EXTRA_FACES = (
+    (1573, 1572, 1860), (1742, 1862, 1572), (1830, 1739, 1665), (2857, 2862, 2730), (2708, 2857, 2730),
+    (1862, 1742, 1739), (1830, 1862, 1739), (1852, 1835, 1666), (1835, 1665, 1666), (2862, 2861, 2731),
+    (1747, 1742, 1594), (3497, 1852, 3514), (1595, 1747, 1594), (1746, 1747, 1595), (1742, 1572, 1594),
+    (2941, 3514, 2783), (2708, 2945, 2857), (2941, 3497, 3514), (1852, 1666, 3514), (2930, 2933, 2782),
+    (2933, 2941, 2783), (2862, 2731, 2730), (2945, 2930, 2854), (1835, 1830, 1665), (2857, 2945, 2854),
+    (1572, 1862, 1860), (2854, 2930, 2782), (2708, 2709, 2943), (2782, 2933, 2783), (2708, 2943, 2945),
+)
+#: FLAME regions left out of the depth map (``Masking.get_mask_depth``, ``MT:masking.py:93-98``).
+DEPTH_EXCLUDED_REGIONS = ("boundary", "left_ear", "right_ear")
 
 
 def get_idx(ids: Sequence[int]) -> list:
@@ -123,10 +135,14 @@ class TrackerFLAME(nn.Module):
             are :data:`LEFT_IRIS_FLAME` / :data:`RIGHT_IRIS_FLAME`).
         render_mask: optional ``[V]`` bool: the vertices of the photometric region (FLAME ``face`` +
             both eyeballs, ``MT:masking.py:81-91``); all vertices when None.
+        depth_mask: optional ``[V]`` bool: the vertices drawn in the depth map (all but FLAME's ``boundary``
+            and ears, ``MT:masking.py:93-98``); all vertices when None.
+        extra_faces: optional ``[E, 3]`` triangles added before the model's faces for the depth map only
+            (:data:`FLAME_EXTRA_FACES` for FLAME 2020, ``MT:tracker.py:632``).
     """
 
     def __init__(self, flame: FLAME, mediapipe_faces=None, mediapipe_bary=None, eyelids=None, iris=None,
-                 render_mask=None):
+                 render_mask=None, depth_mask=None, extra_faces=None):
         super().__init__()
         if not isinstance(flame, FLAME):
             raise TypeError(f"flame must be a facegeom.models.FLAME, got {type(flame).__name__}")
@@ -164,10 +180,24 @@ class TrackerFLAME(nn.Module):
             torch.as_tensor(np.asarray(render_mask), dtype=torch.bool)
         _checks.shape("render_mask", mask, [num_vertices], "[V]")
         self.register_buffer("render_mask", mask.to(ref.device))
+        depth = torch.ones(num_vertices, dtype=torch.bool) if depth_mask is None else \
+            torch.as_tensor(np.asarray(depth_mask), dtype=torch.bool)
+        _checks.shape("depth_mask", depth, [num_vertices], "[V]")
+        self.register_buffer("depth_mask", depth.to(ref.device))
+        extra = torch.zeros(0, 3, dtype=torch.int64) if extra_faces is None else \
+            torch.as_tensor(np.asarray(extra_faces), dtype=torch.int64).reshape(-1, 3)
+        _checks.indices("extra_faces", extra, num_vertices, what="vertex indices")
+        self.register_buffer("extra_faces", extra.to(flame.faces.device))
 
     @property
     def faces(self) -> Tensor:
         return self.flame.faces
+
+    @property
+    def depth_faces(self) -> Tensor:
+        """``[E + F, 3]`` the triangles of the depth map: the extra faces, then the model's
+        (``torch.cat([get_flame_extra_faces(), faces])``, ``MT:tracker.py:632``)."""
+        return torch.cat([self.extra_faces, self.faces.to(self.extra_faces)])
 
     @property
     def n_shape(self) -> int:
@@ -190,8 +220,9 @@ class TrackerFLAME(nn.Module):
         """Read the tracker's files from ``folder`` under their official names:
         ``generic_model.pkl`` and ``landmark_embedding.npy`` (required), ``mediapipe_landmark_embedding.npz``,
         ``l_eyelid.npy`` + ``r_eyelid.npy`` and ``FLAME_masks.pkl`` (optional; each part is left out when its
-        file is absent). The iris vertices are FLAME 2020's (``MT:tracker.py:59-62``) when the model has
-        FLAME's 5023 vertices.
+        file is absent; the masks give the photometric region and the depth map's). The iris vertices
+        (``MT:tracker.py:59-62``) and the depth map's extra faces (:data:`FLAME_EXTRA_FACES`) are FLAME 2020's
+        when the model has FLAME's 5023 vertices.
         """
         from facegeom.models.flame import load_flame_masks
 
@@ -205,7 +236,7 @@ class TrackerFLAME(nn.Module):
                 raise FileNotFoundError(f"{path(name)} not found: the tracker's assets folder needs {name}")
         flame = FLAME.from_file(path("generic_model.pkl"), n_shape=n_shape, n_exp=n_exp,
                                 landmark_embedding=path("landmark_embedding.npy"), dtype=dtype)
-        mp_faces = mp_bary = eyelids = mask = iris = None
+        mp_faces = mp_bary = eyelids = mask = iris = depth = extra = None
         if os.path.isfile(path("mediapipe_landmark_embedding.npz")):
             data = np.load(path("mediapipe_landmark_embedding.npz"), allow_pickle=False)
             for key in ("lmk_face_idx", "lmk_b_coords"):
@@ -221,9 +252,15 @@ class TrackerFLAME(nn.Module):
                 if region not in masks:
                     raise ValueError(f"{path('FLAME_masks.pkl')}: missing region {region!r}")
                 mask[masks[region]] = True
+            depth = torch.ones(flame.num_vertices, dtype=torch.bool)
+            for region in DEPTH_EXCLUDED_REGIONS:
+                if region not in masks:
+                    raise ValueError(f"{path('FLAME_masks.pkl')}: missing region {region!r}")
+                depth[masks[region]] = False
         if flame.num_vertices == 5023:
             iris = (LEFT_IRIS_FLAME, RIGHT_IRIS_FLAME)
-        return cls(flame, mp_faces, mp_bary, eyelids, iris, mask)
+            extra = FLAME_EXTRA_FACES
+        return cls(flame, mp_faces, mp_bary, eyelids, iris, mask, depth, extra)
 
     def _landmark_subset(self) -> _LandmarkSubset:
         """The subset of :class:`_LandmarkSubset`, built on first use (per dtype / device)."""

@@ -186,19 +186,22 @@ class TrackerRenderer(nn.Module):
         z = ((far + near) * depth - 2.0 * far * near) / (far - near)
         return torch.cat([x, y, z, depth], -1)
 
-    def rasterize(self, ndc: Tensor, size: Tuple[int, int]) -> _Raster:
-        """Cull back faces and rasterise ``ndc [B, V, 3]`` at ``size = (H, W)``; returns the cache entry."""
+    def rasterize(self, ndc: Tensor, size: Tuple[int, int], faces: Optional[Tensor] = None) -> _Raster:
+        """Cull back faces and rasterise ``ndc [B, V, 3]`` at ``size = (H, W)``; returns the cache entry.
+        ``faces`` (default: the renderer's) replaces the triangles (then no UVs)."""
         batch, num_vertices = ndc.shape[:2]
         ndc = ndc.detach()
-        keep = ~back_facing(ndc[..., :2], self.faces)  # [B, F]
+        own = faces is None
+        faces = self.faces if own else faces.long()
+        keep = ~back_facing(ndc[..., :2], faces)  # [B, F]
         face_ids = [torch.nonzero(keep[b]).squeeze(1) for b in range(batch)]
-        tri = torch.cat([self.faces[ids] + b * num_vertices for b, ids in enumerate(face_ids)]).int()
+        tri = torch.cat([faces[ids] + b * num_vertices for b, ids in enumerate(face_ids)]).int()
         counts = torch.tensor([len(ids) for ids in face_ids], dtype=torch.int64)
         ranges = torch.stack([torch.cumsum(counts, 0) - counts, counts], 1).int()
         pos = self.clip(ndc, size).reshape(batch * num_vertices, 4)
         rast, _ = ops.rasterize(pos.contiguous(), tri, size, ranges=ranges)
         uv_tri = None
-        if self.uv is not None:
+        if self.uv is not None and own:
             uv_tri = torch.cat([self.uv_faces[ids] for ids in face_ids]).int()
         return _Raster(rast.detach(), tri, uv_tri, (int(size[0]), int(size[1])))
 
@@ -334,3 +337,36 @@ class TrackerRenderer(nn.Module):
 
         return TrackerRendering(channels_first(image), channels_first(alpha), channels_first((mask_img > 0).to(
             vertices.dtype)), position, channels_first(depth))
+
+    def render_depth(self, vertices: Tensor, camera: TrackerCamera, size: Sequence[int],
+                     faces: Optional[Tensor] = None, depth_mask: Optional[Tensor] = None) -> Tensor:
+        """The view-space depth map of ``render_depth`` (``MT:renderer.py:128-141``): a fresh rasterisation
+        (culled as above) of ``faces`` (default: the renderer's; the authors pass FLAME's extra faces first,
+        :attr:`facegeom.tracking.model.TrackerFLAME.depth_faces`), the interpolated view ``Z`` (metres) where
+        the interpolated ``depth_mask`` (``[V]`` bool, default all; ``Masking.get_mask_depth``) is > 0, else 0.
+        The cache used by :meth:`forward` is left alone.
+
+        Args:
+            vertices: ``[B, V, 3]`` FLAME-frame vertices; camera: :class:`TrackerCamera`; size: ``(H, W)``.
+
+        Returns:
+            ``[B, 1, H, W]`` depth, detached.
+        """
+        _checks.floating("vertices", vertices)
+        _checks.shape("vertices", vertices, [None, self.render_mask.shape[0], 3], "[B, V, 3]")
+        batch, num_vertices = vertices.shape[:2]
+        if faces is not None:
+            faces = torch.as_tensor(faces).long().to(vertices.device)
+            _checks.shape("faces", faces, [None, 3], "[F, 3]")
+            _checks.indices("faces", faces, num_vertices, what="vertex indices")
+        mask = torch.ones(num_vertices, dtype=torch.bool) if depth_mask is None else torch.as_tensor(depth_mask)
+        _checks.shape("depth_mask", mask, [num_vertices], "[V]")
+        size = (int(size[0]), int(size[1]))
+        with torch.no_grad():
+            ndc = camera.ndc(vertices)
+            raster = self.rasterize(ndc, size, faces)
+            mask = mask.to(device=vertices.device, dtype=vertices.dtype)[None, :, None].expand(batch, -1, 1)
+            attributes = torch.cat([ndc[..., 2:3], mask], -1).reshape(batch * num_vertices, 2)
+            values, _ = ops.interpolate(attributes, raster.rast, raster.tri)
+            depth = values[..., 0:1] * (values[..., 1:2] > 0).to(values.dtype)
+        return depth.permute(0, 3, 1, 2)

@@ -16,7 +16,8 @@ from typing import Dict, Optional
 import numpy as np
 import torch
 
-from facegeom.tracking.io import ActorFolder, overlay, save_frame, write_actor_folder, write_video
+from facegeom.tracking.io import (ActorFolder, overlay, save_canonical, save_depth, save_frame, write_actor_folder,
+                                 write_video)
 from facegeom.tracking.model import MEDIAPIPE_LANDMARK_IDS, TrackerFLAME
 from facegeom.tracking.tracker import Config, FrameData, Tracker, round_up_to_odd
 
@@ -97,6 +98,8 @@ def track_sequence(source: ActorFolder, out_dir: str, model: TrackerFLAME, confi
 
     bar = tqdm(total=len(source), desc="initialising", disable=not progress, unit="frame")
     tracker.initialize([cast(source.frame(k)) for k in config.keyframes], source.identity().to(dtype))
+    # The canonical mesh once the initialisation is done (MT:tracker.py:706), kept if it exists.
+    save_canonical(out_dir, tracker.canonical_vertices().float().numpy(), model.faces.numpy())
     bar.set_description("tracking")
     frames = []
     for first in range(0, len(source), batch):
@@ -155,6 +158,7 @@ def _frame_outputs(tracker: Tracker, frame: FrameData, index: int, out_dir: str,
         tracker.renderer.reset()
         rendering = tracker.renderer(out.vertices, camera, tracker.albedo(p["tex"]), p["sh"], size)
         tracker.renderer.reset()
+        depth = tracker.renderer.render_depth(out.vertices, camera, size, model.depth_faces, model.depth_mask)
         mask = rendering.mask[0]
         photometric = float(((rendering.image[0] - frame.image[0]).abs() * mask).sum() / mask.sum().clamp(min=1) / 3)
         proj68 = camera.screen(out.landmarks68, size)[0]
@@ -172,6 +176,7 @@ def _frame_outputs(tracker: Tracker, frame: FrameData, index: int, out_dir: str,
     # the image files are called; the report keeps the image's name.
     checkpoint = tracker.checkpoint(size, str(index).zfill(5), row)
     save_frame(out_dir, checkpoint, out.vertices[0].float().numpy(), model.faces.numpy(), image)
+    save_depth(out_dir, checkpoint["frame_id"], depth[0])  # MT:tracker.py:631-634
     return entry
 
 

@@ -38,7 +38,7 @@ from facegeom.tracking.camera import TrackerCamera, look_at_view_transform
 from facegeom.tracking.model import (LEFT_IRIS_MP, MEDIAPIPE_LANDMARK_IDS, MEDIAPIPE_POINTS, RIGHT_IRIS_MP,
                                      TrackerFLAME, identity_6d)
 from facegeom.tracking.render import TrackerRenderer
-from facegeom.transforms import matrix_to_rotation_6d
+from facegeom.transforms import axis_angle_to_matrix, matrix_to_rotation_6d
 
 Tensor = torch.Tensor
 
@@ -447,6 +447,18 @@ class Tracker:
             out = self.model(p["shape"], p["exp"], p["jaw"], p["eyes"], self.camera().R,
                              p["eyelids"] if self.model.l_eyelid is not None else None)
         return out.vertices
+
+    def canonical_vertices(self, index: int = 0) -> Tensor:
+        """``[V, 3]`` the canonical mesh of ``save_canonical`` (``MT:tracker.py:227-236``): frame ``index``'s
+        shape with the jaw opened 12 degrees (axis-angle ``(12°, 0, 0)``), zero expression, eyes at rest, no
+        eyelids (FLAME frame, metres)."""
+        p = self.params
+        shape = p["shape"][index:index + 1].detach()
+        jaw = matrix_to_rotation_6d(axis_angle_to_matrix(shape.new_tensor([[math.radians(12.0), 0.0, 0.0]])))
+        with torch.no_grad():
+            out = self.model(shape, shape.new_zeros(1, self.model.n_exp), jaw, identity_6d(1, shape.dtype,
+                             shape.device).repeat(1, 2), self.camera().R[index:index + 1])
+        return out.vertices[0]
 
     def checkpoint(self, image_size: Sequence[int], frame_id: str, index: int = 0) -> dict:
         """Frame ``index``'s values in the authors' ``.frame`` layout (``save_checkpoint``,

@@ -400,3 +400,30 @@ def render(vertices, faces, ndc, albedo_vertex, sh, render_mask, H, W):
     shading = add_SHlight(values[None, 2:5], sh.double())
     images = values[None, 8:11] * shading * alpha
     return images, (values[None, 5:8] > 0).double(), values[:2], alpha, pix_to_face
+
+
+def render_depth(vertices, faces, ndc, depth_mask, H, W):
+    """MT:renderer.py:128-141 for one image: view-space positions and the depth mask interpolated through a
+    fresh culled rasterisation; ``view_vertices_images * (mask > 0)``; the depth map is channel 2
+    (MT:tracker.py:633). ``ndc [V, 3]``'s z is the view z; view x, y are not needed for channel 2."""
+    pix_to_face, bary = rasterize_p3d(ndc, faces, H, W)
+    view = torch.cat([torch.zeros_like(ndc[:, :2]), ndc[:, 2:3]], -1).double()
+    mask = depth_mask.double()[:, None].expand(-1, 3)
+    rendering = interpolate_face_attributes(pix_to_face, bary, torch.cat([view, mask], -1)[faces])
+    return rendering[0:3] * (rendering[3:6] > 0)
+
+
+def depth_png(depth_view):  # MT:tracker.py:633-634 (cv2.imwrite of the uint16 array)
+    depth = depth_view.permute(1, 2, 0)[..., 2:].cpu().numpy() * 1000.0
+    return depth.astype(np.uint16)[..., 0]
+
+
+def save_canonical_vertices(flame, shape, camera_R):  # MT:tracker.py:227-236
+    from scipy.spatial.transform import Rotation as R
+    rotvec = np.zeros(3)
+    rotvec[0] = 12.0 * np.pi / 180.0
+    matrix = torch.from_numpy(R.from_rotvec(rotvec).as_matrix())[None, ...].to(shape)
+    jaw = matrix[:, :2, :].reshape(1, 6)  # P3D matrix_to_rotation_6d
+    I = torch.tensor([[1.0, 0, 0, 0, 1, 0]]).to(shape)
+    expression = torch.zeros(1, flame.n_exp).to(shape)  # FLAME's default expression_params (zeros)
+    return flame_forward(flame, shape, torch.inverse(camera_R), jaw, torch.cat([I, I], 1), expression)[0]

@@ -8,7 +8,7 @@ import torch
 
 from facegeom.models import FLAME
 from facegeom.tracking.camera import TrackerCamera, look_at_view_transform
-from facegeom.tracking.model import LEFT_IRIS_FLAME, TrackerFLAME
+from facegeom.tracking.model import FLAME_EXTRA_FACES, LEFT_IRIS_FLAME, TrackerFLAME
 from facegeom.transforms import axis_angle_to_matrix, matrix_to_rotation_6d
 
 from ..models.model_files import flame_arrays, landmark_arrays, write_generic_model
@@ -94,11 +94,15 @@ def test_from_assets_reads_the_official_layouts(tmp_path):
     import pickle
     with open(tmp_path / "FLAME_masks.pkl", "wb") as f:
         pickle.dump({"face": np.arange(10), "left_eyeball": np.array([20, 21]), "right_eyeball": np.array([30]),
-                     "scalp": np.arange(40, 42)}, f, protocol=2)
+                     "scalp": np.arange(40, 42), "boundary": np.array([0, 1]), "left_ear": np.array([5]),
+                     "right_ear": np.array([7, 8])}, f, protocol=2)
     model = TrackerFLAME.from_assets(tmp_path, n_shape=20, n_exp=10, dtype=dt)
     assert model.has_mediapipe and model.l_eyelid.shape == (num_vertices, 3)
     assert model.render_mask.nonzero().squeeze(1).tolist() == list(range(10)) + [20, 21, 30]
     assert not model.has_iris  # FLAME 2020's iris ids need its 5023 vertices
+    # The depth map's vertices: all but boundary and ears (MT:masking.py:93-98); no extra faces off FLAME 2020.
+    assert (~model.depth_mask).nonzero().squeeze(1).tolist() == [0, 1, 5, 7, 8]
+    assert model.extra_faces.shape == (0, 3) and torch.equal(model.depth_faces, model.faces)
     os.remove(tmp_path / "landmark_embedding.npy")
     with pytest.raises(FileNotFoundError, match="landmark_embedding.npy"):
         TrackerFLAME.from_assets(tmp_path)
@@ -106,6 +110,18 @@ def test_from_assets_reads_the_official_layouts(tmp_path):
 
 def test_iris_defaults_are_the_authors():
     assert LEFT_IRIS_FLAME == (4597, 4542, 4510, 4603, 4570)  # MT:tracker.py:59
+
+
+def test_depth_faces_put_the_extra_faces_first(model64):
+    extra = FLAME_EXTRA_FACES
+    assert len(extra) == 30 and extra[0] == (1573, 1572, 1860) and extra[-1] == (2708, 2943, 2945)  # MT:util.py:440,469
+    flame = model64.flame
+    model = TrackerFLAME(flame, extra_faces=[[0, 1, 2], [3, 4, 5]], depth_mask=np.arange(flame.num_vertices) % 2 == 0)
+    assert model.depth_faces[:2].tolist() == [[0, 1, 2], [3, 4, 5]] and torch.equal(model.depth_faces[2:], flame.faces)
+    with pytest.raises(IndexError, match="extra_faces"):
+        TrackerFLAME(flame, extra_faces=[[0, 1, flame.num_vertices]])
+    with pytest.raises(ValueError, match="depth_mask"):
+        TrackerFLAME(flame, depth_mask=np.ones(3, dtype=bool))
 
 
 def test_bad_inputs_raise(model64):

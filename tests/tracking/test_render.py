@@ -143,3 +143,54 @@ def test_render_pixels_are_the_masked_pixels_of_the_image(model64, uv):
     assert torch.allclose(samples.colour, image.image.permute(0, 2, 3, 1)[inside], atol=1e-9)
     assert torch.allclose(samples.position, image.position[inside], atol=1e-12)
     assert samples.batch.tolist() == sorted(samples.batch.tolist())
+
+
+@pytest.mark.parametrize("size", [(20, 20), (16, 26)])
+def test_depth_map_matches_render_depth(model64, size, tmp_path):
+    """``render_depth`` (MT:renderer.py:128-141) with extra faces first and a depth mask, then the 16-bit PNG in
+    millimetres (MT:tracker.py:633-634)."""
+    from facegeom.tracking.io import read_depth, save_depth
+
+    state = random_state(model64, seed=5)
+    camera = _camera(state)
+    out = model64(state["shape"], state["exp"], state["jaw"], state["eyes"], camera.R, state["eyelids"])
+    g = torch.Generator().manual_seed(3)
+    num_vertices = out.vertices.shape[1]
+    extra = torch.randint(0, num_vertices, (40, 3), generator=g)
+    faces = torch.cat([extra, model64.faces])
+    depth_mask = torch.rand(num_vertices, generator=g) > 0.3
+    renderer = TrackerRenderer(model64.faces, model64.render_mask)
+    cached = renderer.rasterize(camera.ndc(out.vertices), size)
+    renderer._raster = cached
+    ours = renderer.render_depth(out.vertices, camera, size, faces, depth_mask)
+    assert renderer._raster is cached  # the photometric cache is left alone
+    ndc = camera.ndc(out.vertices)[0]
+    theirs = _authors.render_depth(out.vertices[0], faces, ndc, depth_mask, *size)
+    assert ours.shape == (1, 1) + size
+    assert (theirs[2] > 0).sum() > 20 and (theirs[2] == 0).sum() > 20
+    assert torch.allclose(ours[0, 0], theirs[2], atol=1e-9)
+    # The extra faces and the mask change the picture (the comparison above is not vacuous).
+    plain = renderer.render_depth(out.vertices, camera, size)
+    assert not torch.equal(plain, ours)
+    path = save_depth(tmp_path, "00007", ours[0])
+    assert path.endswith("depth/00007.png")
+    png = np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(path))
+    assert png.dtype == np.uint16 and np.array_equal(png, _authors.depth_png(theirs))
+    assert np.allclose(read_depth(path), png / 1000.0)
+
+
+def test_depth_map_rejects_bad_inputs(model64, tmp_path):
+    from facegeom.tracking.io import depth_to_png
+
+    state = random_state(model64, seed=5)
+    camera = _camera(state)
+    out = model64(state["shape"], state["exp"], state["jaw"], state["eyes"], camera.R, state["eyelids"])
+    renderer = TrackerRenderer(model64.faces, model64.render_mask)
+    with pytest.raises(IndexError, match="faces"):
+        renderer.render_depth(out.vertices, camera, (8, 8), torch.tensor([[0, 1, 10 ** 6]]))
+    with pytest.raises(ValueError, match="depth_mask"):
+        renderer.render_depth(out.vertices, camera, (8, 8), None, torch.ones(3, dtype=torch.bool))
+    with pytest.raises(ValueError, match="16-bit"):
+        depth_to_png(torch.full((2, 2), 70.0))
+    with pytest.raises(ValueError, match="depth must be"):
+        depth_to_png(torch.zeros(2, 2, 2))

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from facegeom.cli import main
-from facegeom.tracking.io import ActorFolder, load_identity, write_actor_folder
+from facegeom.tracking.io import ActorFolder, load_identity, read_depth, write_actor_folder
 from facegeom.tracking.texture import FlameTexture, load_obj_uv
 
 
@@ -23,8 +23,16 @@ def test_track_synthetic_recovers_pose_better_than_the_start(tmp_path, capsys):
     assert report["landmark_px"] < 0.6 * report["initial"]["landmark_px"]
     assert report["rotation_deg"] < report["initial"]["rotation_deg"]
     assert len(report["frames"]) == 3 and all(f["seconds"] > 0 for f in report["frames"])
-    for sub, ext in (("checkpoint", ".frame"), ("mesh", ".ply"), ("overlay", ".png")):
+    for sub, ext in (("checkpoint", ".frame"), ("mesh", ".ply"), ("overlay", ".png"), ("depth", ".png")):
         assert sorted(os.listdir(out / sub)) == [f"0000{k}{ext}" for k in range(3)]
+    # depth/<id>.png: 16-bit millimetres (MT:tracker.py:631-634); the synthetic head is ~2 m from the camera.
+    depth = read_depth(out / "depth" / "00001.png")
+    assert depth.shape == (128, 128) and (depth > 0).sum() > 500
+    assert 1.5 < float(np.median(depth[depth > 0])) < 2.5
+    # canonical.obj (MT:tracker.py:227-236): the tracked shape with the jaw opened, FLAME's topology.
+    import trimesh
+    canonical = trimesh.load(out / "canonical.obj", process=False)
+    assert canonical.vertices.shape[1] == 3 and len(canonical.faces) > 0
     checkpoint = torch.load(out / "checkpoint" / "00002.frame", weights_only=False)
     assert checkpoint["frame_id"] == "00002" and list(checkpoint["img_size"]) == [128, 128]
     assert checkpoint["opencv"]["K"].shape == (1, 3, 3) and checkpoint["global_step"] > 0

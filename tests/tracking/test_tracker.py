@@ -232,3 +232,19 @@ def test_track_batch_starts_every_frame_from_the_last_result(model64):
     for name in ("exp", "R", "t", "jaw"):
         assert torch.allclose(tracker.params[name][2:3], alone.params[name], rtol=1e-7, atol=1e-10), name
     assert tracker.checkpoint(size, "00002", index=2)["flame"]["exp"].shape == (1, model64.n_exp)
+
+
+def test_canonical_mesh_equals_save_canonical(model64):
+    """MT:tracker.py:227-236: the tracked shape, jaw opened 12 degrees (scipy's rotvec), no expression."""
+    state = random_state(model64, seed=41)
+    tracker = Tracker(model64, Config())
+    tracker.create_parameters(state["shape"][0], 20)
+    tracker.params.update({k: state[k] for k in ("R", "t", "exp", "jaw", "eyes", "eyelids")})
+    ours = tracker.canonical_vertices()
+    theirs = _authors.save_canonical_vertices(model64.flame, state["shape"], _authors.rotation_6d_to_matrix(state["R"]))
+    assert ours.shape == (model64.flame.num_vertices, 3)
+    assert torch.allclose(ours, theirs[0], atol=1e-12)
+    # The jaw is open: the canonical mesh differs from the same shape with the jaw closed.
+    closed = tracker.model(state["shape"], torch.zeros_like(state["exp"]), torch.tensor([[1.0, 0, 0, 0, 1, 0]], dtype=dt),
+                           torch.tensor([[1.0, 0, 0, 0, 1, 0] * 2], dtype=dt), tracker.camera().R).vertices[0]
+    assert (ours - closed).norm(dim=-1).max() > 1e-3
