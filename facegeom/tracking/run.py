@@ -48,6 +48,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="--synthetic: sequence seed")
     parser.add_argument("--batch", type=int, default=1, help="frames optimised at once (default 1: the authors' "
                         "sequential loop; N > 1 starts each frame of a batch from the previous batch's last)")
+    parser.add_argument("--detect", nargs="?", const="fan,mediapipe", default=None, metavar="fan,mediapipe",
+                        help="detect the landmarks the input lacks (kpt/: FAN, kpt_dense/: MediaPipe) before tracking; "
+                        "needs face_alignment / mediapipe installed (default with the flag: both)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -255,6 +258,11 @@ def run(args) -> int:
     if not args.assets:
         raise SystemExit("facegeom track: --assets DIR with the FLAME files is required for real input")
     source = ActorFolder(args.input, identity=args.identity)
+    if args.detect:
+        from facegeom.tracking.detect import detect_missing
+
+        written = detect_missing(source, [d.strip() for d in args.detect.split(",") if d.strip()])
+        print(f"facegeom track: landmark files written: {written}")
     size = tuple(source.image(0).shape[-2:])
     model, albedo, renderer = _model_from_assets(args.assets, size)
     report = track_sequence(source, args.out, model, config, albedo=albedo, renderer=renderer,
