@@ -12,7 +12,10 @@ The main job of the README, end to end on the compiled kernels:
    analysis-by-synthesis: Adam over shape, expression, pose, camera and light,
    minimising landmark + photometric + regularisation energies, coarse to fine
    (:data:`STAGES`: landmarks only, rigid pose first, then renders at half and
-   full resolution against an average-pooled copy of the target);
+   full resolution against an average-pooled copy of the target), with the
+   tracker's optimiser (:class:`facegeom.tracking.tracker.GroupAdam`, stepping
+   the groups each stage fits; bit-identical to the ``torch.optim.Adam`` the
+   demo used before);
 4. write ``demo_out/``: ``target.png``, ``initial.png``, ``final.png``,
    ``overlay.png`` (fit blended over the target, with both landmark sets),
    ``loss.png`` and ``report.json``.
@@ -32,6 +35,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 
 from facegeom import _native
+from facegeom.tracking.tracker import GroupAdam
 
 # ---- convergence thresholds (the report's "converged" is all of them) ------ #
 #: Photometric RMSE of the final render against the target, colours in [0, 1],
@@ -309,9 +313,9 @@ def run(out_dir: str = "demo_out", iterations: int = DEFAULT_ITERATIONS, seed: i
     target_image = target.image
     pyramid = {factor: _downsample(target_image, factor) for factor in renderers}
 
-    params = {k: v.clone().requires_grad_(True) for k, v in initial_guess(subject, dtype).items()}
+    start_values = initial_guess(subject, dtype)
     with torch.no_grad():
-        initial, initial_landmarks, initial_vertices = forward(subject, full_renderer, params, image_size)
+        initial, initial_landmarks, initial_vertices = forward(subject, full_renderer, start_values, image_size)
 
     losses: List[float] = []
     stage_starts: List[Tuple[str, int]] = []
@@ -319,18 +323,21 @@ def run(out_dir: str = "demo_out", iterations: int = DEFAULT_ITERATIONS, seed: i
     budget = [max(1, round(iterations * s.fraction)) for s in STAGES]
     bar = tqdm(total=sum(budget), desc="facegeom demo", unit="it", disable=not progress)
     # One optimiser for the whole schedule (a fresh Adam per stage would restart
-    # with full-size steps and undo part of the previous stage); parameters a
-    # stage does not fit get no gradient, so Adam leaves them alone. Constant step
-    # sizes: decaying them slowed the photometric stages more than it smoothed them.
-    optimizer = torch.optim.Adam([{"params": [params[k]], "lr": LEARNING_RATES[k] *
-                                   (subject.height if k == "translation" else 1.0)} for k in params])
+    # with full-size steps and undo part of the previous stage): the tracker's
+    # GroupAdam (one flat tensor, a learning rate per group), stepping only the
+    # groups a stage fits, as torch.optim.Adam skips parameters without a
+    # gradient. Constant step sizes: decaying them slowed the photometric stages
+    # more than it smoothed them.
+    optimizer = GroupAdam(start_values, {k: LEARNING_RATES[k] * (subject.height if k == "translation" else 1.0)
+                                         for k in start_values})
     start = time.perf_counter()
     for stage, count in zip(STAGES, budget):
         stage_starts.append((stage.name, len(losses)))
         renderer = renderers.get(stage.downsample)
         stage_start = time.perf_counter()
         for _ in range(count):
-            optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad()
+            params = optimizer.values()
             rendering, landmarks, _ = forward(subject, renderer, params, image_size)
             landmark_term = ((landmarks - target_landmarks) / image_size).square().sum(-1).mean()
             loss = LANDMARK_WEIGHT * landmark_term
@@ -340,10 +347,7 @@ def run(out_dir: str = "demo_out", iterations: int = DEFAULT_ITERATIONS, seed: i
                 + EXPRESSION_PRIOR_WEIGHT * params["expression"].square().sum() \
                 + LIGHT_PRIOR_WEIGHT * params["sh"][:, 1:].square().sum()
             loss.backward()
-            for name, value in params.items():
-                if name not in stage.fitted:
-                    value.grad = None
-            optimizer.step()
+            optimizer.step(stage.fitted)
             losses.append(loss.item())
             bar.set_postfix(stage=stage.name, loss=f"{losses[-1]:.3e}")
             bar.update()
@@ -351,6 +355,7 @@ def run(out_dir: str = "demo_out", iterations: int = DEFAULT_ITERATIONS, seed: i
         stage_seconds[stage.name] = {"iterations": count, "ms_per_iteration": seconds / count * 1e3}
     fit_seconds = time.perf_counter() - start
     bar.close()
+    params = optimizer.values(detached=True)
 
     with torch.no_grad():
         final, final_landmarks, final_vertices = forward(subject, full_renderer, params, image_size)

@@ -486,6 +486,10 @@ class GroupAdam:
     ``[B, N]`` with a per-element learning rate: the same element-wise update, in a few operations instead of a
     few per group.
 
+    :meth:`step` can leave some groups out, as ``torch.optim.Adam`` skips a parameter whose ``grad`` is None
+    (no update of its value, moments or step count): each group keeps its own step count for the bias
+    corrections (``facegeom.demo`` fits stage by stage that way).
+
     Args:
         values: ``{name: [B, ...]}`` starting values (cloned).
         lrs: ``{name: lr}``, the groups.
@@ -495,6 +499,11 @@ class GroupAdam:
     EPS = 1e-8
 
     def __init__(self, values: Dict[str, Tensor], lrs: Dict[str, float]):
+        if not lrs:
+            raise ValueError("GroupAdam needs at least one group")
+        missing = [n for n in lrs if n not in values]
+        if missing:
+            raise KeyError(f"GroupAdam: no values for the groups {missing}")
         self.names = list(lrs)
         first = values[self.names[0]]
         self.batch = first.shape[0]
@@ -506,7 +515,9 @@ class GroupAdam:
                              for n, size in zip(self.names, self.sizes)])
         self.exp_avg = torch.zeros_like(self.flat)
         self.exp_avg_sq = torch.zeros_like(self.flat)
-        self.steps = 0
+        self.steps = 0  # steps taken with every group
+        self.group_steps = {n: 0 for n in self.names}
+        self.group_lrs = {n: float(lrs[n]) for n in self.names}
 
     def values(self, detached: bool = False) -> Dict[str, Tensor]:
         """``{name: [B, ...]}`` views of the flat tensor (differentiable unless ``detached``)."""
@@ -518,20 +529,44 @@ class GroupAdam:
         self.flat.grad = None
 
     @torch.no_grad()
-    def step(self) -> None:
+    def step(self, groups: Optional[Sequence[str]] = None) -> None:
         """``_single_tensor_adam``: ``m = lerp(m, g, 1 - b1)``, ``v = b2 v + (1 - b2) g²``,
-        ``p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)``."""
+        ``p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)``, on every group or only on ``groups``
+        (the others untouched, as a parameter without a gradient)."""
         grad = self.flat.grad
         if grad is None:
             return
         beta1, beta2 = self.BETAS
-        self.steps += 1
-        self.exp_avg.lerp_(grad, 1 - beta1)
-        self.exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        bias_correction1 = 1 - beta1 ** self.steps
-        bias_correction2_sqrt = math.sqrt(1 - beta2 ** self.steps)
-        denom = (self.exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(self.EPS)
-        self.flat.sub_(self.exp_avg / denom * (self.lr / bias_correction1))
+        if groups is None or set(groups) >= set(self.names):
+            if len(set(self.group_steps.values())) == 1:  # every group in step: scalar bias corrections
+                self.steps += 1
+                for n in self.names:
+                    self.group_steps[n] = self.steps
+                self.exp_avg.lerp_(grad, 1 - beta1)
+                self.exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+                bias_correction1 = 1 - beta1 ** self.steps
+                bias_correction2_sqrt = math.sqrt(1 - beta2 ** self.steps)
+                denom = (self.exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(self.EPS)
+                self.flat.sub_(self.exp_avg / denom * (self.lr / bias_correction1))
+                return
+            groups = self.names
+        unknown = [n for n in groups if n not in self.group_steps]
+        if unknown:
+            raise KeyError(f"GroupAdam.step: unknown groups {unknown} (groups: {self.names})")
+        start = 0
+        for name, size in zip(self.names, self.sizes):
+            if name in groups:  # the same update on the group's columns, with the group's step count
+                self.group_steps[name] += 1
+                t = self.group_steps[name]
+                columns = slice(start, start + size)
+                g, m, v = grad[:, columns], self.exp_avg[:, columns], self.exp_avg_sq[:, columns]
+                m.lerp_(g, 1 - beta1)
+                v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+                # torch's arithmetic to the rounding (_single_tensor_adam): Python-float step size, addcdiv_.
+                denom = (v.sqrt() / (1 - beta2 ** t) ** 0.5).add_(self.EPS)
+                self.flat[:, columns].addcdiv_(m, denom, value=-self.group_lrs[name] / (1 - beta1 ** t))
+            start += size
+        self.steps = min(self.group_steps.values())
 
 
 def _rows(mask: Tensor, like: Tensor) -> Tensor:

@@ -248,3 +248,34 @@ def test_canonical_mesh_equals_save_canonical(model64):
     closed = tracker.model(state["shape"], torch.zeros_like(state["exp"]), torch.tensor([[1.0, 0, 0, 0, 1, 0]], dtype=dt),
                            torch.tensor([[1.0, 0, 0, 0, 1, 0] * 2], dtype=dt), tracker.camera().R).vertices[0]
     assert (ours - closed).norm(dim=-1).max() > 1e-3
+
+
+def test_group_adam_equals_torch_adam_with_skipped_groups():
+    """GroupAdam == torch.optim.Adam with one group per tensor, also when some groups get no gradient (skipped:
+    value, moments and step count untouched), which the demo's stages use."""
+    from facegeom.tracking.tracker import GroupAdam
+
+    g = torch.Generator().manual_seed(0)
+    values = {"a": torch.randn(2, 3, generator=g, dtype=dt), "b": torch.randn(2, 2, 2, generator=g, dtype=dt),
+              "c": torch.randn(2, 1, generator=g, dtype=dt)}
+    lrs = {"a": 0.1, "b": 0.01, "c": 0.5}
+    ours = GroupAdam(values, lrs)
+    live = {k: torch.nn.Parameter(v.clone()) for k, v in values.items()}
+    reference = torch.optim.Adam([{"params": [live[k]], "lr": lr} for k, lr in lrs.items()])
+    schedule = [None, None, ["a"], ["a", "c"], ["b"], None, ["c"], ["a", "b", "c"], None]
+    for k, active in enumerate(schedule):
+        for optimizer_values, opt in ((ours.values(), ours), (live, reference)):
+            opt.zero_grad()
+            loss = sum(((v - 0.3 * (k + 1)) ** 2 * (1 + i)).sum() + v.sin().sum()
+                       for i, v in enumerate(optimizer_values.values()))
+            loss.backward()
+        for name, p in live.items():
+            if active is not None and name not in active:
+                p.grad = None
+        ours.step(active)
+        reference.step()
+        for name in values:
+            assert torch.allclose(ours.values(detached=True)[name], live[name].detach(), rtol=0, atol=1e-14), (k, name)
+    assert ours.group_steps == {"a": 7, "b": 6, "c": 7}
+    with pytest.raises(KeyError, match="unknown groups"):
+        ours.step(["d"])
