@@ -279,3 +279,27 @@ def test_group_adam_equals_torch_adam_with_skipped_groups():
     assert ours.group_steps == {"a": 7, "b": 6, "c": 7}
     with pytest.raises(KeyError, match="unknown groups"):
         ours.step(["d"])
+
+
+def test_group_adam_with_stages_is_torch_adam_to_the_bit():
+    """The demo's use (float32, a subset of groups from the first step): the same rounding as torch's
+    single-tensor Adam, so the demo's numbers did not move when it switched optimisers."""
+    from facegeom.tracking.tracker import GroupAdam
+
+    g = torch.Generator().manual_seed(1)
+    values = {"a": torch.randn(1, 4, generator=g), "b": torch.randn(1, generator=g), "c": torch.randn(1, 3, 2, generator=g)}
+    lrs = {"a": 0.02, "b": 0.01, "c": 0.1}
+    ours = GroupAdam(values, lrs)
+    live = {k: torch.nn.Parameter(v.clone()) for k, v in values.items()}
+    reference = torch.optim.Adam([{"params": [live[k]], "lr": lr} for k, lr in lrs.items()])
+    for k in range(30):
+        active = ("a", "b") if k < 10 else ("a", "b", "c")
+        for current, opt in ((ours.values(), ours), (live, reference)):
+            opt.zero_grad()
+            sum((v.cos() * (i + 1) + v ** 2).sum() for i, v in enumerate(current.values())).backward()
+        for name, p in live.items():
+            if name not in active:
+                p.grad = None
+        ours.step(active)
+        reference.step()
+    assert all(torch.equal(ours.values(detached=True)[n], live[n].detach()) for n in values)
