@@ -97,3 +97,20 @@ def test_video_without_imageio_is_a_clear_message(tmp_path, monkeypatch):
     with pytest.warns(UserWarning, match="video.mp4 not written.*imageio"):
         assert write_video(tmp_path) is None
     assert not (tmp_path / "video.mp4").exists()
+
+
+def test_track_detect_flag_runs_the_detectors_before_tracking(tmp_path, monkeypatch):
+    from facegeom.cli import main
+
+    _folder(tmp_path / "actor")
+    (tmp_path / "actor" / "kpt_dense" / "00000.npy").unlink()
+    monkeypatch.setitem(sys.modules, "mediapipe", None)
+    args = ["track", str(tmp_path / "actor"), "--assets", str(tmp_path / "assets"), "--out", str(tmp_path / "o"),
+            "--quiet"]
+    with pytest.raises(ImportError, match="'mediapipe' package"):
+        main(args + ["--detect", "mediapipe"])
+    with pytest.raises(ImportError, match="'mediapipe' package"):
+        main(args + ["--detect"])  # both detectors; FAN has nothing to do
+    # Without --detect the missing file is masked, not detected: the run goes on to the assets.
+    with pytest.raises(FileNotFoundError, match="generic_model.pkl"):
+        main(args)
