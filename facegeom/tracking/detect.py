@@ -1,14 +1,14 @@
 """Optional landmark detection for the tracker's input folder, as the authors' data generator does it
-(``MT:datasets/generate_dataset.py:43-51,94-108``, ``MT:face_detector.py:27-50``).
+(``MT:datasets/generate_dataset.py:26,40-47,77-93``, ``MT:face_detector.py:27-50``).
 
 facegeom ships no detector: when the packages are installed, :func:`detect_missing` fills the ``kpt/<stem>.npy``
 (68 FAN points, pixels) and ``kpt_dense/<stem>.npy`` (478 MediaPipe FaceMesh points with ``refine_landmarks``,
 pixels) files an actor folder lacks; when they are not, it raises an ImportError that names the package and
 the alternative (run the detectors elsewhere and put their outputs in that layout). A frame without a face gets
-zeros (``MT:datasets/generate_dataset.py:97-103``), which the tracker masks.
+zeros (``MT:datasets/generate_dataset.py:79-85``), which the tracker masks.
 
 - FAN: ``face_alignment.FaceAlignment(LandmarksType.TWO_D)``, ``get_landmarks_from_image`` on the RGB frame, the
-  first face (``MT:datasets/generate_dataset.py:26,43-48``). face_alignment downloads its weights on first use.
+  first face (``MT:datasets/generate_dataset.py:26,40-47``). face_alignment downloads its weights on first use.
 - MediaPipe: ``mp.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1, refine_landmarks=True,
   min_detection_confidence=0.5, min_tracking_confidence=0.5)``, normalised ``(x, y)`` times ``(W, H)``
   (``MT:face_detector.py:27-50``); its model ships inside the wheel.
@@ -44,7 +44,7 @@ def _require(detector: str):
 
 
 def fan_detector(device: str = "cpu") -> Callable[[np.ndarray], Optional[np.ndarray]]:
-    """``image [H, W, 3] uint8 RGB -> [68, 2] pixels or None`` (``MT:datasets/generate_dataset.py:26,43-48``)."""
+    """``image [H, W, 3] uint8 RGB -> [68, 2] pixels or None`` (``MT:datasets/generate_dataset.py:26,40-47``)."""
     face_alignment = _require("fan")
     landmarks_type = getattr(face_alignment.LandmarksType, "TWO_D", None) or face_alignment.LandmarksType._2D
     detector = face_alignment.FaceAlignment(landmarks_type, device=device)
@@ -104,7 +104,7 @@ def detect_missing(source, detectors: Sequence[str] = DETECTORS, device: str = "
         for index in indices:
             image = (source.image(index).permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
             points = built[detector](image)
-            if points is None:  # no face: zeros, masked by the tracker (MT:datasets/generate_dataset.py:97-103)
+            if points is None:  # no face: zeros, masked by the tracker (MT:datasets/generate_dataset.py:79-85)
                 points = np.zeros((count, 2), dtype=np.float32)
             if points.shape != (count, 2):
                 raise ValueError(f"{detector} returned {list(points.shape)} points for frame "

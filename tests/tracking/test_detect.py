@@ -1,5 +1,5 @@
 """Optional inputs and outputs with their packages absent (clear messages) and the detectors' wiring
-(MT:datasets/generate_dataset.py:43-51,94-108, MT:face_detector.py:27-50) on stand-in modules."""
+(MT:datasets/generate_dataset.py:26,40-47,77-93, MT:face_detector.py:27-50) on stand-in modules."""
 import contextlib
 import sys
 import types
