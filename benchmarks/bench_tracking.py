@@ -36,6 +36,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--frames", type=int, default=3)
     parser.add_argument("--preset", default="faithful", choices=("faithful", "fast", "tiny"))
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda: the sequence is rendered on the CPU, then "
+                        "the model and the frames move to this device (scripts/gpu-check.sh runs it on a GPU)")
     parser.add_argument("--batch", action="store_true", help="also track all frames as one batch "
                         "(Tracker.track_batch) from the same initialisation and report frames per second")
     parser.add_argument("--schedule", action="append", default=[], metavar="JSON",
@@ -46,8 +48,16 @@ def main(argv=None) -> dict:
     # The tracker's initial focal length focal_pixels / H is meant for 512-pixel crops: start it at the synthetic
     # camera's lens (the authors' 5000 / 512 in NDC) at any frame size, as `facegeom track --synthetic` does.
     config = replace(Config.preset(args.preset), focal_pixels=FOCAL_NDC * args.image_size)
+    if args.frames < max(config.keyframes) + 1:
+        parser.error(f"--frames must be at least {max(config.keyframes) + 1} (the keyframes {config.keyframes})")
     model = synthetic_tracker_model(dtype=torch.float32)
     sequence = render_sequence(model, args.frames, args.image_size)
+    if args.device != "cpu":
+        device = torch.device(args.device)
+        model = model.to(device)
+        sequence = replace(sequence, images=sequence.images.to(device), landmarks=sequence.landmarks.to(device),
+                           landmarks_dense=sequence.landmarks_dense.to(device), identity=sequence.identity.to(device),
+                           truth={k: v.to(device) for k, v in sequence.truth.items()})
 
     def frame(i):
         return FrameData(sequence.images[i:i + 1], sequence.landmarks[i:i + 1], sequence.landmarks_dense[i:i + 1])
@@ -110,7 +120,7 @@ def main(argv=None) -> dict:
                 "frames_per_second_cpu": args.frames / cpu}
 
     report = {
-        "image_size": args.image_size, "preset": args.preset, "frames": args.frames, "threads": args.threads,
+        "image_size": args.image_size, "preset": args.preset, "device": args.device, "frames": args.frames, "threads": args.threads,
         **track(config.pyr_levels), "initialization": init,
         "schedules": [track(json.loads(text)) for text in args.schedule],
         "batched": batched() if args.batch else None,

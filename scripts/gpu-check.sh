@@ -8,7 +8,9 @@
 #   3. `facegeom bench --cuda` (kernel vs reference, every op family);
 #   4. benchmarks/gpu_side_by_side.py (vs nvdiffrast, Warp and smplx where importable, lbs vs
 #      the HBM floor, shading vs the reference);
-#   5. writes result.json: device, commit, torch, build time, test counts, exit codes, and the
+#   5. benchmarks/bench_tracking.py --device cuda (the metrical tracker's seconds per frame, faithful
+#      schedule, 512^2 synthetic sequence; --dry-run: tiny preset at 64^2 on the CPU);
+#   6. writes result.json: device, commit, torch, build time, test counts, exit codes, and the
 #      side-by-side rows.
 # Usage: scripts/gpu-check.sh [OUT_DIR]          (default: $OUT, else gpu_out)
 #        scripts/gpu-check.sh --dry-run [OUT_DIR] (no GPU needed: CPU build check, CPU dry run of the
@@ -57,6 +59,9 @@ if [ $dry = 0 ]; then
   "$py" benchmarks/gpu_side_by_side.py --commit "$commit" --out "$out/side_by_side.json" \
     --markdown "$out/side_by_side.md" >"$out/side_by_side.log" 2>&1
   sbs_rc=$?
+  "$py" benchmarks/bench_tracking.py --device cuda --image-size 512 --frames 3 --preset faithful \
+    >"$out/tracking.json" 2>"$out/tracking.log"
+  track_rc=$?
 else
   # The CUDA tests' selection must be non-empty and collect cleanly even here (they skip).
   "$py" -m pytest -m cuda -q -p no:cacheprovider -o addopts= --collect-only tests >"$out/pytest-cuda.log" 2>&1
@@ -65,16 +70,19 @@ else
   "$py" benchmarks/gpu_side_by_side.py --dry-run --commit "$commit" --out "$out/side_by_side.json" \
     --markdown "$out/side_by_side.md" >"$out/side_by_side.log" 2>&1
   sbs_rc=$?
+  "$py" benchmarks/bench_tracking.py --device cpu --image-size 64 --frames 2 --preset tiny \
+    >"$out/tracking.json" 2>"$out/tracking.log"
+  track_rc=$?
 fi
 
-"$py" - "$out" "$commit" "$build_rc" "$build_s" "$tests_rc" "$bench_rc" "$sbs_rc" "$dry" <<'PY'
+"$py" - "$out" "$commit" "$build_rc" "$build_s" "$tests_rc" "$bench_rc" "$sbs_rc" "$dry" "$track_rc" <<'PY'
 import json, re, sys
 from pathlib import Path
 
 import torch
 
 out, commit = Path(sys.argv[1]), sys.argv[2]
-build_rc, build_s, tests_rc, bench_rc, sbs_rc, dry = map(int, sys.argv[3:])
+build_rc, build_s, tests_rc, bench_rc, sbs_rc, dry, track_rc = map(int, sys.argv[3:])
 log = (out / "pytest-cuda.log").read_text(errors="replace") if (out / "pytest-cuda.log").exists() else ""
 counts = {k: int(v) for v, k in re.findall(r"(\d+) (passed|failed|skipped|errors?|xfailed|selected|deselected)", log)}
 side = out / "side_by_side.json"
@@ -85,8 +93,14 @@ result = {
     "cuda_tests": {"rc": tests_rc, **counts},
     "bench_rc": bench_rc, "side_by_side_rc": sbs_rc,
     "side_by_side": json.loads(side.read_text()) if side.exists() else None,
+    "tracking_rc": track_rc,
 }
-result["ok"] = build_rc == 0 and tests_rc == 0 and bench_rc == 0 and sbs_rc == 0
+tracking = out / "tracking.json"
+try:
+    result["tracking"] = json.loads(tracking.read_text())
+except (OSError, ValueError):
+    result["tracking"] = None
+result["ok"] = build_rc == 0 and tests_rc == 0 and bench_rc == 0 and sbs_rc == 0 and track_rc == 0
 (out / "result.json").write_text(json.dumps(result, indent=1))
 print(json.dumps({k: v for k, v in result.items() if k != "side_by_side"}))
 sys.exit(0 if result["ok"] else 1)
