@@ -35,7 +35,7 @@ from facegeom.losses import ringnet as ring_losses
 from facegeom.nets.resnet import resnet18, resnet50
 
 __all__ = ["IEFRegressor", "RingNet", "split_params", "loose_crop", "preprocess", "neutral_vertices", "now_prediction",
-           "load_checkpoint", "RingNetConfig", "RingNetMethod", "Config"]
+           "load_checkpoint", "RingNetConfig", "RingNetMethod", "Config", "crop_to_image", "reconstructor"]
 
 
 def split_params(theta: Tensor, n_shape: int, n_exp: int) -> Dict[str, Tensor]:
@@ -295,3 +295,122 @@ class RingNetMethod:
 
 
 Config = RingNetConfig  # API.md §7: every pipeline module exposes ``Config``
+
+
+# --------------------------------------------------------------------------- #
+# facegeom reconstruct (API.md §7; the authors' demo: RN:demo.py:102-141)      #
+# --------------------------------------------------------------------------- #
+def _flame_from_assets(assets, n_shape: int, n_exp: int):
+    """FLAME 2019 from a folder: ``generic_model.pkl`` with RingNet's embedding pair
+    (``flame_static_embedding.pkl``, ``flame_dynamic_embedding.npy``) or ``landmark_embedding.npy``."""
+    import os
+
+    from facegeom.models import FLAME
+
+    folder = os.fspath(assets)
+    model = os.path.join(folder, "generic_model.pkl")
+    if not os.path.isfile(model):
+        raise FileNotFoundError(f"--assets {assets}: no generic_model.pkl in it")
+    pair = [os.path.join(folder, n) for n in ("flame_static_embedding.pkl", "flame_dynamic_embedding.npy")]
+    single = os.path.join(folder, "landmark_embedding.npy")
+    if all(os.path.isfile(p) for p in pair):
+        embedding = tuple(pair)
+    elif os.path.isfile(single):
+        embedding = single
+    else:
+        raise FileNotFoundError(f"--assets {assets}: no landmark embedding (flame_static_embedding.pkl + "
+                                f"flame_dynamic_embedding.npy, or landmark_embedding.npy)")
+    return FLAME.from_file(model, n_shape=n_shape, n_exp=n_exp, landmark_embedding=embedding, dtype=torch.float32)
+
+
+def crop_to_image(crop_size: int, image_shape) -> tuple:
+    """Where each pixel of the original image ``[H, W]`` falls in :func:`loose_crop`'s
+    ``crop_size`` crop: ``(x [H, W], y [H, W])`` integer crop pixels (nearest; outside the
+    crop when not in ``[0, crop_size)``). Used to paste a render of the crop back."""
+    h, w = image_shape[:2]
+    scale = float(crop_size) / max(h, w) if max(h, w) != crop_size else 1.0
+    new_size = np.floor(np.array([h, w]) * scale).astype(int)
+    factors = np.array([new_size[1] / float(w), new_size[0] / float(h)])
+    centre = np.round(np.round(np.array([h, w]) / 2).astype(int)[::-1] * factors).astype(int)
+    margin = crop_size // 2
+    xs = np.floor((np.arange(w) + 0.5) * factors[0]).astype(int) - centre[0] + margin
+    ys = np.floor((np.arange(h) + 0.5) * factors[1]).astype(int) - centre[1] + margin
+    return np.broadcast_to(xs[None, :], (h, w)), np.broadcast_to(ys[:, None], (h, w))
+
+
+def reconstructor(checkpoint, assets, options=None):
+    """``facegeom reconstruct --method ringnet`` (:mod:`facegeom.reconstruct`).
+
+    Args:
+        checkpoint: ``facegeom train --method ringnet``'s ``final.pt`` (the authors' TF1 release
+            cannot be loaded, :func:`load_checkpoint`).
+        assets: ``"synthetic"`` (the synthetic head of ``--data synthetic``) or a folder with FLAME
+            2019 ``generic_model.pkl`` and its landmark embedding (:func:`_flame_from_assets`).
+        options: ``tiny`` (:meth:`RingNetConfig.tiny`), ``device``.
+
+    As ``RN:demo.py``, the **whole image is the loose face crop** (:func:`preprocess`; crop a
+    wide image around the face first, e.g. NoW's ``detected_face`` box); landmark sidecars are
+    not needed (``needs_landmarks = False``) and are ignored. Returns ``reconstruct(image,
+    landmarks) -> Reconstruction`` with, in metres (FLAME's unit, as the authors' NoW export):
+
+    - mesh: the NoW mesh, :func:`now_prediction` (predicted shape, zero pose and expression,
+      ``RN:util/using_flame_parameters.py:27-48``); ``<stem>.npy``: its 7 NoW landmarks;
+    - params: ``theta cam pose shape expression`` and ``landmarks`` ``[68, 2]`` (crop pixels,
+      y down), ``vertices_posed`` ``[V, 3]`` (the posed, expressive mesh);
+    - overlay: the posed mesh rendered with the predicted weak-perspective camera in the crop,
+      pasted back to the image (:func:`crop_to_image`).
+    """
+    from facegeom import reconstruct as R
+
+    options = dict(options or {})
+    config = RingNetConfig.tiny() if options.get("tiny") else RingNetConfig()
+    if checkpoint is None:
+        raise ValueError("--checkpoint is required for ringnet (facegeom train --method ringnet's final.pt)")
+    if assets is None:
+        raise ValueError("--assets is required for ringnet: a folder with FLAME 2019 generic_model.pkl and its "
+                         "landmark embedding, or 'synthetic'")
+    if assets == "synthetic":
+        model = RingNetMethod().build_model(config)
+    else:
+        encoder = (resnet50 if config.arch == "resnet50" else resnet18)(num_classes=None)
+        model = RingNet(_flame_from_assets(assets, config.n_shape, config.n_exp), encoder, config.iterations,
+                        config.dropout)
+    load_checkpoint(model, checkpoint)
+    choice = options.get("device", "auto")
+    device = torch.device("cuda" if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()) else "cpu")
+    model = model.to(device).eval()
+    faces = model.flame.faces.long().cpu().numpy()
+    size = config.image_size
+
+    @torch.no_grad()
+    def reconstruct(image, landmarks=None) -> "R.Reconstruction":
+        pixels = np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
+        out = model(preprocess(pixels, size).to(device))
+        now = now_prediction(model.flame, out["shape"])
+        kpt7 = now["kpt7"][0].double().cpu().numpy()
+        lm = ((out["landmarks"][0].double().cpu() + 1.0) * size / 2.0 - 0.5).numpy()  # y down, pixel centres
+        params = {k: out[k][0].cpu().numpy() for k in ("theta", "cam", "pose", "shape", "expression")}
+        params.update(landmarks=lm, vertices_posed=out["vertices"][0].cpu().numpy())
+        # The release's frame is y down (the global rotation holds the flip): render (x, -y, -z),
+        # the same image under WeakPerspective's y-up convention with ty negated.
+        posed = out["vertices"][0].cpu() * torch.tensor([1.0, -1.0, -1.0])
+        cam = out["cam"][0].double().cpu().numpy() * np.array([1.0, 1.0, -1.0])
+        rgb, mask = R.shaded_render(posed, faces, cam, (size, size))
+        xs, ys = crop_to_image(size, pixels.shape)
+        inside = (xs >= 0) & (xs < size) & (ys >= 0) & (ys < size)
+        xc, yc = xs.clip(0, size - 1), ys.clip(0, size - 1)
+        use = inside & mask[yc, xc]
+        overlay = np.where(use[..., None], rgb[yc, xc], pixels).astype(np.uint8)
+        return R.Reconstruction(now["vertices"][0].double().cpu().numpy(), faces, params, overlay,
+                                extra={".npy": lambda path: np.save(path, kpt7)})
+
+    reconstruct.needs_landmarks = False
+    return reconstruct
+
+
+try:
+    from facegeom import reconstruct as _reconstruct
+
+    _reconstruct.register("ringnet", reconstructor)
+except ImportError:  # pragma: no cover - same package
+    pass
