@@ -47,7 +47,7 @@ from facegeom.nets.iresnet import IResNet, iresnet50, iresnet100
 
 __all__ = ["NOW_LANDMARKS", "MappingNetwork", "MICA", "MICAConfig", "MICAMethod", "freeze_arcface",
            "arcface_features", "load_checkpoint", "write_outputs", "load_keypoints", "preprocess",
-           "detect_keypoints", "optimizer", "losses", "write_now", "Config", "keypoints5", "reconstructor"]
+           "detect_keypoints", "optimizer", "losses", "write_now", "Config", "keypoints5", "reconstructor", "vertex_error_mm"]
 
 #: 68-landmark indices of the 7 NoW landmarks (``full_lmk[17:][[19,22,25,28,16,31,37]]``, PIPELINES.md §6.3).
 NOW_LANDMARKS = NOW_LANDMARKS_68  # the NoW protocol's own constant (facegeom.eval.now)
@@ -478,13 +478,26 @@ class MICAMethod:
         shape = batch["shape"].repeat_interleave(k, 0)
         with torch.no_grad():
             target = core.flame(shape=shape.to(core.flame.v_template.dtype)).vertices
-        return losses(model(images), target, core.loss_weights)
+        output = model(images)
+        return losses(output, target, core.loss_weights), output, target
 
     def training_step(self, model, batch, optimizers):
-        return self._loss(model, batch)
+        return self._loss(model, batch)[0]
 
     def validation_step(self, model, batch):
-        return {"loss": self._loss(model, batch)["total"]}
+        """The loss, and on held-out identities ``vertex_mm``: the mean per-vertex distance (mm)
+        between the predicted and true neutral shapes, ``mean_shape_mm``: the same for the mean
+        shape (zero code), the baseline a regressor must beat."""
+        terms, output, target = self._loss(model, batch)
+        mean_shape = training.unwrap(model).flame.v_template[None]
+        return {"loss": terms["total"], "vertex_mm": vertex_error_mm(output["vertices"], target),
+                "mean_shape_mm": vertex_error_mm(mean_shape.expand_as(target), target)}
+
+
+def vertex_error_mm(vertices: Tensor, target: Tensor) -> Tensor:
+    """Mean per-vertex Euclidean distance in millimetres between ``[B, V, 3]`` meshes in metres
+    (no alignment: MICA's canonical frame)."""
+    return 1000.0 * (vertices - target).norm(dim=-1).mean()
 
 
 Config = MICAConfig  # API.md §7: every pipeline module exposes ``Config``

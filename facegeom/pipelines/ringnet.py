@@ -35,7 +35,7 @@ from facegeom.losses import ringnet as ring_losses
 from facegeom.nets.resnet import resnet18, resnet50
 
 __all__ = ["IEFRegressor", "RingNet", "split_params", "loose_crop", "preprocess", "neutral_vertices", "now_prediction",
-           "load_checkpoint", "RingNetConfig", "RingNetMethod", "Config", "crop_to_image", "reconstructor"]
+           "load_checkpoint", "RingNetConfig", "RingNetMethod", "Config", "crop_to_image", "reconstructor", "ring_separation"]
 
 
 def split_params(theta: Tensor, n_shape: int, n_exp: int) -> Dict[str, Tensor]:
@@ -280,18 +280,42 @@ class RingNetMethod:
         config = training.unwrap(model).loss_config
         n_b, R = batch["image"].shape[:2]
         out = model(batch["image"].flatten(0, 1))
-        return ring_losses.total_loss(
+        terms = ring_losses.total_loss(
             out["shape"].view(n_b, R, -1), out["landmarks"].float(), batch["landmarks"].flatten(0, 1).float(), None,
             out["expression"], {"proj": config.lambda_proj, "shape": config.lambda_shape, "exp": config.lambda_exp},
             include_diagonal=config.include_diagonal, eta=config.eta)
+        return terms, out["shape"].view(n_b, R, -1)
 
     def training_step(self, model, batch, optimizers):
-        return self._losses(model, batch)
+        return self._losses(model, batch)[0]
 
     def validation_step(self, model, batch):
-        terms = self._losses(model, batch)
+        """The losses, and on held-out rings :func:`ring_separation`'s ``same_sq``, ``other_sq``
+        and ``separated`` (the fraction of triplets apart by the margin)."""
+        terms, shape = self._losses(model, batch)
         terms["loss"] = terms.pop("total")
+        terms.update(ring_separation(shape, training.unwrap(model).loss_config.eta))
         return terms
+
+
+def ring_separation(shape: Tensor, eta: float = ring_losses.RING_ETA) -> Dict[str, Tensor]:
+    """How well shape codes separate identities on rings ``[n_b, R, D]`` (elements ``0..R-2``
+    one identity, ``R-1`` another; the layout of :func:`facegeom.losses.ringnet.ring_loss`):
+
+    - ``same_sq``: mean ``||b_ij - b_ik||^2`` over same-identity pairs ``j != k``;
+    - ``other_sq``: mean ``||b_ij - b_iR||^2`` (to the other identity);
+    - ``separated``: the fraction of triplets ``(i, j, k)``, ``j != k``, with
+      ``||b_ij - b_ik||^2 + eta < ||b_ij - b_iR||^2`` (the ring loss's hinge is inactive).
+    """
+    if shape.dim() != 3 or shape.shape[1] < 3:
+        raise ValueError(f"shape must be [n_b, R >= 3, D], got {list(shape.shape)}")
+    same, other = shape[:, :-1].double(), shape[:, -1:].double()
+    d_same = ((same[:, :, None] - same[:, None, :]) ** 2).sum(-1)  # [n_b, R-1, R-1]
+    d_other = ((same - other) ** 2).sum(-1)  # [n_b, R-1]
+    off = ~torch.eye(same.shape[1], dtype=torch.bool, device=shape.device)
+    pairs = d_same[:, off]  # [n_b, (R-1)(R-2)] ordered pairs j != k
+    gaps = (d_other[:, :, None] - d_same - eta)[:, off]
+    return {"same_sq": pairs.mean(), "other_sq": d_other.mean(), "separated": (gaps > 0).double().mean()}
 
 
 Config = RingNetConfig  # API.md §7: every pipeline module exposes ``Config``

@@ -1,0 +1,95 @@
+"""Convergence of MICA and RingNet on the synthetic data (issue 13: "with several images per
+synthetic identity, RingNet's ring loss must separate identities and MICA's vertex error on
+held-out identities must fall well below the mean-shape error").
+
+Trains with :func:`facegeom.train.train` (the loop ``facegeom train`` runs) from the tiny
+configuration with more identities, validating on held-out identities (another seed) every
+``--val-every`` steps, and prints the curves:
+
+- ``mica``: ``vertex_mm`` (mean per-vertex error of the predicted neutral shape, mm) against
+  ``mean_shape_mm`` (the mean shape's), :meth:`facegeom.pipelines.mica.MICAMethod.validation_step`;
+- ``ringnet``: on held-out rings, ``same_sq`` / ``other_sq`` (mean squared shape-code distance
+  within an identity / to the ring's other identity) and ``separated`` (the fraction of
+  triplets with ``same + eta < other``), :func:`facegeom.pipelines.ringnet.ring_separation`.
+
+    OMP_NUM_THREADS=1 python -m benchmarks.converge_regressors --method mica --out runs/mica
+    OMP_NUM_THREADS=1 python -m benchmarks.converge_regressors --method ringnet --out runs/ringnet
+
+Writes ``<out>/metrics.jsonl`` (the loop's) and ``<out>/curve.json``; figures measured with
+these commands are in docs/benchmarks.md.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import time
+
+import torch
+
+from facegeom import train as training
+
+DEFAULTS = {
+    # MICA: 256 training identities x 2 images; the frozen ArcFace stem is random here (the
+    # release starts from Glint360K weights), so the trained layer4 / fc / mapping do the work.
+    "mica": dict(steps=160, batch_size=8, val_every=40,
+                 config=dict(num_identities=256, val_identities=16, lr=2e-3, arcface_lr=2e-3)),
+    # RingNet: rings of R = 3 (2 images of one identity + 1 other), 64 x 64, ResNet-18.
+    "ringnet": dict(steps=600, batch_size=4, val_every=100,
+                    config=dict(num_rings=512, val_rings=16)),
+}
+
+
+def curve(metrics_path: str, keys) -> list:
+    """The validation lines of a metrics.jsonl: ``[{"step", key: value, ...}]``."""
+    rows = []
+    with open(metrics_path) as f:
+        for line in f:
+            record = json.loads(line)
+            if any(k.startswith("val/") for k in record):
+                rows.append({"step": record["step"], **{k: record.get(f"val/{k}") for k in keys}})
+    return rows
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--method", choices=sorted(DEFAULTS), required=True)
+    parser.add_argument("--steps", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--val-every", type=int)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a field of the method's tiny Config (int/float/str)")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    defaults = DEFAULTS[args.method]
+    method = training.get_method(args.method)
+    overrides = dict(defaults["config"])
+    for item in args.set:
+        key, _, value = item.partition("=")
+        kind = type(getattr(method.Config.tiny(), key))
+        overrides[key] = kind(value)
+    config = dataclasses.replace(method.Config.tiny(), **overrides)
+    out = args.out or f"converge_{args.method}"
+    loop = training.TrainConfig(steps=args.steps or defaults["steps"], batch_size=args.batch_size or defaults["batch_size"],
+                                val_every=args.val_every or defaults["val_every"], seed=args.seed, out=out,
+                                progress=False, log_every=10)
+    start = time.perf_counter()
+    training.train(args.method, loop, config, data="synthetic")
+    seconds = time.perf_counter() - start
+    keys = ("loss", "vertex_mm", "mean_shape_mm") if args.method == "mica" else \
+        ("loss", "ring", "landmarks", "same_sq", "other_sq", "separated")
+    result = {"method": args.method, "steps": loop.steps, "batch_size": loop.batch_size, "seconds": round(seconds, 1),
+              "threads": torch.get_num_threads(), "config": overrides, "curve": curve(os.path.join(out, "metrics.jsonl"), keys)}
+    with open(os.path.join(out, "curve.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    for row in result["curve"]:
+        print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+    print(f"{args.method}: {loop.steps} steps in {seconds:.0f} s")
+    return result
+
+
+if __name__ == "__main__":
+    main()
