@@ -9,7 +9,14 @@ is a PyTorch reimplementation that can be trained (:class:`RingNetMethod`).
 - Regressor (IEF, paper §3.2 / HMR, **[INFERRED]** details in PIPELINES.md §3.2):
   ``[feature, theta_t]`` -> FC 512 + ReLU + dropout(0.5) -> FC 512 + ReLU + dropout ->
   FC ``n_params`` (init ``variance_scaling(0.01, fan_avg, uniform)``);
-  ``theta_{t+1} = theta_t + delta``, ``theta_0 = 0``, 3 iterations.
+  ``theta_{t+1} = theta_t + delta``, 3 iterations, from ``theta_0`` (``theta_init``):
+  ``"zero"`` (paper §3.2) or ``"hmr"``: HMR's mean-parameter start, scale 0.9 and global
+  rotation ``(pi, 0, 0)`` "so the pose is up-right when projected"
+  (``akanazawa/hmr@f149abe:src/trainer.py:179-193,216``, **[INFERRED]** for RingNet, whose
+  files say they are based on HMR). The release's frame is y down, so from ``theta_0 = 0`` a
+  network must learn a 180-degree turn and a non-zero scale before any landmark gradient
+  reaches the shape; training (:class:`RingNetConfig`) uses ``"hmr"``. ``theta_0`` is the
+  persistent buffer ``regressor.initial``, so a checkpoint carries its start.
 - Output layout (``RN:demo.py:128,140-141``, §3.3): ``cam 3 | pose 6 (global, jaw) |
   shape | expression`` (159 = 3 + 6 + 100 + 50 for FLAME 2019).
 - Weak-perspective camera (§3.4): ``n = s * (xy + t)`` compared with landmarks normalised to
@@ -38,6 +45,9 @@ __all__ = ["IEFRegressor", "RingNet", "split_params", "loose_crop", "preprocess"
            "load_checkpoint", "RingNetConfig", "RingNetMethod", "Config", "crop_to_image", "reconstructor", "ring_separation"]
 
 
+THETA_INITS = ("zero", "hmr")
+
+
 def split_params(theta: Tensor, n_shape: int, n_exp: int) -> Dict[str, Tensor]:
     """``[B, 9 + n_shape + n_exp]`` -> ``cam [B, 3]``, ``pose [B, 6]`` (global, jaw),
     ``shape [B, n_shape]``, ``expression [B, n_exp]`` (``RN:demo.py:140-141``)."""
@@ -51,10 +61,10 @@ class IEFRegressor(nn.Module):
     """Iterative error feedback (HMR ``Encoder_fc3_dropout``, PIPELINES.md §3.2).
 
     Forward: ``feature [B, in_features]`` -> list of ``iterations`` estimates ``[B, n_params]``
-    (the last is the prediction)."""
+    (the last is the prediction), starting from ``initial`` (``theta_0 [n_params]``, default 0)."""
 
     def __init__(self, in_features: int = 2048, n_params: int = 159, iterations: int = 3, dropout: float = 0.5,
-                 hidden: int = 512):
+                 hidden: int = 512, initial: Optional[Tensor] = None):
         super().__init__()
         for name, v in (("in_features", in_features), ("n_params", n_params), ("iterations", iterations)):
             if not isinstance(v, int) or v < 1:
@@ -67,9 +77,13 @@ class IEFRegressor(nn.Module):
         limit = math.sqrt(3.0 * 0.01 / ((hidden + n_params) / 2.0))  # variance_scaling(0.01, FAN_AVG, uniform)
         nn.init.uniform_(self.fc3.weight, -limit, limit)
         nn.init.zeros_(self.fc3.bias)
+        initial = torch.zeros(n_params) if initial is None else torch.as_tensor(initial, dtype=torch.float32)
+        if initial.shape != (n_params,):
+            raise ValueError(f"initial must have shape [{n_params}], got {list(initial.shape)}")
+        self.register_buffer("initial", initial.clone())
 
     def forward(self, feature: Tensor):
-        theta = feature.new_zeros(feature.shape[0], self.n_params)
+        theta = self.initial.to(feature.dtype).expand(feature.shape[0], -1)
         estimates = []
         for _ in range(self.iterations):
             h = self.dropout(torch.relu(self.fc1(torch.cat([feature, theta], 1))))
@@ -86,19 +100,27 @@ class RingNet(nn.Module):
         flame: :class:`facegeom.models.FLAME` with a landmark embedding (FLAME 2019, 100 shape
             / 50 expression for the paper; :func:`facegeom.models.synthetic_head` in tests).
         encoder: a :class:`facegeom.nets.ResNet` without ``fc`` (default ResNet-50).
+        theta_init: ``"zero"`` (paper) or ``"hmr"`` (HMR's start; see the module docstring).
 
     Forward: ``images [B, 3, S, S]`` (RGB in [-1, 1]) -> dict with ``theta``, ``cam``, ``pose``,
     ``shape``, ``expression``, ``vertices [B, V, 3]``, ``landmarks3d [B, 68, 3]`` (17 dynamic
     contour + 51 static, iBUG order) and ``landmarks [B, 68, 2]`` (weak perspective, normalised).
     """
 
-    def __init__(self, flame, encoder: Optional[nn.Module] = None, iterations: int = 3, dropout: float = 0.5):
+    def __init__(self, flame, encoder: Optional[nn.Module] = None, iterations: int = 3, dropout: float = 0.5,
+                 theta_init: str = "zero"):
         super().__init__()
         if not flame.has_landmarks:
             raise ValueError("flame needs a landmark embedding (RingNet's loss uses 68 landmarks)")
+        if theta_init not in THETA_INITS:
+            raise ValueError(f"theta_init must be one of {THETA_INITS}, got {theta_init!r}")
         self.encoder = encoder if encoder is not None else resnet50(num_classes=None)
         self.n_shape, self.n_exp = flame.n_shape, flame.n_exp
-        self.regressor = IEFRegressor(self.encoder.num_features, 9 + self.n_shape + self.n_exp, iterations, dropout)
+        initial = torch.zeros(9 + self.n_shape + self.n_exp)
+        if theta_init == "hmr":  # akanazawa/hmr@f149abe:src/trainer.py:179-193: scale 0.9, global rotation (pi, 0, 0)
+            initial[0], initial[3] = 0.9, math.pi
+        self.regressor = IEFRegressor(self.encoder.num_features, 9 + self.n_shape + self.n_exp, iterations, dropout,
+                                      initial=initial)
         self.flame = flame
         self.flame.requires_grad_(False)
 
@@ -206,6 +228,7 @@ class RingNetConfig:
     lr: float = 1e-4
     iterations: int = 3
     dropout: float = 0.5
+    theta_init: str = "hmr"  # HMR's start (scale 0.9, global rotation pi about x) [INFERRED]; "zero": paper
     n_shape: int = 100
     n_exp: int = 50
     num_rings: int = 1024
@@ -255,7 +278,7 @@ class RingNetMethod:
             raise ValueError(f"arch must be 'resnet50' or 'resnet18', got {config.arch!r}")
         encoder = (resnet50 if config.arch == "resnet50" else resnet18)(num_classes=None)
         flame = synthetic_head(n_shape=config.n_shape, n_exp=config.n_exp, n_tex=1, dtype=torch.float32)
-        model = RingNet(flame, encoder, config.iterations, config.dropout)
+        model = RingNet(flame, encoder, config.iterations, config.dropout, config.theta_init)
         model.loss_config = config  # read by the steps (a frozen dataclass, not a module)
         return model
 
@@ -398,7 +421,7 @@ def reconstructor(checkpoint, assets, options=None):
     else:
         encoder = (resnet50 if config.arch == "resnet50" else resnet18)(num_classes=None)
         model = RingNet(_flame_from_assets(assets, config.n_shape, config.n_exp), encoder, config.iterations,
-                        config.dropout)
+                        config.dropout, config.theta_init)
     load_checkpoint(model, checkpoint)
     choice = options.get("device", "auto")
     device = torch.device("cuda" if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()) else "cpu")

@@ -1,0 +1,129 @@
+"""Training direction of MICA and RingNet on synthetic identities (issue 13), the validation
+metrics the convergence runs report (benchmarks/converge_regressors.py), RingNet's HMR start
+(theta_0) and Deep3D's aligned shape error (issue 12)."""
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from facegeom.nets.resnet import resnet18
+from facegeom.pipelines import deep3d as D
+from facegeom.pipelines import mica as M
+from facegeom.pipelines import ringnet as RN
+
+
+def _batch(dataset, count):
+    return torch.utils.data.default_collate([dataset[i] for i in range(count)])
+
+
+# ------------------------------------------------------------------ metrics
+def test_ring_separation_transcription():
+    g = torch.Generator().manual_seed(0)
+    shape = torch.randn(3, 4, 5, generator=g, dtype=torch.float64)
+    out = RN.ring_separation(shape, eta=0.5)
+    same, other, gaps = [], [], []
+    for i in range(3):  # loops over the ring as described in the docstring
+        for j in range(3):
+            d_other = float(((shape[i, j] - shape[i, 3]) ** 2).sum())
+            other.append(d_other)
+            for k in range(3):
+                if j != k:
+                    d_same = float(((shape[i, j] - shape[i, k]) ** 2).sum())
+                    same.append(d_same)
+                    gaps.append(d_other - d_same - 0.5 > 0)
+    assert float(out["same_sq"]) == pytest.approx(sum(same) / len(same), rel=1e-12)
+    assert float(out["other_sq"]) == pytest.approx(sum(other) / len(other), rel=1e-12)
+    assert float(out["separated"]) == pytest.approx(sum(gaps) / len(gaps), rel=1e-12)
+    apart = torch.zeros(2, 3, 4)
+    apart[:, -1] = 1.0  # same identity identical, the other one at squared distance 4 > eta
+    assert float(RN.ring_separation(apart)["separated"]) == 1.0
+    with pytest.raises(ValueError, match="R >= 3"):
+        RN.ring_separation(torch.zeros(2, 2, 4))
+
+
+def test_vertex_error_mm():
+    a = torch.zeros(2, 5, 3)
+    b = a.clone()
+    b[..., 0] = 0.003  # 3 mm along x
+    assert float(M.vertex_error_mm(a, b)) == pytest.approx(3.0)
+
+
+def test_deep3d_aligned_shape_error_removes_similarity():
+    model = D.synthetic_bfm()
+    g = torch.Generator().manual_seed(0)
+    truth = torch.randn(3, 80, generator=g)
+    assert float(D._vertex_error(model, truth, truth, aligned=True).max()) < 1e-5
+    raw = D._vertex_error(model, torch.zeros(3, 80), truth)
+    aligned = D._vertex_error(model, torch.zeros(3, 80), truth, aligned=True)
+    assert (aligned <= raw + 1e-6).all() and (aligned > 0).all()
+
+
+# ------------------------------------------------------------------ RingNet's start
+def test_ringnet_hmr_start(tmp_path):
+    head = RN.RingNetMethod().build_model(RN.Config.tiny()).flame
+    hmr = RN.RingNet(head, resnet18(num_classes=None), theta_init="hmr")
+    initial = hmr.regressor.initial
+    assert float(initial[0]) == pytest.approx(0.9) and float(initial[3]) == pytest.approx(math.pi)
+    assert float(initial.abs().sum()) == pytest.approx(0.9 + math.pi)
+    assert float(RN.RingNet(head, resnet18(num_classes=None)).regressor.initial.abs().sum()) == 0.0  # the paper's theta_0 = 0
+    reg = hmr.regressor.eval()
+    x = torch.randn(2, reg.fc1.in_features - reg.n_params)
+    theta = initial.expand(2, -1)
+    for t, est in enumerate(reg(x)):  # theta_{t+1} = theta_t + fc3(...), from theta_0 = initial
+        theta = theta + reg.fc3(torch.relu(reg.fc2(torch.relu(reg.fc1(torch.cat([x, theta], 1))))))
+        torch.testing.assert_close(est, theta)
+    assert "regressor.initial" in hmr.state_dict()  # checkpoints carry their start
+    with pytest.raises(ValueError, match="theta_init"):
+        RN.RingNet(head, resnet18(num_classes=None), theta_init="mean")
+    with pytest.raises(ValueError, match="initial"):
+        RN.IEFRegressor(8, 5, initial=torch.zeros(4))
+
+
+# ------------------------------------------------------------------ direction over a few steps
+def test_mica_few_steps_lower_the_vertex_error():
+    method = M.MICAMethod()
+    config = dataclasses.replace(M.MICAConfig.tiny(), lr=1e-3, arcface_lr=1e-3)
+    torch.manual_seed(0)
+    model = method.build_model(config)
+    opt = method.optimizers(model, config)["adamw"]
+    batch = _batch(method.dataset(config, "synthetic", "train", 0), 2)
+    with torch.no_grad():
+        before = method.validation_step(model.eval(), batch)
+    model.train()
+    for _ in range(6):
+        loss = method.training_step(model, batch, {"adamw": opt})["total"]
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    with torch.no_grad():
+        after = method.validation_step(model.eval(), batch)
+    assert float(after["mean_shape_mm"]) == pytest.approx(float(before["mean_shape_mm"]))
+    assert float(after["vertex_mm"]) < float(before["vertex_mm"])
+    assert float(after["loss"]) < float(before["loss"])
+
+
+def test_ringnet_few_steps_separate_a_ring():
+    method = RN.RingNetMethod()
+    config = dataclasses.replace(RN.Config.tiny(), lr=1e-3, dropout=0.0)
+    torch.manual_seed(0)
+    model = method.build_model(config)
+    opt = method.optimizers(model, config)["adam"]
+    batch = _batch(method.dataset(config, "synthetic", "train", 0), 2)
+
+    def measure():
+        with torch.no_grad():
+            return method.validation_step(model.eval(), batch)
+
+    before = measure()
+    model.train()
+    for _ in range(8):
+        loss = method.training_step(model, batch, {"adam": opt})["total"]
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    after = measure()
+    assert float(after["loss"]) < float(before["loss"])
+    assert float(after["ring"]) < float(before["ring"])
+    gap = lambda m: float(m["other_sq"] - m["same_sq"])  # noqa: E731
+    assert gap(after) > gap(before)
