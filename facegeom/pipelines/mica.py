@@ -100,13 +100,15 @@ def freeze_arcface(net: IResNet) -> IResNet:
 
 def arcface_features(net: IResNet, x: Tensor) -> Tensor:
     """MICA's ArcFace forward: the frozen stem and layers 1-3 under ``no_grad``, then layer4,
-    bn2, flatten, dropout, fc, features (``MICA:models/arcface.py:180-191``). Not normalised."""
+    bn2, flatten, dropout, fc, features (``MICA:models/arcface.py:180-191``). Not normalised.
+    When the stem is trainable (``conv1.weight.requires_grad``, ``MICAConfig.freeze_stem=False``)
+    it runs with gradients."""
     if not isinstance(x, Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     size = net.input_size
     if x.dim() != 4 or tuple(x.shape[1:]) != (3, size, size):
         raise ValueError(f"arcface input must have shape [B, 3, {size}, {size}], got {list(x.shape)}")
-    with torch.no_grad():
+    with torch.set_grad_enabled(torch.is_grad_enabled() and net.conv1.weight.requires_grad):
         h = net.prelu(net.bn1(net.conv1(x)))
         h = net.layer3(net.layer2(net.layer1(h)))
     h = net.layer4(h)
@@ -379,6 +381,10 @@ class MICAConfig:
     arcface_lr: float = 1e-5
     weight_decay: float = 2e-4
     images_per_identity: int = 2
+    # The authors freeze conv1..layer3 of a Glint360K-trained ArcFace. From random weights (no
+    # pretrained file, synthetic runs) a frozen random stem gives no identity features (a ridge
+    # probe on them barely beats the mean shape, docs/training.md): freeze_stem=False trains it.
+    freeze_stem: bool = True
     num_identities: int = 512
     val_identities: int = 16
     synthetic_n_shape: int = 50
@@ -443,6 +449,9 @@ class MICAMethod:
             raise ValueError(f"arch must be 'iresnet100', 'iresnet50' or 'tiny', got {config.arch!r}")
         flame = _build_flame(config)
         model = MICA(flame, net, n_shape=min(config.n_shape, flame.n_shape), mapping_layers=config.mapping_layers)
+        if not config.freeze_stem:
+            for name in FROZEN:
+                getattr(model.arcface, name).requires_grad_(True)
         weights = None
         if config.masks:
             from facegeom.models.flame import load_flame_masks

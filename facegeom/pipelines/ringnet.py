@@ -10,12 +10,14 @@ is a PyTorch reimplementation that can be trained (:class:`RingNetMethod`).
   ``[feature, theta_t]`` -> FC 512 + ReLU + dropout(0.5) -> FC 512 + ReLU + dropout ->
   FC ``n_params`` (init ``variance_scaling(0.01, fan_avg, uniform)``);
   ``theta_{t+1} = theta_t + delta``, 3 iterations, from ``theta_0`` (``theta_init``):
-  ``"zero"`` (paper §3.2) or ``"hmr"``: HMR's mean-parameter start, scale 0.9 and global
-  rotation ``(pi, 0, 0)`` "so the pose is up-right when projected"
-  (``akanazawa/hmr@f149abe:src/trainer.py:179-193,216``, **[INFERRED]** for RingNet, whose
-  files say they are based on HMR). The release's frame is y down, so from ``theta_0 = 0`` a
-  network must learn a 180-degree turn and a non-zero scale before any landmark gradient
-  reaches the shape; training (:class:`RingNetConfig`) uses ``"hmr"``. ``theta_0`` is the
+  ``"zero"`` (paper §3.2) or ``"hmr"``: HMR's mean-parameter start, a scale that makes the
+  mean model fill the crop and global rotation ``(pi, 0, 0)`` "so the pose is up-right when
+  projected" (``akanazawa/hmr@f149abe:src/trainer.py:179-193,216``: scale 0.9 for SMPL's
+  ~1.7 m body; here ``1 / h`` with ``h`` the height of the mean face's 68 landmarks, so they
+  span half the crop) — **[INFERRED]** for RingNet, whose files say they are based on HMR.
+  The release's frame is y down, so from ``theta_0 = 0`` a network must learn a 180-degree
+  turn and a scale before any landmark gradient reaches the shape (it inflates shape and
+  expression instead); training (:class:`RingNetConfig`) uses ``"hmr"``. ``theta_0`` is the
   persistent buffer ``regressor.initial``, so a checkpoint carries its start.
 - Output layout (``RN:demo.py:128,140-141``, §3.3): ``cam 3 | pose 6 (global, jaw) |
   shape | expression`` (159 = 3 + 6 + 100 + 50 for FLAME 2019).
@@ -117,8 +119,11 @@ class RingNet(nn.Module):
         self.encoder = encoder if encoder is not None else resnet50(num_classes=None)
         self.n_shape, self.n_exp = flame.n_shape, flame.n_exp
         initial = torch.zeros(9 + self.n_shape + self.n_exp)
-        if theta_init == "hmr":  # akanazawa/hmr@f149abe:src/trainer.py:179-193: scale 0.9, global rotation (pi, 0, 0)
-            initial[0], initial[3] = 0.9, math.pi
+        if theta_init == "hmr":  # akanazawa/hmr@f149abe:src/trainer.py:179-193, scaled to the face model
+            with torch.no_grad():
+                mean_landmarks = flame().landmarks2d[0, :, 1]
+            initial[0] = 1.0 / float(mean_landmarks.max() - mean_landmarks.min())
+            initial[3] = math.pi
         self.regressor = IEFRegressor(self.encoder.num_features, 9 + self.n_shape + self.n_exp, iterations, dropout,
                                       initial=initial)
         self.flame = flame
@@ -228,7 +233,7 @@ class RingNetConfig:
     lr: float = 1e-4
     iterations: int = 3
     dropout: float = 0.5
-    theta_init: str = "hmr"  # HMR's start (scale 0.9, global rotation pi about x) [INFERRED]; "zero": paper
+    theta_init: str = "hmr"  # HMR's start (mean face fills the crop, global rotation pi about x) [INFERRED]; "zero": paper
     n_shape: int = 100
     n_exp: int = 50
     num_rings: int = 1024
