@@ -46,6 +46,19 @@ def _flame_with(n_shape, n_exp):
     return model
 
 
+def _train_step(method, model, batch, name, optimizer):
+    """``training_step`` + backward + optimiser step, as the loop runs them."""
+
+    def step():
+        loss = method.training_step(model, batch, {name: optimizer})["total"]
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        return loss
+
+    return step
+
+
 @pytest.fixture(scope="module")
 def mica():
     torch.manual_seed(0)
@@ -73,15 +86,7 @@ def test_mica_training_step_batch16(benchmark, mica):
     model, batch = mica
     method = M.MICAMethod()
     model.train()
-    opt = M.optimizer(model)
-
-    def step():
-        loss = method.training_step(model, batch, {"adamw": opt})["total"]
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-        return loss
-
+    step = _train_step(method, model, batch, "adamw", M.optimizer(model))
     benchmark.group = "mica B=16"
     benchmark.extra_info["images"] = 16
     benchmark.pedantic(step, rounds=ROUNDS, warmup_rounds=0)
@@ -94,15 +99,7 @@ def test_ringnet_training_step_2x6(benchmark):
     model.train()
     opt = RN.RingNetMethod().optimizers(model, RN.RingNetConfig())["adam"]
     batch = {"image": torch.rand(2, 6, 3, 224, 224) * 2 - 1, "landmarks": torch.rand(2, 6, 68, 2) * 2 - 1}
-    method = RN.RingNetMethod()
-
-    def step():
-        loss = method.training_step(model, batch, {"adam": opt})["total"]
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-        return loss
-
+    step = _train_step(RN.RingNetMethod(), model, batch, "adam", opt)
     benchmark.group = "ringnet n_b=2 R=6"
     benchmark.extra_info["images"] = 12
     benchmark.pedantic(step, rounds=ROUNDS, warmup_rounds=0)
@@ -122,14 +119,7 @@ def test_deep3d_training_step_batch8_resnet50(benchmark, tmp_path):
     M2 = torch.tensor([[0.5, 0.0, 0.0], [0.0, 0.5, 0.0]]).expand(8, 2, 3).contiguous()
     batch = {"imgs": torch.rand(8, 3, 224, 224, generator=g), "lms": torch.rand(8, 68, 2, generator=g) * 224,
              "msks": torch.rand(8, 1, 224, 224, generator=g), "M": M2}
-
-    def step():
-        loss = method.training_step(model, batch, {"adam": opt})["total"]
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-        return loss
-
+    step = _train_step(method, model, batch, "adam", opt)
     benchmark.group = "deep3d train B=8 resnet50"
     benchmark.extra_info["images"] = 8
     benchmark.pedantic(step, rounds=ROUNDS, warmup_rounds=0)

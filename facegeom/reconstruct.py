@@ -45,7 +45,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 __all__ = ["Reconstruction", "register", "get", "available", "find_images", "landmark_path", "write_outputs", "run",
-           "fit_weak_perspective", "shaded_render"]
+           "fit_weak_perspective", "shaded_render", "require", "device"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 PIPELINES = ("deep3d", "ringnet", "mica", "tdasl", "specular")
@@ -234,6 +234,23 @@ def run(method: str, checkpoint: Optional[str], assets: Optional[str], images: S
     with open(os.path.join(out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     return summary
+
+
+def require(method: str, checkpoint, assets, checkpoint_help: str, assets_help: str) -> None:
+    """A factory's argument check: ``--checkpoint`` and ``--assets`` must be given (ValueError
+    naming the option, the method and what it expects)."""
+    if checkpoint is None:
+        raise ValueError(f"--checkpoint is required for {method} ({checkpoint_help})")
+    if assets is None:
+        raise ValueError(f"--assets is required for {method}: {assets_help}")
+
+
+def device(options: Dict[str, Any]):
+    """``options["device"]`` (``auto`` | ``cpu`` | ``cuda``) as a torch device (auto: CUDA when available)."""
+    import torch
+
+    choice = options.get("device", "auto")
+    return torch.device("cuda" if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()) else "cpu")
 
 
 def fit_weak_perspective(points3d, pixels, image_size) -> np.ndarray:

@@ -515,11 +515,6 @@ Config = MICAConfig  # API.md §7: every pipeline module exposes ``Config``
 # --------------------------------------------------------------------------- #
 # facegeom reconstruct (API.md §7; the authors' demo: MICA:demo.py:51-140)     #
 # --------------------------------------------------------------------------- #
-def _device(options) -> torch.device:
-    choice = options.get("device", "auto")
-    return torch.device("cuda" if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()) else "cpu")
-
-
 def keypoints5(landmarks) -> np.ndarray:
     """ArcFace's 5 keypoints ``[5, 2]`` from a sidecar's 5 points (returned as they are) or 68
     iBUG landmarks (Deep3D's ``extract_5p``: eye centres, nose tip, mouth corners — the order
@@ -565,11 +560,8 @@ def reconstructor(checkpoint, assets, options=None):
 
     options = dict(options or {})
     config = MICAConfig.tiny() if options.get("tiny") else MICAConfig()
-    if checkpoint is None:
-        raise ValueError("--checkpoint is required for mica (mica.tar or facegeom train's final.pt)")
-    if assets is None:
-        raise ValueError("--assets is required for mica: a folder with generic_model.pkl and "
-                         "landmark_embedding.npy (FLAME 2020), or 'synthetic'")
+    R.require("mica", checkpoint, assets, "mica.tar or facegeom train's final.pt",
+              "a folder with generic_model.pkl and landmark_embedding.npy (FLAME 2020), or 'synthetic'")
     if assets != "synthetic":
         names = [os.path.join(os.fspath(assets), n) for n in ("generic_model.pkl", "landmark_embedding.npy")]
         for path in names:
@@ -578,7 +570,7 @@ def reconstructor(checkpoint, assets, options=None):
         config = dataclasses.replace(config, flame=names[0], landmark_embedding=names[1])
     model = MICAMethod().build_model(config)
     load_checkpoint(model, checkpoint)
-    device = _device(options)
+    device = R.device(options)
     model = model.to(device).eval()
     faces = model.flame.faces.long().cpu().numpy()
 

@@ -416,11 +416,8 @@ def reconstructor(checkpoint, assets, options=None):
 
     options = dict(options or {})
     config = RingNetConfig.tiny() if options.get("tiny") else RingNetConfig()
-    if checkpoint is None:
-        raise ValueError("--checkpoint is required for ringnet (facegeom train --method ringnet's final.pt)")
-    if assets is None:
-        raise ValueError("--assets is required for ringnet: a folder with FLAME 2019 generic_model.pkl and its "
-                         "landmark embedding, or 'synthetic'")
+    R.require("ringnet", checkpoint, assets, "facegeom train --method ringnet's final.pt",
+              "a folder with FLAME 2019 generic_model.pkl and its landmark embedding, or 'synthetic'")
     if assets == "synthetic":
         model = RingNetMethod().build_model(config)
     else:
@@ -428,8 +425,7 @@ def reconstructor(checkpoint, assets, options=None):
         model = RingNet(_flame_from_assets(assets, config.n_shape, config.n_exp), encoder, config.iterations,
                         config.dropout, config.theta_init)
     load_checkpoint(model, checkpoint)
-    choice = options.get("device", "auto")
-    device = torch.device("cuda" if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()) else "cpu")
+    device = R.device(options)
     model = model.to(device).eval()
     faces = model.flame.faces.long().cpu().numpy()
     size = config.image_size

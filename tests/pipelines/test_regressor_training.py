@@ -17,6 +17,15 @@ def _batch(dataset, count):
     return torch.utils.data.default_collate([dataset[i] for i in range(count)])
 
 
+def _train(method, model, batch, name, optimizer, steps):
+    model.train()
+    for _ in range(steps):
+        loss = method.training_step(model, batch, {name: optimizer})["total"]
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+
 # ------------------------------------------------------------------ metrics
 def test_ring_separation_transcription():
     g = torch.Generator().manual_seed(0)
@@ -92,12 +101,7 @@ def test_mica_few_steps_lower_the_vertex_error():
     batch = _batch(method.dataset(config, "synthetic", "train", 0), 2)
     with torch.no_grad():
         before = method.validation_step(model.eval(), batch)
-    model.train()
-    for _ in range(6):
-        loss = method.training_step(model, batch, {"adamw": opt})["total"]
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
+    _train(method, model, batch, "adamw", opt, 6)
     with torch.no_grad():
         after = method.validation_step(model.eval(), batch)
     assert float(after["mean_shape_mm"]) == pytest.approx(float(before["mean_shape_mm"]))
@@ -118,12 +122,7 @@ def test_ringnet_few_steps_separate_a_ring():
             return method.validation_step(model.eval(), batch)
 
     before = measure()
-    model.train()
-    for _ in range(30):
-        loss = method.training_step(model, batch, {"adam": opt})["total"]
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
+    _train(method, model, batch, "adam", opt, 30)
     after = measure()
     assert float(after["loss"]) < 0.5 * float(before["loss"])
     assert float(after["landmarks"]) < 0.5 * float(before["landmarks"])
