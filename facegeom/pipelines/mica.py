@@ -383,7 +383,8 @@ class MICAConfig:
     images_per_identity: int = 2
     # The authors freeze conv1..layer3 of a Glint360K-trained ArcFace. From random weights (no
     # pretrained file, synthetic runs) a frozen random stem gives no identity features (a ridge
-    # probe on them barely beats the mean shape, docs/training.md): freeze_stem=False trains it.
+    # probe barely beats the mean shape: benchmarks/mica_probe.py, docs/benchmarks.md), so
+    # freeze_stem=False trains it.
     freeze_stem: bool = True
     num_identities: int = 512
     val_identities: int = 16
