@@ -874,8 +874,10 @@ def reconstructor(checkpoint, assets, options=None):
 
     options = dict(options or {})
     config = Config.tiny() if options.get("tiny") else Config()
-    R.require("deep3d", checkpoint, assets, "epoch_20.pth or facegeom train's final.pt",
-              "a folder with BFM_model_front.mat, or 'synthetic'")
+    if checkpoint is None:
+        raise ValueError("--checkpoint is required for deep3d (epoch_20.pth or facegeom train's final.pt)")
+    if assets is None:
+        raise ValueError("--assets is required for deep3d: a folder with BFM_model_front.mat, or 'synthetic'")
     if assets == "synthetic":
         face_model = synthetic_bfm(config.head_seed)
     else:
@@ -883,7 +885,8 @@ def reconstructor(checkpoint, assets, options=None):
         if not os.path.isfile(path):
             raise FileNotFoundError(f"--assets {assets}: no BFM_model_front.mat in it")
         face_model = BFM.from_deep3d(path)
-    device = R.device(options)
+    device = options.get("device", "auto")
+    device = torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu")
     net = load_checkpoint(checkpoint).to(device).eval()
     face_model = face_model.to(device)
     renderer = Deep3DRenderer(config.focal, config.center, config.z_near, config.z_far).to(device)
