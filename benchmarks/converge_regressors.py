@@ -112,7 +112,8 @@ def main(argv=None) -> dict:
         overrides[key] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
     config = dataclasses.replace(method.Config.tiny(), **overrides)
     out = args.out or f"converge_{args.method}"
-    loop = training.TrainConfig(steps=args.steps or defaults["steps"], batch_size=args.batch_size or defaults["batch_size"],
+    loop = training.TrainConfig(steps=args.steps or defaults["steps"],
+                                batch_size=args.batch_size or defaults["batch_size"],
                                 val_every=args.val_every or defaults["val_every"], seed=args.seed, out=out,
                                 progress=False, log_every=10)
     keys = KEYS[args.method]

@@ -59,7 +59,8 @@ def main(argv=None) -> dict:
         a0, b0 = a - mu, b - mu
         gram = a0 @ a0.T
         for lam in (1e-2, 1e-1, 1.0, 10.0):
-            weights = a0.T @ torch.linalg.solve(gram + lam * torch.eye(len(gram), dtype=gram.dtype), train[2] - target_mu)
+            ridge = gram + lam * torch.eye(len(gram), dtype=gram.dtype)
+            weights = a0.T @ torch.linalg.solve(ridge, train[2] - target_mu)
             result["ridge"].append({"features": name, "lambda": lam,
                                     "heldout_mm": error(b0 @ weights + target_mu, val[2]),
                                     "train_mm": error(a0 @ weights + target_mu, train[2])})

@@ -47,7 +47,8 @@ from facegeom.nets.iresnet import IResNet, iresnet50, iresnet100
 
 __all__ = ["NOW_LANDMARKS", "MappingNetwork", "MICA", "MICAConfig", "MICAMethod", "freeze_arcface",
            "arcface_features", "load_checkpoint", "write_outputs", "load_keypoints", "preprocess",
-           "detect_keypoints", "optimizer", "losses", "write_now", "Config", "keypoints5", "reconstructor", "vertex_error_mm"]
+           "detect_keypoints", "optimizer", "losses", "write_now", "Config", "keypoints5", "reconstructor",
+           "vertex_error_mm"]
 
 #: 68-landmark indices of the 7 NoW landmarks (``full_lmk[17:][[19,22,25,28,16,31,37]]``, PIPELINES.md §6.3).
 NOW_LANDMARKS = NOW_LANDMARKS_68  # the NoW protocol's own constant (facegeom.eval.now)

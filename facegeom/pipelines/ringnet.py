@@ -44,7 +44,8 @@ from facegeom.losses import ringnet as ring_losses
 from facegeom.nets.resnet import resnet18, resnet50
 
 __all__ = ["IEFRegressor", "RingNet", "split_params", "loose_crop", "preprocess", "neutral_vertices", "now_prediction",
-           "load_checkpoint", "RingNetConfig", "RingNetMethod", "Config", "crop_to_image", "reconstructor", "ring_separation"]
+           "load_checkpoint", "RingNetConfig", "RingNetMethod", "Config", "crop_to_image", "reconstructor",
+           "ring_separation"]
 
 
 THETA_INITS = ("zero", "hmr")
@@ -233,7 +234,8 @@ class RingNetConfig:
     lr: float = 1e-4
     iterations: int = 3
     dropout: float = 0.5
-    theta_init: str = "hmr"  # HMR's start (mean face fills the crop, global rotation pi about x) [INFERRED]; "zero": paper
+    # HMR's start (the mean face fills the crop, global rotation pi about x) [INFERRED]; "zero": paper
+    theta_init: str = "hmr"
     n_shape: int = 100
     n_exp: int = 50
     num_rings: int = 1024

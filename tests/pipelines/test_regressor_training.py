@@ -77,7 +77,8 @@ def test_ringnet_hmr_start(tmp_path):
     scale = 1.0 / float(lm.max() - lm.min())  # the mean face's landmarks span half the crop
     assert float(initial[0]) == pytest.approx(scale, rel=1e-6) and float(initial[3]) == pytest.approx(math.pi)
     assert float(initial.abs().sum()) == pytest.approx(scale + math.pi, rel=1e-6)
-    assert float(RN.RingNet(head, resnet18(num_classes=None)).regressor.initial.abs().sum()) == 0.0  # the paper's theta_0 = 0
+    paper = RN.RingNet(head, resnet18(num_classes=None))  # the paper's theta_0 = 0
+    assert float(paper.regressor.initial.abs().sum()) == 0.0
     reg = hmr.regressor.eval()
     x = torch.randn(2, reg.fc1.in_features - reg.n_params)
     theta = initial.expand(2, -1)
