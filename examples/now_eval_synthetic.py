@@ -22,27 +22,7 @@ import trimesh
 import facegeom
 from facegeom.eval.now import NOW_LANDMARKS_68
 from facegeom.eval.now_cli import CHALLENGES, evaluate_dataset, format_summary
-
-
-PICKED_POINTS = """<!DOCTYPE PickedPoints>
-<PickedPoints>
- <DocumentData>
-  <DateTime time="00:00:00" date="2026-01-01"/>
-  <User name="synthetic"/>
-  <DataFileName name="scan.obj"/>
-  <templateName name=""/>
- </DocumentData>
-{points}
-</PickedPoints>
-"""
-
-
-def write_picked_points(path, points):
-    """MeshLab's .pp file, the format of NoW's scans_lmks_onlypp."""
-    rows = "\n".join(f' <point x="{x!r}" y="{y!r}" z="{z!r}" active="1" name="{i + 1}"/>'
-                     for i, (x, y, z) in enumerate(np.asarray(points, dtype=float).tolist()))
-    with open(path, "w") as f:
-        f.write(PICKED_POINTS.format(points=rows))
+from facegeom.testing import write_picked_points
 
 
 def rotation(axis_angle):

@@ -6,8 +6,12 @@ Methods plug in with :func:`register`: a factory ``factory(checkpoint, assets, o
 reconstructor`` where ``reconstructor(image, landmarks) -> Reconstruction`` takes one image
 (``[H, W, 3]`` uint8 RGB) and its sidecar landmarks (``[5|68, 2]`` pixels, row 0 at the top).
 :func:`get` imports ``facegeom.pipelines.<name>`` on first use, so a pipeline registers itself
-on import (as with :mod:`facegeom.train`). ``deep3d`` is the first
-(:func:`facegeom.pipelines.deep3d.reconstructor`).
+on import (as with :mod:`facegeom.train`): ``deep3d``
+(:func:`facegeom.pipelines.deep3d.reconstructor`), ``mica``
+(:func:`facegeom.pipelines.mica.reconstructor`) and ``ringnet``
+(:func:`facegeom.pipelines.ringnet.reconstructor`). A reconstructor whose attribute
+``needs_landmarks`` is False (RingNet: the whole image is the loose crop) gets ``None`` when
+an image has no sidecar.
 
 Inputs
     ``IMAGES``: image files and/or folders (searched recursively for ``.png .jpg .jpeg .bmp``).
@@ -20,6 +24,9 @@ Outputs, per image, under ``--out`` (relative path below ``--image-root`` when g
     ``<stem>.obj`` (mesh, with vertex colours when the method has them), ``<stem>.npz``
     (parameters), ``<stem>_overlay.png`` (the render over the input image), and
     ``summary.json`` for the run: one entry per image, ``ok`` or the error.
+    FLAME methods (``mica``, ``ringnet``) also write ``<stem>.npy``, the 7 NoW landmarks of
+    the mesh, so ``--image-root`` at NoW's image folder gives the layout ``facegeom now-eval
+    --predictions OUT`` reads (PIPELINES.md §8.1).
 
 Failures: a bad image (unreadable, missing or malformed landmarks, a method error) is reported
 on stderr and in ``summary.json`` and skipped; the run goes on. The command returns 1 when any
@@ -37,7 +44,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["Reconstruction", "register", "get", "available", "find_images", "landmark_path", "write_outputs", "run"]
+__all__ = ["Reconstruction", "register", "get", "available", "find_images", "landmark_path", "write_outputs", "run",
+           "fit_weak_perspective", "shaded_render", "require", "device"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 PIPELINES = ("deep3d", "ringnet", "mica", "tdasl", "specular")
@@ -207,7 +215,12 @@ def run(method: str, checkpoint: Optional[str], assets: Optional[str], images: S
         try:
             rel = _relative(image, image_root)
             pixels = np.asarray(read_image(image))
-            lm = read_landmarks(landmark_path(image, landmarks_dir, image_root))
+            try:
+                lm = read_landmarks(landmark_path(image, landmarks_dir, image_root))
+            except FileNotFoundError:
+                if getattr(reconstructor, "needs_landmarks", True):
+                    raise
+                lm = None
             result = reconstructor(pixels, lm)
             entry["outputs"] = write_outputs(result, os.path.join(out, os.path.splitext(rel)[0]))
             entry["status"] = "ok"
@@ -221,6 +234,75 @@ def run(method: str, checkpoint: Optional[str], assets: Optional[str], images: S
     with open(os.path.join(out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     return summary
+
+
+def require(method: str, checkpoint, assets, checkpoint_help: str, assets_help: str) -> None:
+    """A factory's argument check: ``--checkpoint`` and ``--assets`` must be given (ValueError
+    naming the option, the method and what it expects)."""
+    if checkpoint is None:
+        raise ValueError(f"--checkpoint is required for {method} ({checkpoint_help})")
+    if assets is None:
+        raise ValueError(f"--assets is required for {method}: {assets_help}")
+
+
+def device(options: Dict[str, Any]):
+    """``options["device"]`` (``auto`` | ``cpu`` | ``cuda``) as a torch device (auto: CUDA when available)."""
+    import torch
+
+    choice = options.get("device", "auto")
+    return torch.device("cuda" if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()) else "cpu")
+
+
+def fit_weak_perspective(points3d, pixels, image_size) -> np.ndarray:
+    """Least-squares weak-perspective camera ``(s, tx, ty)`` of
+    :class:`facegeom.cameras.WeakPerspective` (y up) that projects ``points3d [N, 3]``
+    (their x, y) onto ``pixels [N, 2]`` (x right, y down, pixel centres at integers) in an image
+    of ``image_size = (H, W)``: ``n = s (xy + t)`` with ``n_x = (u + 0.5) 2 / W - 1``,
+    ``n_y = 1 - (v + 0.5) 2 / H``, solved linearly for ``(s, s tx, s ty)`` (a shared scale; the
+    two axes are scaled by W and H separately, as the camera does)."""
+    p = np.asarray(points3d, dtype=np.float64)
+    q = np.asarray(pixels, dtype=np.float64)
+    if p.ndim != 2 or p.shape[1] < 2 or q.shape != (p.shape[0], 2) or p.shape[0] < 2:
+        raise ValueError(f"need points3d [N >= 2, 3] and pixels [N, 2], got {list(p.shape)} and {list(q.shape)}")
+    height, width = image_size
+    nx = (q[:, 0] + 0.5) * 2.0 / width - 1.0
+    ny = 1.0 - (q[:, 1] + 0.5) * 2.0 / height
+    n = p.shape[0]
+    A = np.zeros((2 * n, 3))
+    A[:n, 0], A[:n, 1] = p[:, 0], 1.0
+    A[n:, 0], A[n:, 2] = p[:, 1], 1.0
+    (s, a, b), *_ = np.linalg.lstsq(A, np.concatenate([nx, ny]), rcond=None)
+    if not abs(s) > 1e-12:
+        raise ValueError("weak-perspective fit: the points are degenerate (zero scale)")
+    return np.array([s, a / s, b / s])
+
+
+def shaded_render(vertices, faces, cam, image_size):
+    """A grey, ambient-plus-frontal-light render of a mesh for the overlays:
+    ``(rgb [H, W, 3] uint8, mask [H, W] bool)``.
+
+    Args:
+        vertices: ``[V, 3]`` (y up, the face towards +z); faces: ``[F, 3]``.
+        cam: ``(s, tx, ty)`` of :class:`facegeom.cameras.WeakPerspective` (e.g. from
+            :func:`fit_weak_perspective`); image_size: ``(H, W)``.
+    """
+    import torch
+
+    from facegeom.cameras import WeakPerspective
+    from facegeom.render import MeshRenderer
+
+    v = torch.as_tensor(vertices).detach().float()[None]
+    camera = WeakPerspective(torch.as_tensor(np.asarray(cam, dtype=np.float32))[None], tuple(image_size))
+    renderer = MeshRenderer(torch.as_tensor(faces).long(), tuple(image_size), sh_convention="deep3d",
+                            antialias=False)
+    sh = torch.zeros(1, 9, 3)
+    sh[:, 0] = 0.6  # ambient
+    sh[:, 2] = 0.5  # light along +z (towards the viewer; deep3d basis index 2 = n_z)
+    albedo = torch.full_like(v, 0.75)
+    with torch.no_grad():
+        out = renderer(v, albedo, sh, camera=camera)
+    rgb = (out.image[0].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    return rgb, out.alpha[0, ..., 0].numpy() > 0.5
 
 
 def add_arguments(parser) -> None:

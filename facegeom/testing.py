@@ -11,7 +11,10 @@ needs pytest.
   and :func:`uniform_queries` (point sets around it);
 - synthetic face scans in millimetres for the NoW / Stirling protocol tests:
   :func:`height`, :func:`grid_surface`, :func:`landmarks`, :func:`rotation`,
-  :func:`sample_surface`, :func:`icosahedron`, :func:`centred_landmarks`.
+  :func:`sample_surface`, :func:`icosahedron`, :func:`centred_landmarks`;
+- a NoW dataset of synthetic identities (:func:`write_picked_points`,
+  :func:`write_synthetic_now`): scans, picked points and the image list in NoW's layout,
+  with rendered images and landmark sidecars for ``facegeom reconstruct``.
 - stand-ins for nvdiffrast's sample data (numpy, the samples' ``.npz`` layouts):
   :func:`uv_sphere`, :func:`earth_npz`, :func:`envphong_npz`.
 
@@ -323,3 +326,86 @@ def envphong_npz(env_size: int = 16, rings: int = 10, segments: int = 20) -> dic
                        np.full_like(s, f / 6)], -1) for f in range(6)]
     env = np.clip(np.stack(faces) * 255, 0, 255).astype(np.uint8)
     return dict(pos_idx=pos_idx, pos=pos, normals=normals.astype(np.float32), env=env)
+
+
+# --------------------------------------------------------------------------- #
+# A NoW dataset of synthetic identities (PIPELINES.md §8.1)                   #
+# --------------------------------------------------------------------------- #
+
+PICKED_POINTS = """<!DOCTYPE PickedPoints>
+<PickedPoints>
+ <DocumentData>
+  <DateTime time="00:00:00" date="2026-01-01"/>
+  <User name="synthetic"/>
+  <DataFileName name="scan.obj"/>
+  <templateName name=""/>
+ </DocumentData>
+{points}
+</PickedPoints>
+"""
+
+
+def write_picked_points(path, points) -> None:
+    """MeshLab's ``.pp`` file, the format of NoW's ``scans_lmks_onlypp`` (the official reader
+    takes lines 9-15: keep this header)."""
+    rows = "\n".join(f' <point x="{x!r}" y="{y!r}" z="{z!r}" active="1" name="{i + 1}"/>'
+                     for i, (x, y, z) in enumerate(np.asarray(points, dtype=float).tolist()))
+    with open(path, "w") as f:
+        f.write(PICKED_POINTS.format(points=rows))
+
+
+def write_synthetic_now(root, faces, identities: int, challenges=None) -> Dict[str, str]:
+    """A NoW-layout dataset from a :class:`facegeom.data.synthetic.SyntheticFaces` dataset.
+
+    Subject ``SYNTH_<i>`` is synthetic identity ``i`` (``i < identities``); its scan is the
+    head's neutral shape (zero expression and pose) in millimetres with its 7 NoW landmarks
+    (68-indices 36, 39, 42, 45, 33, 48, 54); its images are the dataset's samples of that
+    identity (``images_per_identity`` of them), assigned to the NoW challenges in turn.
+
+    Writes under ``root``: ``now/scans/<subject>/natural_head_rotation.000001.obj``,
+    ``now/scans_lmks_onlypp/<subject>/...picked_points.pp``, ``now/imagepathsvalidation.txt``
+    and ``images/<subject>/<challenge>/<stem>.png`` with the 68 landmarks in ``<stem>.txt``
+    (pixels, row 0 at the top: ``facegeom reconstruct``'s sidecar).
+
+    Returns ``{"dataset", "images"}`` (the two folders).
+    """
+    import os
+
+    import trimesh
+    from PIL import Image
+
+    from facegeom.eval.now import NOW_LANDMARKS_68
+
+    challenges = tuple(challenges or ("multiview_neutral", "multiview_expressions", "multiview_occlusions", "selfie"))
+    k = faces.config.images_per_identity
+    if not isinstance(identities, int) or not 1 <= identities <= len(faces) // k:
+        raise ValueError(f"identities must be an int in [1, {len(faces) // k}], got {identities!r}")
+    dataset, images = os.path.join(os.fspath(root), "now"), os.path.join(os.fspath(root), "images")
+    head = faces.head
+    lines = []
+    for i in range(identities):
+        subject = f"SYNTH_{i:06d}"
+        shape = faces.sample_params(i * k)["shape"].to(head.v_template.dtype)[None]
+        with torch.no_grad():
+            neutral = head(shape=shape)
+        scan = 1000.0 * neutral.vertices[0].double().numpy()
+        picked = 1000.0 * neutral.landmarks3d[0, list(NOW_LANDMARKS_68)].double().numpy()
+        for folder in ("scans", "scans_lmks_onlypp"):
+            os.makedirs(os.path.join(dataset, folder, subject), exist_ok=True)
+        trimesh.Trimesh(scan, head.faces.numpy(), process=False).export(
+            os.path.join(dataset, "scans", subject, "natural_head_rotation.000001.obj"))
+        write_picked_points(os.path.join(dataset, "scans_lmks_onlypp", subject,
+                                         "natural_head_rotation.000001_picked_points.pp"), picked)
+        for j in range(k):
+            sample = faces[i * k + j]
+            challenge = challenges[j % len(challenges)]
+            stem = f"IMG_{j:04d}"
+            folder = os.path.join(images, subject, challenge)
+            os.makedirs(folder, exist_ok=True)
+            pixels = (sample["image"].permute(1, 2, 0).numpy() * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(os.path.join(folder, stem + ".png"))
+            np.savetxt(os.path.join(folder, stem + ".txt"), sample["landmarks"].double().numpy(), fmt="%.4f")
+            lines.append(f"{subject}/{challenge}/{stem}.png")
+    with open(os.path.join(dataset, "imagepathsvalidation.txt"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return {"dataset": dataset, "images": images}

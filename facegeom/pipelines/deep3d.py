@@ -732,10 +732,19 @@ class _SkipBad(torch.utils.data.Dataset):
         raise ValueError(f"every sample of the dataset failed to load (last: {sample['failed']})")
 
 
-def _vertex_error(model: BFM, alpha: Tensor, alpha_gt: Tensor) -> Tensor:
-    """Mean per-vertex distance (in the model's units) between the neutral identity shapes."""
+def _vertex_error(model: BFM, alpha: Tensor, alpha_gt: Tensor, aligned: bool = False) -> Tensor:
+    """Mean per-vertex distance (in the model's units) between the neutral identity shapes,
+    ``[B]``; ``aligned``: after the least-squares similarity (Umeyama, isotropic scale) of the
+    prediction onto the truth, as shape benchmarks align (NoW, MICC): the 5-point crop
+    normalises the face's size in the image, so scale is not observable from it."""
     n = alpha_gt.shape[1]
-    return (model(alpha[:, :n]).vertices - model(alpha_gt).vertices).norm(dim=-1).mean(1)
+    pred, truth = model(alpha[:, :n]).vertices, model(alpha_gt).vertices
+    if aligned:
+        from facegeom.data.arcface import umeyama
+
+        T = umeyama(pred.detach(), truth.detach()).to(pred.dtype)  # [B, 4, 4]
+        pred = pred @ T[:, :3, :3].transpose(1, 2) + T[:, None, :3, 3]
+    return (pred - truth).norm(dim=-1).mean(1)
 
 
 class Deep3DMethod:
@@ -756,7 +765,8 @@ class Deep3DMethod:
     - ``training_step``: :func:`decode` + :func:`losses` (``total`` = ``loss_all``);
     - ``validation_step``: the same losses, and on synthetic data ``shape_mm`` / ``shape_mm_mean``:
       the mean per-vertex error (mm) of the predicted vs true neutral identity shape, and of
-      the mean face (identity 0) as the baseline.
+      the mean face (identity 0) as the baseline; ``shape_mm_aligned`` / ``shape_mm_mean_aligned``:
+      the same after a similarity alignment (scale is not observable in the aligned crop).
     """
 
     name = "deep3d"
@@ -819,8 +829,11 @@ class Deep3DMethod:
             alpha = output.coeffs["id"]
             truth = batch["params"]["shape"].to(alpha)
             mm = 1000.0 / SYNTHETIC_SCALE
+            zero = torch.zeros_like(alpha)
             terms["shape_mm"] = mm * _vertex_error(face_model, alpha, truth).mean()
-            terms["shape_mm_mean"] = mm * _vertex_error(face_model, torch.zeros_like(alpha), truth).mean()
+            terms["shape_mm_mean"] = mm * _vertex_error(face_model, zero, truth).mean()
+            terms["shape_mm_aligned"] = mm * _vertex_error(face_model, alpha, truth, aligned=True).mean()
+            terms["shape_mm_mean_aligned"] = mm * _vertex_error(face_model, zero, truth, aligned=True).mean()
         return terms
 
 

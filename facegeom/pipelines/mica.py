@@ -47,7 +47,8 @@ from facegeom.nets.iresnet import IResNet, iresnet50, iresnet100
 
 __all__ = ["NOW_LANDMARKS", "MappingNetwork", "MICA", "MICAConfig", "MICAMethod", "freeze_arcface",
            "arcface_features", "load_checkpoint", "write_outputs", "load_keypoints", "preprocess",
-           "detect_keypoints", "optimizer", "losses", "write_now", "Config"]
+           "detect_keypoints", "optimizer", "losses", "write_now", "Config", "keypoints5", "reconstructor",
+           "vertex_error_mm"]
 
 #: 68-landmark indices of the 7 NoW landmarks (``full_lmk[17:][[19,22,25,28,16,31,37]]``, PIPELINES.md §6.3).
 NOW_LANDMARKS = NOW_LANDMARKS_68  # the NoW protocol's own constant (facegeom.eval.now)
@@ -100,13 +101,15 @@ def freeze_arcface(net: IResNet) -> IResNet:
 
 def arcface_features(net: IResNet, x: Tensor) -> Tensor:
     """MICA's ArcFace forward: the frozen stem and layers 1-3 under ``no_grad``, then layer4,
-    bn2, flatten, dropout, fc, features (``MICA:models/arcface.py:180-191``). Not normalised."""
+    bn2, flatten, dropout, fc, features (``MICA:models/arcface.py:180-191``). Not normalised.
+    When the stem is trainable (``conv1.weight.requires_grad``, ``MICAConfig.freeze_stem=False``)
+    it runs with gradients."""
     if not isinstance(x, Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     size = net.input_size
     if x.dim() != 4 or tuple(x.shape[1:]) != (3, size, size):
         raise ValueError(f"arcface input must have shape [B, 3, {size}, {size}], got {list(x.shape)}")
-    with torch.no_grad():
+    with torch.set_grad_enabled(torch.is_grad_enabled() and net.conv1.weight.requires_grad):
         h = net.prelu(net.bn1(net.conv1(x)))
         h = net.layer3(net.layer2(net.layer1(h)))
     h = net.layer4(h)
@@ -379,6 +382,11 @@ class MICAConfig:
     arcface_lr: float = 1e-5
     weight_decay: float = 2e-4
     images_per_identity: int = 2
+    # The authors freeze conv1..layer3 of a Glint360K-trained ArcFace. From random weights (no
+    # pretrained file, synthetic runs) a frozen random stem gives no identity features (a ridge
+    # probe barely beats the mean shape: benchmarks/mica_probe.py, docs/benchmarks.md), so
+    # freeze_stem=False trains it.
+    freeze_stem: bool = True
     num_identities: int = 512
     val_identities: int = 16
     synthetic_n_shape: int = 50
@@ -443,6 +451,9 @@ class MICAMethod:
             raise ValueError(f"arch must be 'iresnet100', 'iresnet50' or 'tiny', got {config.arch!r}")
         flame = _build_flame(config)
         model = MICA(flame, net, n_shape=min(config.n_shape, flame.n_shape), mapping_layers=config.mapping_layers)
+        if not config.freeze_stem:
+            for name in FROZEN:
+                getattr(model.arcface, name).requires_grad_(True)
         weights = None
         if config.masks:
             from facegeom.models.flame import load_flame_masks
@@ -478,13 +489,120 @@ class MICAMethod:
         shape = batch["shape"].repeat_interleave(k, 0)
         with torch.no_grad():
             target = core.flame(shape=shape.to(core.flame.v_template.dtype)).vertices
-        return losses(model(images), target, core.loss_weights)
+        output = model(images)
+        return losses(output, target, core.loss_weights), output, target
 
     def training_step(self, model, batch, optimizers):
-        return self._loss(model, batch)
+        return self._loss(model, batch)[0]
 
     def validation_step(self, model, batch):
-        return {"loss": self._loss(model, batch)["total"]}
+        """The loss, and on held-out identities ``vertex_mm``: the mean per-vertex distance (mm)
+        between the predicted and true neutral shapes, ``mean_shape_mm``: the same for the mean
+        shape (zero code), the baseline a regressor must beat."""
+        terms, output, target = self._loss(model, batch)
+        mean_shape = training.unwrap(model).flame.v_template[None]
+        return {"loss": terms["total"], "vertex_mm": vertex_error_mm(output["vertices"], target),
+                "mean_shape_mm": vertex_error_mm(mean_shape.expand_as(target), target)}
+
+
+def vertex_error_mm(vertices: Tensor, target: Tensor) -> Tensor:
+    """Mean per-vertex Euclidean distance in millimetres between ``[B, V, 3]`` meshes in metres
+    (no alignment: MICA's canonical frame)."""
+    return 1000.0 * (vertices - target).norm(dim=-1).mean()
 
 
 Config = MICAConfig  # API.md §7: every pipeline module exposes ``Config``
+
+
+# --------------------------------------------------------------------------- #
+# facegeom reconstruct (API.md §7; the authors' demo: MICA:demo.py:51-140)     #
+# --------------------------------------------------------------------------- #
+def keypoints5(landmarks) -> np.ndarray:
+    """ArcFace's 5 keypoints ``[5, 2]`` from a sidecar's 5 points (returned as they are) or 68
+    iBUG landmarks (Deep3D's ``extract_5p``: eye centres, nose tip, mouth corners — the order
+    of ``ARCFACE_TEMPLATE``)."""
+    from facegeom.data.synthetic import extract_5p
+
+    lm = np.asarray(landmarks, dtype=np.float64)
+    if lm.shape == (5, 2):
+        return lm
+    if lm.shape == (68, 2):
+        return extract_5p(torch.from_numpy(lm)).numpy()
+    raise ValueError(f"landmarks must be [5, 2] or [68, 2] pixels, got {list(lm.shape)}")
+
+
+def reconstructor(checkpoint, assets, options=None):
+    """``facegeom reconstruct --method mica`` (:mod:`facegeom.reconstruct`).
+
+    Args:
+        checkpoint: the authors' ``mica.tar`` or ``facegeom train --method mica``'s ``final.pt``
+            (:func:`load_checkpoint`).
+        assets: a folder with FLAME 2020 ``generic_model.pkl`` and ``landmark_embedding.npy``
+            (MICA's ``data/FLAME2020``), or ``"synthetic"`` (the synthetic head of
+            ``--data synthetic``).
+        options: ``tiny`` (:meth:`MICAConfig.tiny`'s network), ``device``.
+
+    Returns ``reconstruct(image [H, W, 3] uint8 RGB, landmarks [5|68, 2]) -> Reconstruction``:
+    the 5 ArcFace keypoints (:func:`keypoints5`) -> :func:`preprocess` (``norm_crop`` 112, blob)
+    -> :class:`MICA`; as ``MICA:demo.py:121-140``, in **millimetres**:
+
+    - mesh: the canonical shape (zero expression and pose);
+    - params: ``identity`` ``[n_shape]`` (the shape code), ``kpt7`` ``[7, 3]``, ``kpt68``
+      ``[1, 68, 3]`` (mm, the demo's arrays);
+    - ``<stem>.npy``: ``kpt7``, the NoW landmarks (``facegeom now-eval --predictions OUT``;
+      ``--metrical --unit mm`` for the metrical protocol);
+    - overlay: the mesh rendered over the image with the weak-perspective camera that puts its
+      5 keypoints (x, y of the canonical, frontal mesh) on the given ones (a visual check only:
+      MICA predicts no pose).
+    """
+    import dataclasses
+
+    from facegeom import reconstruct as R
+    from facegeom.data.synthetic import extract_5p
+
+    options = dict(options or {})
+    config = MICAConfig.tiny() if options.get("tiny") else MICAConfig()
+    R.require("mica", checkpoint, assets, "mica.tar or facegeom train's final.pt",
+              "a folder with generic_model.pkl and landmark_embedding.npy (FLAME 2020), or 'synthetic'")
+    if assets != "synthetic":
+        names = [os.path.join(os.fspath(assets), n) for n in ("generic_model.pkl", "landmark_embedding.npy")]
+        for path in names:
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"--assets {assets}: no {os.path.basename(path)} in it")
+        config = dataclasses.replace(config, flame=names[0], landmark_embedding=names[1])
+    model = MICAMethod().build_model(config)
+    load_checkpoint(model, checkpoint)
+    device = R.device(options)
+    model = model.to(device).eval()
+    faces = model.flame.faces.long().cpu().numpy()
+
+    @torch.no_grad()
+    def reconstruct(image, landmarks) -> "R.Reconstruction":
+        pixels = np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
+        if pixels.ndim != 3 or pixels.shape[2] != 3:
+            raise ValueError(f"image must be [H, W, 3] uint8 RGB, got {list(pixels.shape)}")
+        kps = keypoints5(landmarks)
+        crop = preprocess(pixels[..., ::-1], kps, image_size=config.input_size).to(device)  # BGR in, as cv2
+        out = model(crop)
+        if "kpt7" not in out:
+            raise ValueError("the FLAME model has no landmark embedding: NoW landmarks need landmark_embedding.npy")
+        mm = {"vertices": out["vertices"][0].double().cpu() * 1000.0, "kpt7": out["kpt7"][0].double().cpu() * 1000.0,
+              "kpt68": out["landmarks3d"][:1].double().cpu() * 1000.0}
+        params = {"identity": out["shape"][0].cpu().numpy(), "kpt7": mm["kpt7"].numpy(), "kpt68": mm["kpt68"].numpy()}
+        size = pixels.shape[:2]
+        cam = R.fit_weak_perspective(extract_5p(mm["kpt68"][0]).numpy(), kps, size)
+        rgb, mask = R.shaded_render(mm["vertices"], faces, cam, size)
+        overlay = np.where(mask[..., None], rgb, pixels).astype(np.uint8)
+        kpt7 = params["kpt7"]
+        return R.Reconstruction(mm["vertices"].numpy(), faces, params, overlay,
+                                extra={".npy": lambda path: np.save(path, kpt7)})
+
+    return reconstruct
+
+
+try:
+    from facegeom import reconstruct as _reconstruct
+
+    _reconstruct.register("mica", reconstructor)
+except ImportError:  # pragma: no cover - same package
+    pass

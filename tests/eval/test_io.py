@@ -4,18 +4,7 @@ import pytest
 import trimesh
 
 from facegeom.eval import io
-
-PP_TEMPLATE = """<!DOCTYPE PickedPoints>
-<PickedPoints>
- <DocumentData>
-  <DateTime time="16:33:14" date="2019-03-27"/>
-  <User name="annotator"/>
-  <DataFileName name="natural_head_rotation.000001.obj"/>
-  <templateName name=""/>
- </DocumentData>
-{points}
-</PickedPoints>
-"""
+from facegeom.testing import PICKED_POINTS as PP_TEMPLATE
 
 LANDMARKS = np.array(
     [[-45.25, 30.5, 10.0], [-15.0, 30.0, 12.5], [15.0, 30.0, 12.0], [45.0, 30.0, 10.0],

@@ -14,9 +14,13 @@ def write_deep3d_bfm(path, seed=0, subdivisions=2):
     faces = np.asarray(mesh.faces)
     n, f = len(verts), len(faces)
     point_buf = np.full((n, 8), f + 1)  # official padding: F + 1 (1-based)
-    for v in range(n):
-        around = np.nonzero((faces == v).any(1))[0][:8] + 1
-        point_buf[v, : len(around)] = around
+    # the first 8 faces (ascending) around each vertex, vectorised (O(F log F), not O(V F))
+    vertex, face = faces.reshape(-1), np.repeat(np.arange(f), 3)
+    order = np.lexsort((face, vertex))
+    vertex, face = vertex[order], face[order]
+    rank = np.arange(len(vertex)) - np.searchsorted(vertex, vertex)
+    keep = rank < 8
+    point_buf[vertex[keep], rank[keep]] = face[keep] + 1
     front = np.nonzero(verts[:, 2] > -0.1)[0]  # "front" vertex subset, not arange
     remap = -np.ones(n, dtype=np.int64)
     remap[front] = np.arange(len(front))
