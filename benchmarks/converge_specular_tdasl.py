@@ -114,6 +114,7 @@ def evaluate(method_name: str, config, checkpoint: str, batch_size: int, seed: i
     from facegeom import train
 
     method = train.get_method(method_name)
+    method = method() if isinstance(method, type) else method
     model = method.build_model(config)
     model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
     model.eval()
