@@ -7,7 +7,26 @@ first and the last ``--window`` logged steps, and the last validation.
     python benchmarks/converge_specular_tdasl.py --method specular --steps 600 --out /tmp/spec
     python benchmarks/converge_specular_tdasl.py --method tdasl --steps 300 --out /tmp/tdasl
 
-Figures measured with it are in docs/specular.md (both pipelines' page).
+Figures measured with it are in docs/specular.md and docs/tdasl.md.
+
+``--sensitivity`` measures identifiability instead of training: how far one standard
+deviation of each shape / expression component moves the 68 projected landmarks (mean and
+max, pixels of the method's crop) and, for the specular method, the rendered image (mean
+absolute change per pixel, summed over RGB), from the mean face, frontal, at the tiny
+configuration (``--set`` applies):
+
+    python benchmarks/converge_specular_tdasl.py --method specular --sensitivity
+    python benchmarks/converge_specular_tdasl.py --method tdasl --sensitivity
+
+``--fit N`` (specular) fits the coefficients of the first 8 held-out images directly (Adam,
+``N`` steps, lr 0.02, no network) with the method's decoder and losses, and reports the
+validation metrics of that per-image optimum: a regressor trained on the same losses cannot
+recover more than it.
+
+    python benchmarks/converge_specular_tdasl.py --method specular --fit 300
+
+``--evaluate RUN/final.pt`` validates a run's final weights again (same held-out set as the
+run: ``--seed``, ``--set`` and ``--batch-size`` as there) with the current metrics.
 """
 from __future__ import annotations
 
@@ -18,6 +37,96 @@ import time
 
 import numpy as np
 import torch
+
+
+@torch.no_grad()
+def sensitivity(method: str, config) -> dict:
+    """``{group: [{"lmk_mean", "lmk_max"(, "image")} per component]}`` (see the module doc)."""
+    if method == "specular":
+        from facegeom.pipelines import specular as S
+
+        model = S.synthetic_model(config)
+        renderer = S.SpecularRenderer(model, config)
+        sizes, zero = config.sizes, torch.zeros(1, sum(config.sizes.values()))
+        offsets = dict(zip(sizes, np.cumsum([0] + list(sizes.values()))[:-1].tolist()))
+        base = S.decode(zero, model, config, renderer)
+        groups = {"shape": (offsets["shape"], config.n_shape), "expression": (offsets["expression"], config.n_exp)}
+
+        def change(params):
+            out = S.decode(params, model, config, renderer)
+            d = (out.landmarks - base.landmarks).norm(dim=-1)
+            return {"lmk_mean": float(d.mean()), "lmk_max": float(d.max()),
+                    "image": float((out.render_full - base.render_full).abs().sum(1).mean())}
+    else:
+        from facegeom.pipelines import tdasl as T
+
+        net = T.TDASL.build_model(config)  # the synthetic 3DDFA-layout model and its whitening
+        zero = torch.zeros(1, 62)
+        base = net.landmarks(zero)[1]
+        groups = {"shape": (12, 40), "expression": (52, 10)}  # whitened: one unit = one std
+
+        def change(params):
+            d = (net.landmarks(params)[1] - base).norm(dim=-1)
+            return {"lmk_mean": float(d.mean()), "lmk_max": float(d.max())}
+    result = {}
+    for group, (start, count) in groups.items():
+        rows = []
+        for k in range(count):
+            params = zero.clone()
+            params[0, start + k] = 1.0
+            rows.append({key: round(value, 4) for key, value in change(params).items()})
+        result[group] = rows
+    return result
+
+
+def fit_specular(config, steps: int, images: int = 8, lr: float = 0.02) -> dict:
+    """Validation metrics of the direct per-image fit (see the module doc), before and after."""
+    from facegeom.pipelines import specular as S
+
+    method = S.SpecularMethod()
+    dataset = method.dataset(config, "synthetic", "val", 0)
+    batch = torch.utils.data.default_collate([dataset[i] for i in range(images)])
+
+    class Fixed(S.SpecularModel):  # the "network" answers the fitted coefficients
+        def forward(self, x):
+            return self.fitted
+
+    model = Fixed(config)
+    model.fitted = torch.zeros(images, sum(config.sizes.values()), requires_grad=True)
+    face_model, renderer, _ = model.aux(torch.device("cpu"))
+    skin = face_model.masks.get("skin")
+
+    def metrics():
+        with torch.no_grad():
+            return {k: round(float(v), 4) for k, v in method.validation_step(model, batch).items()}
+
+    before = metrics()
+    optimizer = torch.optim.Adam([model.fitted], lr=lr)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        S.losses(S.decode(model.fitted, face_model, config, renderer), batch, config, None, None, skin)["total"].backward()
+        optimizer.step()
+    return {"before": before, "after": metrics()}
+
+
+def evaluate(method_name: str, config, checkpoint: str, batch_size: int, seed: int) -> dict:
+    """The training loop's validation (mean over the held-out set) of ``checkpoint``."""
+    from facegeom import train
+
+    method = train.get_method(method_name)
+    method = method() if isinstance(method, type) else method
+    model = method.build_model(config)
+    model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
+    model.eval()
+    loader = torch.utils.data.DataLoader(method.dataset(config, "synthetic", "val", seed), batch_size=batch_size)
+    sums, count = {}, 0
+    with torch.no_grad():
+        for batch in loader:
+            n = len(batch["image"])
+            for key, value in method.validation_step(model, batch).items():
+                sums[key] = sums.get(key, 0.0) + float(value) * n
+            count += n
+    return {key: round(value / count, 4) for key, value in sorted(sums.items())}
 
 
 def main(argv=None) -> dict:
@@ -31,6 +140,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--grad-clip", type=float, default=0.0, help="max gradient norm per optimiser (0: none)")
     parser.add_argument("--out", default="converge_out")
+    parser.add_argument("--sensitivity", action="store_true",
+                        help="print each shape / expression component's effect on the landmarks (and image); no training")
+    parser.add_argument("--evaluate", default="", metavar="FINAL_PT", help="validate a run's final.pt again; no training")
+    parser.add_argument("--fit", type=int, default=0, metavar="STEPS",
+                        help="specular: fit 8 held-out images' coefficients directly for STEPS steps; no training")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     from facegeom import train
@@ -38,6 +152,18 @@ def main(argv=None) -> dict:
 
     method = train.get_method(args.method)
     config = _method_config(method, True, args.set)
+    if args.evaluate:
+        result = {"method": args.method, "settings": args.set, "checkpoint": args.evaluate,
+                  "validation": evaluate(args.method, config, args.evaluate, args.batch_size, args.seed)}
+        print(json.dumps(result))
+        return result
+    if args.sensitivity or args.fit:
+        if args.fit and args.method != "specular":
+            raise SystemExit("--fit: specular only (2DASL is supervised by the parameters themselves)")
+        result = {"method": args.method, "settings": args.set,
+                  **(fit_specular(config, args.fit) if args.fit else sensitivity(args.method, config))}
+        print(json.dumps(result))
+        return result
     start = time.time()
     train.train(args.method, train.TrainConfig(steps=args.steps, batch_size=args.batch_size, out=args.out,
                                                log_every=1, val_every=args.steps, seed=args.seed, progress=False,

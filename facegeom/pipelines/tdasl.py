@@ -298,6 +298,12 @@ class Config:
     ``stage``: 1 = full loss with WPDC, 2 = VDC fine-tuning (paper §4.1).
     ``net``: the regressor (``"resnet50"``, 2DASL's; ``"resnet18"`` in :meth:`tiny`).
     ``val_samples``: synthetic validation samples (0: ``max(2, num_samples // 4)``).
+    ``zero_head``: zero the regressor's last layer (``fc``) so the untrained network predicts
+    the whitened zero, i.e. the mean parameters (True in :meth:`tiny` only; the authors'
+    network keeps PyTorch's default ``Linear`` initialisation). With the default
+    initialisation the untrained ResNet-18 outputs whitened values of std ~0.36, which a
+    few hundred SGD steps do not remove: its 50 shape and expression coefficients then sit
+    further from the truth than the mean's (``docs/tdasl.md``) [INFERRED, tiny config].
     ``landmark_unit``: the length unit of the landmark terms (eq. 3-5), in pixels of the 120
     crop: 120 (default) measures them in crop widths, 1 in pixels. The paper gives no unit;
     in pixels the cycle term (lambda 1, a sum over 18 points) has a gradient about 6,000 x
@@ -323,6 +329,7 @@ class Config:
     landmark_unit: float = 120.0
     net: str = "resnet50"
     val_samples: int = 0
+    zero_head: bool = False
 
     def __post_init__(self):
         if self.stage not in (1, 2):
@@ -333,8 +340,8 @@ class Config:
 
     @classmethod
     def tiny(cls, **overrides) -> "Config":
-        return replace(cls(num_samples=8, whitening_samples=8, critic_widths=(4, 8, 8, 16, 16, 512), net="resnet18"),
-                       **overrides)
+        return replace(cls(num_samples=8, whitening_samples=8, critic_widths=(4, 8, 8, 16, 16, 512), net="resnet18",
+                           zero_head=True), **overrides)
 
 
 _SYNTH_CACHE: Dict[Tuple[int, int], Tuple[DDFAModel, Tensor, Tensor]] = {}
@@ -385,20 +392,30 @@ class SyntheticTDASL:
     ``(0, 0, 120, 120)``) and ``"params62"`` ``[62]``, the whitened ground truth in the
     synthetic 3DDFA-layout model (:func:`synthetic_model`): the sample's 40 + 10
     coefficients and the pose of :func:`_fit_pose` on the projected keypoint vertices.
-    With ``mean = 0`` and ``std = 1`` it records the raw parameters (used for the whitening)."""
+    With ``mean = 0`` and ``std = 1`` it records the raw parameters (used for the whitening).
+    With ``model_landmarks`` (default) the sample's ``"landmarks"`` (and ``"keypoints5"``, the
+    input map and the crop) are the projected keypoint vertices of the model, the points
+    WPDC's pose and the landmark terms use, instead of the synthetic head's barycentric
+    landmarks (1.7 mm apart on average: a systematic offset the landmark terms would push the
+    shape and expression coefficients to absorb; ``docs/tdasl.md``)."""
 
-    def __init__(self, mean: np.ndarray, std: np.ndarray, model: DDFAModel):
-        self.mean, self.std, self.model = mean, std, model
+    def __init__(self, mean: np.ndarray, std: np.ndarray, model: DDFAModel, model_landmarks: bool = True):
+        self.mean, self.std, self.model, self.model_landmarks = mean, std, model, model_landmarks
 
     def __call__(self, sample, context) -> None:
         from facegeom.data.crops import tdasl_input
 
+        from facegeom.data.synthetic import extract_5p
+
+        near = self.model.keypoints[::3] // 3
+        pixels = context.camera.project(context.output.vertices[:, near])[0].double().numpy()
+        if self.model_landmarks:
+            sample["landmarks"] = torch.as_tensor(pixels, dtype=sample["landmarks"].dtype)
+            sample["keypoints5"] = extract_5p(sample["landmarks"])
         rgb = (sample["image"].permute(1, 2, 0).numpy() * 255).round().clip(0, 255).astype(np.uint8)
         sample["input"] = tdasl_input(np.ascontiguousarray(rgb[..., ::-1]), sample["landmarks"].numpy())
         p = sample["params"]
         alpha = np.concatenate([p["shape"].double().numpy()[:40], p["expression"].double().numpy()[:10]])
-        near = self.model.keypoints[::3] // 3
-        pixels = context.camera.project(context.output.vertices[:, near])[0].double().numpy()
         params = np.concatenate([_fit_pose(self.model, alpha, pixels), alpha])
         sample["params62"] = torch.as_tensor((params - self.mean) / self.std, dtype=torch.float32)
 
@@ -441,6 +458,9 @@ class TDASLModel(nn.Module):
     def __init__(self, config: Config, model: DDFAModel, mean: Tensor, std: Tensor):
         super().__init__()
         self.regressor = build_network(net=config.net)
+        if config.zero_head:
+            nn.init.zeros_(self.regressor.fc.weight)
+            nn.init.zeros_(self.regressor.fc.bias)
         self.critic = L.SelfCritic(widths=tuple(config.critic_widths))
         self.ddfa = model
         self.config = config
@@ -556,7 +576,11 @@ class TDASL:
         """VDC (``loss``) and, against the mean parameters (whitened zero): ``vdc_mean``;
         ``lm_px`` / ``lm_px_mean``: mean 2D error (pixels) of the 68 projected landmarks
         against the sample's; ``shape_rmse`` / ``shape_rmse_mean``: RMS error of the 50
-        de-whitened shape and expression coefficients."""
+        de-whitened shape and expression coefficients; ``shape_mm`` / ``shape_mm_mean`` and
+        ``exp_mm`` / ``exp_mm_mean``: mean per-vertex distance (mm; the synthetic head is in
+        metres) of the dense identity offsets ``w_shp alpha_shp`` and expression offsets
+        ``w_exp alpha_exp`` (unposed) to the truth's, i.e. the coefficient errors weighted by
+        what they do to the mesh."""
         with torch.no_grad():
             target = batch["params62"]
             pred = model.regressor(batch["input"])
@@ -569,6 +593,11 @@ class TDASL:
                 delta = (L.dewhiten(p, model.param_mean, model.param_std)
                          - L.dewhiten(target, model.param_mean, model.param_std))[:, 12:]
                 out["shape_rmse" + suffix] = delta.pow(2).mean().sqrt()
+                ddfa = model.ddfa
+                for name, w, part in (("shape_mm", ddfa.w_shp, delta[:, :ddfa.w_shp.shape[1]]),
+                                      ("exp_mm", ddfa.w_exp, delta[:, ddfa.w_shp.shape[1]:])):
+                    offsets = (part.to(w) @ w.T).reshape(part.shape[0], -1, 3)
+                    out[name + suffix] = 1000.0 * offsets.norm(dim=-1).mean()
         return out
 
     @staticmethod

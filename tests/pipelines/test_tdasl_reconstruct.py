@@ -165,13 +165,15 @@ def test_validation_reports_recovery_against_the_mean():
     assert len(val) == 3
     batch = torch.utils.data.default_collate([val[i] for i in range(3)])
     out = method.validation_step(model, batch)
-    assert set(out) == {"loss", "vdc_mean", "lm_px", "lm_px_mean", "shape_rmse", "shape_rmse_mean"}
+    assert set(out) == {"loss", "vdc_mean", "lm_px", "lm_px_mean", "shape_rmse", "shape_rmse_mean", "shape_mm",
+                        "shape_mm_mean", "exp_mm", "exp_mm_mean"}
     # the mean answer (whitened zero) decodes to the mean parameters: its errors are the targets' own
     target = T.L.dewhiten(batch["params62"], model.param_mean, model.param_std)[:, 12:]
     mean = model.param_mean[12:].expand_as(target)
     torch.testing.assert_close(out["shape_rmse_mean"], (mean - target).pow(2).mean().sqrt())
     perfect = method.validation_step(_Oracle(model, batch["params62"]), batch)
-    assert perfect["loss"] < 1e-6 and perfect["shape_rmse"] < 1e-5 and perfect["lm_px"] < 3.0
+    assert perfect["loss"] < 1e-6 and perfect["shape_rmse"] < 1e-5 and perfect["lm_px"] < 1.0
+    assert perfect["shape_mm"] < 1e-3 and perfect["exp_mm"] < 1e-3
 
 
 class _Oracle(torch.nn.Module):
