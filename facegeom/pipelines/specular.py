@@ -662,18 +662,11 @@ def _angle_deg(rotation: Tensor) -> Tensor:
 
 
 def _vertex_error(model: BFM, alpha: Tensor, alpha_gt: Tensor, aligned: bool = False) -> Tensor:
-    """Mean per-vertex distance between the neutral identity shapes, per image ``[B]``;
-    ``aligned``: after the least-squares similarity (Umeyama, isotropic scale) of the
-    prediction onto the truth, as shape benchmarks align (NoW, MICC). The pose scale ``f``
-    and the camera distance make the face's size in the image ambiguous with the size-like
-    shape components, which the unaligned error counts."""
-    pred, truth = model(shape=alpha).vertices, model(shape=alpha_gt).vertices
-    if aligned:
-        from facegeom.data.arcface import umeyama
+    """Mean per-vertex distance between the neutral identity shapes, per image ``[B]``
+    (optionally after a similarity alignment): Deep3D's validation metric, shared."""
+    from facegeom.pipelines import deep3d
 
-        T = umeyama(pred.detach(), truth.detach()).to(pred.dtype)  # [B, 4, 4]
-        pred = pred @ T[:, :3, :3].transpose(1, 2) + T[:, None, :3, 3]
-    return (pred - truth).norm(dim=-1).mean(1)
+    return deep3d._vertex_error(model, alpha, alpha_gt, aligned)
 
 
 class SpecularMethod:
