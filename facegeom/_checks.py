@@ -70,6 +70,31 @@ def indices(name: str, t: torch.Tensor, upper: int, lower: int = 0, what: str = 
     return t
 
 
+def landmark_weights(pred_name: str, pred: torch.Tensor, target_name: str, target: torch.Tensor, weight,
+                     default: torch.Tensor) -> torch.Tensor:
+    """Check a pair of ``[B, K, 2]`` landmark tensors of one shape and dtype and their per-landmark
+    weight (``[K]``, ``[1, K]`` or ``[B, K]``; ``None``: ``default``, which needs K = 68); returns the
+    weight as ``[1 or B, K]`` in ``pred``'s dtype and device. Raises ValueError/TypeError naming the
+    argument."""
+    floating(pred_name, pred)
+    floating(target_name, target, pred, pred_name)
+    shape(pred_name, pred, [None, None, 2], "[B, K, 2]")
+    if target.shape != pred.shape:
+        raise ValueError(f"{target_name} must have the shape of {pred_name} {list(pred.shape)}, "
+                         f"got {list(target.shape)}")
+    count = pred.shape[1]
+    if weight is None:
+        if count != 68:
+            raise ValueError(f"the default landmark weights need 68 landmarks, got {count}: pass weight")
+        weight = default
+    weight = torch.as_tensor(weight).to(pred)
+    if weight.dim() == 1:
+        weight = weight[None]
+    if weight.dim() != 2 or weight.shape[1] != count or weight.shape[0] not in (1, pred.shape[0]):
+        raise ValueError(f"weight must have shape [K], [1, K] or [B, K] with K = {count}, got {list(weight.shape)}")
+    return weight
+
+
 def choice(name: str, value, options: Sequence):
     """Check that ``value`` is one of ``options``; raises ValueError naming ``name``."""
     if value not in options:

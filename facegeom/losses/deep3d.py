@@ -94,23 +94,7 @@ def landmark_loss(predict_lm: Tensor, gt_lm: Tensor, weight: Optional[Tensor] = 
     Returns:
         Scalar tensor.
     """
-    _checks.floating("predict_lm", predict_lm)
-    _checks.floating("gt_lm", gt_lm, predict_lm, "predict_lm")
-    _checks.shape("predict_lm", predict_lm, [None, None, 2], "[B, N, 2]")
-    if gt_lm.shape != predict_lm.shape:
-        raise ValueError(f"gt_lm must have the shape of predict_lm {list(predict_lm.shape)}, got {list(gt_lm.shape)}")
-    count = predict_lm.shape[1]
-    if weight is None:
-        if count != 68:
-            raise ValueError(f"the default landmark weights need 68 landmarks, got {count}: pass weight")
-        weight = LANDMARK_WEIGHTS
-    if not isinstance(weight, Tensor):
-        weight = torch.as_tensor(weight)
-    weight = weight.to(predict_lm)
-    if weight.dim() == 1:
-        weight = weight[None]
-    if weight.dim() != 2 or weight.shape[1] != count or weight.shape[0] not in (1, predict_lm.shape[0]):
-        raise ValueError(f"weight must have shape [N], [1, N] or [B, N] with N = {count}, got {list(weight.shape)}")
+    weight = _checks.landmark_weights("predict_lm", predict_lm, "gt_lm", gt_lm, weight, LANDMARK_WEIGHTS)
     loss = torch.sum((predict_lm - gt_lm) ** 2, dim=-1) * weight
     return torch.sum(loss) / (predict_lm.shape[0] * predict_lm.shape[1])
 

@@ -142,21 +142,8 @@ def landmark_loss(predicted: Tensor, target: Tensor, weight: Optional[Tensor] = 
     Returns:
         Scalar tensor (pixels).
     """
-    _checks.floating("predicted", predicted)
-    _checks.floating("target", target, predicted, "predicted")
-    _checks.shape("predicted", predicted, [None, None, 2], "[B, K, 2]")
-    if target.shape != predicted.shape:
-        raise ValueError(f"target must have the shape of predicted {list(predicted.shape)}, got {list(target.shape)}")
+    weight = _checks.landmark_weights("predicted", predicted, "target", target, weight, LANDMARK_WEIGHTS)
     count = predicted.shape[1]
-    if weight is None:
-        if count != 68:
-            raise ValueError(f"the default landmark weights need 68 landmarks, got {count}: pass weight")
-        weight = LANDMARK_WEIGHTS
-    weight = torch.as_tensor(weight).to(predicted)
-    if weight.dim() == 1:
-        weight = weight[None]
-    if weight.dim() != 2 or weight.shape[1] != count or weight.shape[0] not in (1, predicted.shape[0]):
-        raise ValueError(f"weight must have shape [K] or [B, K] with K = {count}, got {list(weight.shape)}")
     distance = torch.sqrt(((predicted - target) ** 2).sum(-1) + 1e-12)  # finite gradient at 0
     return (weight * distance).sum(1).mean() / count
 
