@@ -129,7 +129,12 @@ class SyntheticConfig:
     Distributions (all per image unless marked per identity):
 
     - shape, texture (per identity): ``N(0, shape_std^2)``, ``N(0, texture_std^2)``;
-      expression ``N(0, expression_std^2)``.
+      expression ``N(0, expression_std^2)``. ``shape_components`` /
+      ``expression_components`` / ``texture_components`` (None: all) keep only that many
+      leading coefficients and set the others to 0: a low-dimensional space, for smoke
+      trainings whose small networks must see each component at a low resolution. The
+      full vectors are drawn first, so the kept coefficients equal those of the
+      unrestricted dataset with the same seed.
     - rotation (axis-angle, radians): ``N(0, rotation_std^2)`` per axis
       (pitch, yaw, roll about x, y, z), clipped to 2.5 standard deviations.
     - jaw opening about x: uniform in ``[0, max_jaw]`` radians.
@@ -155,6 +160,9 @@ class SyntheticConfig:
     shape_std: float = 1.0
     expression_std: float = 1.0
     texture_std: float = 1.0
+    shape_components: Optional[int] = None
+    expression_components: Optional[int] = None
+    texture_components: Optional[int] = None
     rotation_std: Tuple[float, float, float] = (0.12, 0.30, 0.06)
     max_jaw: float = 0.2
     light_ambient: float = 0.8
@@ -173,6 +181,10 @@ class SyntheticConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
+        for name in ("shape_components", "expression_components", "texture_components"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise ValueError(f"{name} must be None or a non-negative int, got {value!r}")
         for name in ("seed", "head_seed"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -298,6 +310,10 @@ class SyntheticFaces(Dataset):
         shape = ident.standard_normal(cfg.n_shape) * cfg.shape_std
         texture = ident.standard_normal(cfg.n_tex) * cfg.texture_std
         expression = image.standard_normal(cfg.n_exp) * cfg.expression_std
+        for values, keep in ((shape, cfg.shape_components), (texture, cfg.texture_components),
+                             (expression, cfg.expression_components)):
+            if keep is not None:
+                values[keep:] = 0.0
         rotation = np.clip(image.standard_normal(3), -2.5, 2.5) * np.asarray(cfg.rotation_std)
         jaw = np.array([image.uniform(0.0, cfg.max_jaw), 0.0, 0.0])
         light = 0.15 * image.standard_normal((9, 1)) + 0.02 * image.standard_normal((9, 3))

@@ -145,3 +145,20 @@ def test_bad_arguments():
         SyntheticFaces(num_samples=2, image_size=16)[2]
     with pytest.raises(TypeError, match="hooks"):
         SyntheticConfig(hooks=(3,))
+
+
+def test_leading_components_keep_the_unrestricted_draws():
+    # shape/expression/texture_components keep the leading coefficients of the same draws.
+    full = SyntheticFaces(num_samples=4, image_size=16, n_shape=10, n_exp=6, n_tex=5, seed=3)
+    low = SyntheticFaces(num_samples=4, image_size=16, n_shape=10, n_exp=6, n_tex=5, seed=3,
+                         shape_components=3, expression_components=0, texture_components=5)
+    for i in range(4):
+        a, b = full.sample_params(i), low.sample_params(i)
+        assert torch.equal(b["shape"][:3], a["shape"][:3]) and not b["shape"][3:].any()
+        assert a["shape"][3:].abs().min() > 0
+        assert not b["expression"].any() and torch.equal(b["texture"], a["texture"])
+        for key in ("rotation", "jaw", "light", "t"):
+            assert torch.equal(a[key], b[key])
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="shape_components"):
+            SyntheticFaces(num_samples=1, shape_components=bad)
