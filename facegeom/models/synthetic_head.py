@@ -99,7 +99,9 @@ def _angles(directions: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     return azimuth, elevation
 
 
-def _direction(azimuth, elevation) -> np.ndarray:
+def direction(azimuth, elevation) -> np.ndarray:
+    """``[..., 3]`` unit vectors of azimuth / elevation in degrees (the head's frame: azimuth
+    about +y from +z, elevation towards +y). Shared with :mod:`facegeom.tracking.synthetic`."""
     az, el = np.radians(azimuth), np.radians(elevation)
     return np.stack([np.cos(el) * np.sin(az), np.sin(el), np.cos(el) * np.cos(az)], -1)
 
@@ -163,9 +165,11 @@ def _ray_hits(unit_vertices, faces, directions, candidates):
     return hit, u, v
 
 
-def _embed(unit_vertices: np.ndarray, faces: np.ndarray, directions: np.ndarray):
+def embed_directions(unit_vertices: np.ndarray, faces: np.ndarray, directions: np.ndarray):
     """Face index and barycentrics of the ray from the origin along each direction
-    through a star-shaped triangle mesh whose vertices are ``unit_vertices``."""
+    through a star-shaped triangle mesh whose vertices are ``unit_vertices``.
+
+    Shared with :mod:`facegeom.tracking.synthetic` (its MediaPipe embedding on this head)."""
     # Candidate faces: those around the three vertices nearest to each ray.
     corners = faces.ravel()
     face_of_corner = np.argsort(corners, kind="stable") // 3
@@ -247,7 +251,7 @@ def _build(seed: int, n_shape: int, n_exp: int, n_tex: int) -> Dict[str, np.ndar
     ball, ball_faces = _icosphere(2)
     eye_centres = []
     for sign in (1.0, -1.0):  # FLAME's order: left eye (+x) then right eye
-        socket = _head_surface(_direction(sign * _EYE[0], _EYE[1])[None])[0]
+        socket = _head_surface(direction(sign * _EYE[0], _EYE[1])[None])[0]
         eye_centres.append(socket - 0.0055 * socket / np.linalg.norm(socket))
     eye_centres = np.array(eye_centres)
     vertices = np.concatenate([head] + [centre + _EYEBALL_RADIUS * ball for centre in eye_centres])
@@ -268,7 +272,7 @@ def _build(seed: int, n_shape: int, n_exp: int, n_tex: int) -> Dict[str, np.ndar
 
     regressor[0] = ring(neck_y + 0.015, 0.006)  # root: base of the neck
     regressor[1] = ring(neck_y + 0.045, 0.006)  # neck: top of the neck
-    hinges = np.array([_head_surface(_direction(s * _JAW_HINGE[0], _JAW_HINGE[1])[None])[0] for s in (1, -1)])
+    hinges = np.array([_head_surface(direction(s * _JAW_HINGE[0], _JAW_HINGE[1])[None])[0] for s in (1, -1)])
     near_hinge = np.min(np.linalg.norm(vertices[:, None] - hinges[None], axis=-1), 1)
     jaw_patch = np.exp(-0.5 * (near_hinge / 0.008) ** 2) * on_head
     regressor[2] = jaw_patch / jaw_patch.sum()
@@ -340,7 +344,7 @@ def _build(seed: int, n_shape: int, n_exp: int, n_tex: int) -> Dict[str, np.ndar
                                         eye_centres, n_tex)
 
     all_dirs, contour_dirs = _landmark_directions()
-    full_faces, full_bary = _embed(sphere, head_faces, _direction(all_dirs[:, 0], all_dirs[:, 1]))
+    full_faces, full_bary = embed_directions(sphere, head_faces, direction(all_dirs[:, 0], all_dirs[:, 1]))
     # Dynamic contour (FLAME's table layout, DECA's yaw sign): at yaw y the
     # contour point at azimuth a sits where the head is seen at azimuth a + y;
     # points that would turn past the silhouette slide to it, as a detector
@@ -350,7 +354,7 @@ def _build(seed: int, n_shape: int, n_exp: int, n_tex: int) -> Dict[str, np.ndar
     limit = 80.0
     dyn_az = np.clip(contour_dirs[None, :, 0], -limit - yaw[:, None], limit - yaw[:, None])
     dyn_el = np.broadcast_to(contour_dirs[None, :, 1], dyn_az.shape)
-    dyn_faces, dyn_bary = _embed(sphere, head_faces, _direction(dyn_az.ravel(), dyn_el.ravel()))
+    dyn_faces, dyn_bary = embed_directions(sphere, head_faces, direction(dyn_az.ravel(), dyn_el.ravel()))
     return dict(
         v_template=vertices, faces=faces, shapedirs=shapedirs, posedirs=posedirs, J_regressor=regressor,
         lbs_weights=weights, albedo_mean=albedo_mean, albedo_basis=albedo_basis,

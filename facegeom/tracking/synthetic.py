@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from facegeom.models import synthetic_head
-from facegeom.models.synthetic_head import _direction, _embed  # the head's own landmark embedding
+from facegeom.models.synthetic_head import direction, embed_directions  # the head's own landmark embedding
 from facegeom.tracking.camera import TrackerCamera, look_at_view_transform
 from facegeom.tracking.model import (LEFT_IRIS_MP, MEDIAPIPE_LANDMARK_IDS, MEDIAPIPE_POINTS, RIGHT_IRIS_MP,
                                      TrackerFLAME)
@@ -86,7 +86,7 @@ def synthetic_tracker_model(seed: int = 0, n_shape: int = 50, n_exp: int = 50, n
     head_faces = np.nonzero(on_head[faces].all(1))[0]
     unit = vertices / np.linalg.norm(vertices, axis=1, keepdims=True)
     directions = _mediapipe_directions()
-    local, bary = _embed(unit, faces[head_faces], _direction(directions[:, 0], directions[:, 1]))
+    local, bary = embed_directions(unit, faces[head_faces], direction(directions[:, 0], directions[:, 1]))
     mp_faces = head_faces[local]
 
     iris = []
