@@ -98,6 +98,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--val-every", type=int)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--schedule", choices=("constant", "step", "exponential"),
+                        help="the loop's learning-rate schedule (TrainConfig.schedule)")
+    parser.add_argument("--step-size", type=int, help="TrainConfig.step_size (schedule 'step')")
+    parser.add_argument("--gamma", type=float, help="TrainConfig.gamma")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a field of the method's tiny Config (int/float/str)")
     parser.add_argument("--out", default=None)
@@ -109,12 +113,22 @@ def main(argv=None) -> dict:
     for item in args.set:
         key, _, value = item.partition("=")
         kind = type(getattr(method.Config.tiny(), key))
-        overrides[key] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
+        if value.lower() == "none":
+            overrides[key] = None
+        elif kind is bool:
+            overrides[key] = value.lower() in ("1", "true", "yes")
+        elif kind is type(None):  # an optional field left at None: an int, else a float
+            overrides[key] = int(value) if value.lstrip("-").isdigit() else float(value)
+        else:
+            overrides[key] = kind(value)
     config = dataclasses.replace(method.Config.tiny(), **overrides)
     out = args.out or f"converge_{args.method}"
     loop = training.TrainConfig(steps=args.steps or defaults["steps"],
                                 batch_size=args.batch_size or defaults["batch_size"],
                                 val_every=args.val_every or defaults["val_every"], seed=args.seed, out=out,
+                                schedule=args.schedule or defaults.get("schedule", "constant"),
+                                step_size=args.step_size or defaults.get("step_size", 1000),
+                                gamma=args.gamma or defaults.get("gamma", 0.1),
                                 progress=False, log_every=10)
     keys = KEYS[args.method]
     initial = initial_validation(method, config, loop)
@@ -123,6 +137,7 @@ def main(argv=None) -> dict:
     seconds = time.perf_counter() - start
     rows = [{"step": 0, **{k: initial.get(k) for k in keys}}] + curve(os.path.join(out, "metrics.jsonl"), keys)
     result = {"method": args.method, "steps": loop.steps, "batch_size": loop.batch_size, "seconds": round(seconds, 1),
+              "schedule": [loop.schedule, loop.step_size, loop.gamma],
               "threads": torch.get_num_threads(), "config": overrides, "curve": rows}
     with open(os.path.join(out, "curve.json"), "w") as f:
         json.dump(result, f, indent=1)
