@@ -382,6 +382,8 @@ class MICAConfig:
     ``masks``: ``FLAME_masks.pkl`` or ``None`` (no region weights, ``use_mask=False``).
     ``identities`` x ``images_per_identity`` images make one batch element group: a dataset
     item is one identity with K images (the loop's ``batch_size`` counts identities).
+    ``input_size``: the ArcFace input side, a multiple of 16 (the authors: 112); sizes off the
+    112 / 128 grid (smoke runs at 32-64 px) use :func:`align`.
     """
 
     arch: str = "iresnet100"
