@@ -101,10 +101,12 @@ def _method_config(method, tiny: bool, overrides):
     """The method's Config (``tiny()`` with --tiny) with ``--set key=value`` overrides,
     each value parsed as the field's current type."""
     import dataclasses
+    import re
 
     config = method.Config.tiny() if tiny else method.Config()
     changes = {}
-    fields = {f.name for f in dataclasses.fields(config)}
+    types = {f.name: str(f.type) for f in dataclasses.fields(config)}
+    fields = set(types)
     for item in overrides or ():
         key, sep, text = item.partition("=")
         if not sep or key not in fields:
@@ -119,6 +121,13 @@ def _method_config(method, tiny: bool, overrides):
                 changes[key] = type(current)(text)
             except ValueError:
                 raise ValueError(f"--set {item!r}: {key} takes a {type(current).__name__}") from None
+        elif current is None and text.lower() == "none":
+            changes[key] = None
+        elif current is None and re.search(r"\b(int|float)\b", types[key]):  # Optional[int] / [float]
+            try:
+                changes[key] = int(text) if re.search(r"\bint\b", types[key]) else float(text)
+            except ValueError:
+                raise ValueError(f"--set {item!r}: {key} takes {types[key]}") from None
         else:
             changes[key] = text
     return dataclasses.replace(config, **changes)

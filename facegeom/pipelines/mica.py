@@ -48,7 +48,7 @@ from facegeom.nets.iresnet import IResNet, iresnet50, iresnet100
 __all__ = ["NOW_LANDMARKS", "MappingNetwork", "MICA", "MICAConfig", "MICAMethod", "freeze_arcface",
            "arcface_features", "load_checkpoint", "write_outputs", "load_keypoints", "preprocess",
            "detect_keypoints", "optimizer", "losses", "write_now", "Config", "keypoints5", "reconstructor",
-           "vertex_error_mm"]
+           "vertex_error_mm", "align"]
 
 #: 68-landmark indices of the 7 NoW landmarks (``full_lmk[17:][[19,22,25,28,16,31,37]]``, PIPELINES.md §6.3).
 NOW_LANDMARKS = NOW_LANDMARKS_68  # the NoW protocol's own constant (facegeom.eval.now)
@@ -319,6 +319,22 @@ def load_keypoints(path) -> np.ndarray:
     return array
 
 
+def align(image, keypoints, image_size: int = 112) -> np.ndarray:
+    """ArcFace alignment ``[S, S, 3]`` uint8: insightface ``norm_crop`` when ``image_size`` is a
+    multiple of 112 or 128 (the authors' sizes); otherwise (smoke configurations at a low
+    resolution, e.g. 64: not the authors') the 112 template's similarity scaled by
+    ``image_size / 112``, i.e. the 112 crop sampled on an ``S x S`` grid, with the same warp."""
+    from facegeom.data._image import cv2_warp_affine
+    from facegeom.data.arcface import estimate_norm, norm_crop
+
+    if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or image_size < 1:
+        raise ValueError(f"image_size must be a positive int, got {image_size!r}")
+    if image_size % 112 == 0 or image_size % 128 == 0:
+        return norm_crop(image, keypoints, image_size=image_size)
+    M = estimate_norm(keypoints, 112) * (image_size / 112.0)
+    return cv2_warp_affine(np.asarray(image), M, (image_size, image_size), border_value=0.0)
+
+
 def preprocess(image_bgr, keypoints, image_size: int = 112) -> Tensor:
     """ArcFace alignment (insightface ``norm_crop``) from 5 keypoints and MICA's blob:
     ``[1, 3, S, S]`` RGB in [-1, 1] (``MICA:datasets/creation/util.py:27-45``).
@@ -327,11 +343,9 @@ def preprocess(image_bgr, keypoints, image_size: int = 112) -> Tensor:
         image_bgr: ``[H, W, 3]`` uint8, BGR as cv2 reads it.
         keypoints: ``[5, 2]`` array or a file for :func:`load_keypoints`.
     """
-    from facegeom.data.arcface import norm_crop
-
     if isinstance(keypoints, (str, os.PathLike)):
         keypoints = load_keypoints(keypoints)
-    aligned = norm_crop(image_bgr, keypoints, image_size=image_size)
+    aligned = align(image_bgr, keypoints, image_size)
     rgb = np.ascontiguousarray(aligned[..., ::-1]).astype(np.float32)
     blob = (rgb - np.float32(127.5)) * np.float32(1.0 / 127.5)
     return torch.from_numpy(np.ascontiguousarray(blob.transpose(2, 0, 1)))[None]
@@ -368,6 +382,8 @@ class MICAConfig:
     ``masks``: ``FLAME_masks.pkl`` or ``None`` (no region weights, ``use_mask=False``).
     ``identities`` x ``images_per_identity`` images make one batch element group: a dataset
     item is one identity with K images (the loop's ``batch_size`` counts identities).
+    ``input_size``: the ArcFace input side, a multiple of 16 (the authors: 112); sizes off the
+    112 / 128 grid (smoke runs at 32-64 px) use :func:`align`.
     """
 
     arch: str = "iresnet100"
@@ -390,6 +406,11 @@ class MICAConfig:
     num_identities: int = 512
     val_identities: int = 16
     synthetic_n_shape: int = 50
+    # Smoke-configuration choices for ``--data synthetic`` (not the authors'): the synthetic
+    # identities' shape codes N(0, synthetic_shape_std^2) with only the leading
+    # ``synthetic_shape_components`` kept (None: all; SyntheticConfig.shape_components).
+    synthetic_shape_components: Optional[int] = None
+    synthetic_shape_std: float = 1.0
 
     @classmethod
     def tiny(cls) -> "MICAConfig":
@@ -419,13 +440,11 @@ class _IdentityGroups(torch.utils.data.Dataset):
         return len(self.faces) // self.k
 
     def __getitem__(self, i):
-        from facegeom.data.arcface import norm_crop
-
         crops, shape = [], None
         for j in range(self.k):
             s = self.faces[i * self.k + j]
             rgb = (s["image"].permute(1, 2, 0).numpy() * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
-            aligned = norm_crop(rgb, s["keypoints5"].numpy(), image_size=self.input_size)  # RGB kept
+            aligned = align(rgb, s["keypoints5"].numpy(), self.input_size)  # RGB kept
             crops.append(torch.from_numpy((aligned.astype(np.float32) - 127.5) / 127.5).permute(2, 0, 1))
             shape = s["params"]["shape"]
         return {"arcface": torch.stack(crops), "shape": shape.to(torch.float32)}
@@ -478,7 +497,9 @@ class MICAMethod:
         faces = SyntheticFaces(num_samples=count, image_size=config.render_size,
                                seed=seed if split == "train" else seed + 1_000_003,
                                images_per_identity=config.images_per_identity, mask=None,
-                               n_shape=config.synthetic_n_shape, n_exp=1, n_tex=1)
+                               n_shape=config.synthetic_n_shape, n_exp=1, n_tex=1,
+                               shape_components=config.synthetic_shape_components,
+                               shape_std=config.synthetic_shape_std)
         return _IdentityGroups(faces, config.images_per_identity, config.input_size)
 
     @staticmethod
