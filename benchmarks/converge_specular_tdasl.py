@@ -134,6 +134,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--method", choices=("specular", "tdasl"), required=True)
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--val-every", type=int, default=0, help="validate every N steps (0: at the end only)")
     parser.add_argument("--window", type=int, default=50, help="logged steps averaged at the start and the end")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a field of the method's tiny Config (as facegeom train --set)")
@@ -166,7 +167,7 @@ def main(argv=None) -> dict:
         return result
     start = time.time()
     train.train(args.method, train.TrainConfig(steps=args.steps, batch_size=args.batch_size, out=args.out,
-                                               log_every=1, val_every=args.steps, seed=args.seed, progress=False,
+                                               log_every=1, val_every=args.val_every or args.steps, seed=args.seed, progress=False,
                                                device="cpu", grad_clip=args.grad_clip), config, "synthetic")
     records = [json.loads(line) for line in open(os.path.join(args.out, "metrics.jsonl"))]
     steps = [r for r in records if any(k.startswith("loss/") for k in r)]
@@ -176,7 +177,8 @@ def main(argv=None) -> dict:
                "seconds": round(time.time() - start, 1),
                "first": {k: float(np.mean([r[k] for r in steps[:window]])) for k in terms},
                "last": {k: float(np.mean([r[k] for r in steps[-window:]])) for k in terms},
-               "validation": [r for r in records if any(k.startswith("val/") for k in r)][-1]}
+               "validation": [r for r in records if any(k.startswith("val/") for k in r)][-1],
+               "validations": [r for r in records if any(k.startswith("val/") for k in r)]}
     with open(os.path.join(args.out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     print(json.dumps(summary, indent=2))
