@@ -187,7 +187,8 @@ def main(argv=None) -> dict:
         return result
     start = time.time()
     train.train(args.method, train.TrainConfig(steps=args.steps, batch_size=args.batch_size, out=args.out,
-                                               log_every=1, val_every=args.val_every or args.steps, seed=args.seed, progress=False,
+                                               log_every=1, val_every=args.val_every or args.steps, seed=args.seed,
+                                               progress=False,
                                                device="cpu", grad_clip=args.grad_clip), config, "synthetic")
     records = [json.loads(line) for line in open(os.path.join(args.out, "metrics.jsonl"))]
     steps = [r for r in records if any(k.startswith("loss/") for k in r)]

@@ -241,7 +241,8 @@ def inner_mouth_faces(keypoints: Tensor) -> Tensor:
     A fan from the corner 60 is not: a closed or nearly closed mouth's contour is not convex,
     and the fan's triangles then cover pixels outside it (on 64 held-out synthetic samples at
     64 x 64, a fan covered 8.2 pixels where the labelled masks have 6.0, 2.2 pixels wrong per
-    image, the strip 0.02: ``tests/pipelines/test_specular.py``)."""
+    image, the strip 0.02: ``docs/specular.md``; asserted on 16 samples by
+    ``tests/pipelines/test_specular.py``)."""
     keypoints = torch.as_tensor(keypoints).reshape(-1)
     if keypoints.numel() != 68:
         raise ValueError(f"keypoints must hold the 68 iBUG landmark vertices, got {keypoints.numel()}")
@@ -635,7 +636,8 @@ def synthetic_dataset(config: Config, count: int, seed: int):
     """``SyntheticFaces`` of the synthetic head with ``n_shape`` / ``n_exp`` / ``n_albedo``
     components (no jaw rotation: the linear face model cannot open the jaw; only the leading
     ``shape_components`` / ``expression_components`` / ``albedo_components`` non-zero when
-    set; the pose spreads times ``pose_scale``), the skin region as the face segmentation and :class:`SyntheticSpecularHook`."""
+    set; the pose spreads times ``pose_scale``), the skin region as the face segmentation
+    and :class:`SyntheticSpecularHook`."""
     from facegeom.data.synthetic import SyntheticConfig, SyntheticFaces
 
     spread = SyntheticConfig()
