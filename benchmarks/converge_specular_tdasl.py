@@ -4,8 +4,12 @@ mean? Runs ``facegeom.train`` with the method's tiny configuration on one CPU th
 prints (and writes to ``--out``/summary.json) the mean of each training loss term over the
 first and the last ``--window`` logged steps, and the last validation.
 
-    python benchmarks/converge_specular_tdasl.py --method specular --steps 600 --out /tmp/spec
-    python benchmarks/converge_specular_tdasl.py --method tdasl --steps 300 --out /tmp/tdasl
+    python benchmarks/converge_specular_tdasl.py --method specular --out /tmp/spec   # run G, ~4-5 min
+    python benchmarks/converge_specular_tdasl.py --method tdasl --out /tmp/tdasl     # 400 steps, ~4-6 min
+
+The defaults (``DEFAULTS``: steps, batch size, window and ``--set`` values per method) are
+the settings of the headline runs of the two pages; ``--val-every N`` validates during
+the run (every validation lands in summary.json's ``validations``).
 
 Figures measured with it are in docs/specular.md and docs/tdasl.md.
 
@@ -129,12 +133,24 @@ def evaluate(method_name: str, config, checkpoint: str, batch_size: int, seed: i
     return {key: round(value / count, 4) for key, value in sorted(sums.items())}
 
 
+DEFAULTS = {
+    # the settings of the headline runs in docs/specular.md (run G) and docs/tdasl.md (the
+    # 400-step runs); --steps / --batch-size / --window / --set override them
+    "specular": {"steps": 500, "batch_size": 8, "window": 50,
+                 "set": ["lr=3e-4", "num_samples=4000", "val_samples=32"]},
+    "tdasl": {"steps": 400, "batch_size": 4, "window": 25,
+              "set": ["num_samples=4000", "val_samples=32", "whitening_samples=64"]},
+}
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--method", choices=("specular", "tdasl"), required=True)
-    parser.add_argument("--steps", type=int, default=600)
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--window", type=int, default=50, help="logged steps averaged at the start and the end")
+    parser.add_argument("--steps", type=int, default=None, help="default: DEFAULTS[method]")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: DEFAULTS[method]")
+    parser.add_argument("--val-every", type=int, default=0, help="validate every N steps (0: at the end only)")
+    parser.add_argument("--window", type=int, default=None,
+                        help="logged steps averaged at the start and the end (default: DEFAULTS[method])")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a field of the method's tiny Config (as facegeom train --set)")
     parser.add_argument("--seed", type=int, default=0)
@@ -146,6 +162,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--fit", type=int, default=0, metavar="STEPS",
                         help="specular: fit 8 held-out images' coefficients directly for STEPS steps; no training")
     args = parser.parse_args(argv)
+    defaults = DEFAULTS[args.method]
+    for name in ("steps", "batch_size", "window"):
+        if getattr(args, name) is None:
+            setattr(args, name, defaults[name])
+    args.set = list(defaults["set"]) + list(args.set)  # later --set entries win
     torch.set_num_threads(1)
     from facegeom import train
     from facegeom.cli import _method_config
@@ -166,7 +187,8 @@ def main(argv=None) -> dict:
         return result
     start = time.time()
     train.train(args.method, train.TrainConfig(steps=args.steps, batch_size=args.batch_size, out=args.out,
-                                               log_every=1, val_every=args.steps, seed=args.seed, progress=False,
+                                               log_every=1, val_every=args.val_every or args.steps, seed=args.seed,
+                                               progress=False,
                                                device="cpu", grad_clip=args.grad_clip), config, "synthetic")
     records = [json.loads(line) for line in open(os.path.join(args.out, "metrics.jsonl"))]
     steps = [r for r in records if any(k.startswith("loss/") for k in r)]
@@ -176,7 +198,8 @@ def main(argv=None) -> dict:
                "seconds": round(time.time() - start, 1),
                "first": {k: float(np.mean([r[k] for r in steps[:window]])) for k in terms},
                "last": {k: float(np.mean([r[k] for r in steps[-window:]])) for k in terms},
-               "validation": [r for r in records if any(k.startswith("val/") for k in r)][-1]}
+               "validation": [r for r in records if any(k.startswith("val/") for k in r)][-1],
+               "validations": [r for r in records if any(k.startswith("val/") for k in r)]}
     with open(os.path.join(args.out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     print(json.dumps(summary, indent=2))

@@ -83,6 +83,15 @@ class Config:
     ``w_reg`` 5e-4, ``w_uniform`` 5.0; ``eta`` (eq. 8, "user-specified", no value given) 1.0
     [INFERRED]; the inner-mouth loss from step ``mouth_start`` (50k, §4.1.4).
     Optimisation (§4.2): Adam, ``lr`` 5e-5, batch 32, 200k iterations.
+    Synthetic data (``--data synthetic``, facegeom's): ``num_samples`` / ``val_samples``
+    images, ``images_per_identity``; ``shape_components`` / ``expression_components`` /
+    ``albedo_components`` keep only the leading k coefficients of the samples (the others
+    0; 0 = all), a low-dimensional space for smoke trainings; the network still predicts
+    ``n_shape`` / ``n_exp`` / ``n_albedo``. ``pose_scale`` multiplies the synthetic pose
+    spreads (:class:`facegeom.data.synthetic.SyntheticConfig`'s ``rotation_std`` (0.12, 0.30,
+    0.06) rad, ``shift_std`` 0.03, ``scale_std`` 0.05): below 1, nearer-frontal, centred
+    faces, so a short smoke training reaches the landmark accuracy at which the sub-pixel
+    effects of shape and expression become visible.
     """
 
     net: str = "resnet50"
@@ -118,6 +127,10 @@ class Config:
     num_samples: int = 20000
     val_samples: int = 64
     images_per_identity: int = 4
+    shape_components: int = 0        # synthetic data: keep the leading k shape coefficients, the rest 0 (0: all)
+    expression_components: int = 0   # the same for expression
+    albedo_components: int = 0       # the same for albedo
+    pose_scale: float = 1.0          # synthetic data: x the default rotation, shift and distance spreads
 
     def __post_init__(self):
         _checks.choice("net", self.net, ("resnet50", "resnet18"))
@@ -125,7 +138,7 @@ class Config:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
-        for name in ("mouth_start", "head_seed"):
+        for name in ("mouth_start", "head_seed", "shape_components", "expression_components", "albedo_components"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be a non-negative int, got {value!r}")
@@ -134,6 +147,8 @@ class Config:
         if not (self.gamma > 0 and self.shininess_init > 0 and self.eta >= 0):
             raise ValueError(f"need gamma > 0, shininess_init > 0, eta >= 0; got {self.gamma}, "
                              f"{self.shininess_init}, {self.eta}")
+        if not self.pose_scale >= 0:
+            raise ValueError(f"pose_scale must be >= 0, got {self.pose_scale!r}")
         if len(tuple(self.light_init)) != 3:
             raise ValueError(f"light_init must be 3 floats, got {self.light_init!r}")
 
@@ -215,14 +230,28 @@ def split_coeff(params: Tensor, config: Config = Config()) -> Dict[str, Tensor]:
 
 def inner_mouth_faces(keypoints: Tensor) -> Tensor:
     """The inner-mouth proxy (paper Fig. 1c: "several geometry faces enclose the inner
-    mouth"; the authors' face list is not published): a triangle fan over the vertices of
-    the 8 inner-lip landmarks (iBUG 60-67), ``[6, 3]`` int64 [INFERRED]. Its projection is
-    the polygon of the projected inner-lip contour, the region a labeller traces."""
+    mouth"; the authors' face list is not published): ``[6, 3]`` int64 triangles over the
+    vertices of the 8 inner-lip landmarks (iBUG 60-67) [INFERRED], a strip that zips the
+    upper inner lip (60, 61, 62, 63, 64) to the lower one (60, 67, 66, 65, 64), each triangle
+    spanning the opening between the two lips, as the mesh faces that close a mouth do:
+    ``(60, 61, 67) (61, 66, 67) (61, 62, 66) (62, 65, 66) (62, 63, 65) (63, 64, 65)``.
+
+    Its projection is the polygon of the projected inner-lip contour, the region a labeller
+    traces (:func:`polygon_mask`), whenever each quad between opposite lip points is convex.
+    A fan from the corner 60 is not: a closed or nearly closed mouth's contour is not convex,
+    and the fan's triangles then cover pixels outside it (on 64 held-out synthetic samples at
+    64 x 64, a fan covered 8.2 pixels where the labelled masks have 6.0, 2.2 pixels wrong per
+    image, the strip 0.02: ``docs/specular.md``; asserted on 16 samples by
+    ``tests/pipelines/test_specular.py``)."""
     keypoints = torch.as_tensor(keypoints).reshape(-1)
     if keypoints.numel() != 68:
         raise ValueError(f"keypoints must hold the 68 iBUG landmark vertices, got {keypoints.numel()}")
     ring = keypoints[list(INNER_LIP)]
-    return torch.stack([ring[:1].expand(6), ring[1:7], ring[2:8]], 1).long()
+    return ring[torch.tensor(INNER_MOUTH_STRIP)].long()
+
+
+INNER_MOUTH_STRIP = ((0, 1, 7), (1, 6, 7), (1, 2, 6), (2, 5, 6), (2, 3, 5), (3, 4, 5))
+"""The triangles of :func:`inner_mouth_faces` as positions in :data:`INNER_LIP`."""
 
 
 def load_face_model(bfm_path, albedo_path, keypoints_path, n_shape: int = 199, n_exp: int = 100,
@@ -605,14 +634,22 @@ class SyntheticSpecularHook:
 
 def synthetic_dataset(config: Config, count: int, seed: int):
     """``SyntheticFaces`` of the synthetic head with ``n_shape`` / ``n_exp`` / ``n_albedo``
-    components (no jaw rotation: the linear face model cannot open the jaw), the skin
-    region as the face segmentation and :class:`SyntheticSpecularHook`."""
+    components (no jaw rotation: the linear face model cannot open the jaw; only the leading
+    ``shape_components`` / ``expression_components`` / ``albedo_components`` non-zero when
+    set; the pose spreads times ``pose_scale``), the skin region as the face segmentation
+    and :class:`SyntheticSpecularHook`."""
     from facegeom.data.synthetic import SyntheticConfig, SyntheticFaces
 
+    spread = SyntheticConfig()
+    pose = dict(rotation_std=tuple(config.pose_scale * x for x in spread.rotation_std),
+                shift_std=config.pose_scale * spread.shift_std, scale_std=config.pose_scale * spread.scale_std)
     return SyntheticFaces(SyntheticConfig(num_samples=count, image_size=config.image_size, seed=seed,
                                           head_seed=config.head_seed, n_shape=config.n_shape, n_exp=config.n_exp,
                                           n_tex=config.n_albedo, images_per_identity=config.images_per_identity,
                                           max_jaw=0.0, mask="skin",
+                                          shape_components=config.shape_components or None,
+                                          expression_components=config.expression_components or None,
+                                          texture_components=config.albedo_components or None, **pose,
                                           hooks=(SyntheticSpecularHook(gamma=config.gamma),)))
 
 

@@ -309,6 +309,11 @@ class Config:
     in pixels the cycle term (lambda 1, a sum over 18 points) has a gradient about 6,000 x
     WPDC's at initialisation, SGD takes steps of several units in parameter space and the
     smoke run diverges (WPDC rises; ``docs/tdasl.md``) [INFERRED].
+    ``shape_components`` / ``expression_components``: the synthetic samples keep only the
+    leading k of the 40 shape / 10 expression coefficients (the others 0; 0 = all), a
+    low-dimensional space for smoke trainings (the whitening, computed from the same
+    distribution, then has the floor std 1e-6 on the others, so the network's outputs there
+    barely move the mesh) [tiny config].
     """
 
     lambda_2d: float = 0.005
@@ -330,6 +335,8 @@ class Config:
     net: str = "resnet50"
     val_samples: int = 0
     zero_head: bool = False
+    shape_components: int = 0
+    expression_components: int = 0
 
     def __post_init__(self):
         if self.stage not in (1, 2):
@@ -337,6 +344,10 @@ class Config:
         for name in ("lr_regressor", "lr_critic", "landmark_unit"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+        for name in ("shape_components", "expression_components"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a non-negative int (0: all), got {value!r}")
 
     @classmethod
     def tiny(cls, **overrides) -> "Config":
@@ -344,7 +355,7 @@ class Config:
                            zero_head=True), **overrides)
 
 
-_SYNTH_CACHE: Dict[Tuple[int, int], Tuple[DDFAModel, Tensor, Tensor]] = {}
+_SYNTH_CACHE: Dict[Tuple[int, ...], Tuple[DDFAModel, Tensor, Tensor]] = {}
 
 
 def _synthetic_ddfa(head) -> DDFAModel:
@@ -424,13 +435,15 @@ def _synthetic_config(config: Config, num_samples: int, seed: int, hooks=()):
     from facegeom.data.synthetic import SyntheticConfig
 
     return SyntheticConfig(num_samples=num_samples, image_size=STD_SIZE, seed=seed, head_seed=config.head_seed,
-                           n_shape=40, n_exp=10, n_tex=10, max_jaw=0.0, mask=None, hooks=tuple(hooks))
+                           n_shape=40, n_exp=10, n_tex=10, max_jaw=0.0, mask=None, hooks=tuple(hooks),
+                           shape_components=config.shape_components or None,
+                           expression_components=config.expression_components or None)
 
 
 def synthetic_model(config: Config) -> Tuple[DDFAModel, Tensor, Tensor]:
     """``(model, mean [62], std [62])``: the synthetic 3DDFA-layout model and its whitening
     (computed from ``whitening_samples`` renders of seed 0; cached per process)."""
-    key = (config.head_seed, config.whitening_samples)
+    key = (config.head_seed, config.whitening_samples, config.shape_components, config.expression_components)
     if key not in _SYNTH_CACHE:
         from facegeom.data.synthetic import SyntheticFaces
 
@@ -580,11 +593,19 @@ class TDASL:
         ``exp_mm`` / ``exp_mm_mean``: mean per-vertex distance (mm; the synthetic head is in
         metres) of the dense identity offsets ``w_shp alpha_shp`` and expression offsets
         ``w_exp alpha_exp`` (unposed) to the truth's, i.e. the coefficient errors weighted by
-        what they do to the mesh."""
+        what they do to the mesh; ``adv`` / ``adv_mean``: the regressor's side of the
+        adversarial loss (eq. 6) under the current critic, for the prediction / for the mean
+        parameters, and ``critic``: the critic's loss (the truth against the prediction). The
+        training log's ``adv`` is measured against a critic that keeps learning, so it rises
+        as the critic separates; ``adv < adv_mean`` says the prediction is judged more
+        realistic than the mean by the same critic."""
         with torch.no_grad():
             target = batch["params62"]
             pred = model.regressor(batch["input"])
-            out = {}
+            image = batch["input"][:, :3]
+            out = {"adv": L.adversarial_loss(model.critic(image, pred)),
+                   "adv_mean": L.adversarial_loss(model.critic(image, torch.zeros_like(pred))),
+                   "critic": L.critic_loss(model.critic(image, target), model.critic(image, pred))}
             for suffix, p in (("", pred), ("_mean", torch.zeros_like(pred))):
                 out["loss" if not suffix else "vdc_mean"] = L.vdc_loss(p, target, model.param_mean, model.param_std,
                                                                       model.ddfa)

@@ -219,6 +219,35 @@ def test_inner_mouth_loss_moves_the_mouth_contour_to_the_target(tiny):
     assert not L.mouth_loss(mask, S.decode(p, model, config, flat).mouth).requires_grad
 
 
+def test_inner_mouth_proxy_covers_the_labelled_polygon(tiny):
+    """At the true geometry the proxy faces rasterise to the labelled inner-mouth mask (the
+    polygon of the 8 projected inner-lip landmarks, pixel centres inside). The synthetic
+    mouths are nearly closed and their contours not convex: a fan from landmark 60 (the
+    proxy before) covered ~2 extra pixels per image, so L_mouth's minimum was not the true
+    expression; the lip-to-lip strip does not."""
+    from facegeom.cameras import Pinhole
+    from facegeom.render import MeshRenderer, UnlitShader
+
+    config, _ = tiny
+    data = S.synthetic_dataset(config, 16, 1_000_003)
+    keypoints = S._keypoint_vertices(data.head)
+    ring = keypoints[list(S.INNER_LIP)]
+    fan = torch.stack([ring[:1].expand(6), ring[1:7], ring[2:8]], 1).long()
+    errors = {"strip": [], "fan": []}
+    for i in range(len(data)):
+        s = data[i]
+        p = s["params"]
+        camera = Pinhole.from_K(p["K"], p["R"], p["t"], image_size=(64, 64))
+        vertices = s["vertices"][None]
+        for name, faces in (("strip", S.inner_mouth_faces(keypoints)), ("fan", fan)):
+            renderer = MeshRenderer(faces, 64, antialias=False, shader=UnlitShader())
+            area = renderer(vertices, torch.ones_like(vertices), camera=camera, background=0.0).alpha[0, ..., 0]
+            errors[name].append(float((area - s["mouth"][0]).abs().sum()))
+    assert sum(float(data[i]["mouth"].sum()) for i in range(4)) > 8  # the masks are not empty
+    strip, fan_error = np.mean(errors["strip"]), np.mean(errors["fan"])
+    assert strip < 0.2 and fan_error > 1.0 and max(errors["strip"]) <= 1, errors
+
+
 def test_train_tiny_losses_fall_then_reconstruct(tmp_path, capsys):
     from facegeom.cli import main as cli_main
 

@@ -5,6 +5,7 @@ method's own decoder and losses (the per-image optimum a regressor approaches; t
 runs are in benchmarks/converge_specular_tdasl.py and docs/specular.md)."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from facegeom.pipelines import specular as S
@@ -87,3 +88,20 @@ def test_landmarks_identify_shape_and_expression_with_the_models_landmark_defini
     assert fit["exp"] < 0.7 * fit["exp_mean"], fit
     offset = _landmark_fit(config, S.SyntheticSpecularHook(model_landmarks=False))
     assert offset["px"] > 0.4 and offset["px"] > 1.5 * fit["px"], (offset, fit)
+
+
+def test_low_dimensional_and_near_frontal_smoke_data():
+    """Config.shape/expression/albedo_components keep the samples' leading coefficients (the
+    rest 0); pose_scale shrinks the synthetic rotation spread (0: frontal)."""
+    config = S.Config.tiny(shape_components=3, expression_components=2, albedo_components=4, pose_scale=0.0)
+    data = S.synthetic_dataset(config, 2, 0)
+    p = data.sample_params(1)
+    assert p["shape"][:3].abs().min() > 0 and p["shape"][3:].abs().max() == 0
+    assert p["expression"][:2].abs().min() > 0 and p["expression"][2:].abs().max() == 0
+    assert p["texture"][:4].abs().min() > 0 and p["texture"][4:].abs().max() == 0
+    assert p["rotation"].abs().max() == 0
+    full = S.synthetic_dataset(S.Config.tiny(), 2, 0).sample_params(1)
+    torch.testing.assert_close(p["shape"][:3], full["shape"][:3])  # the same draws, truncated
+    assert full["rotation"].abs().max() > 0
+    with pytest.raises(ValueError, match="pose_scale"):
+        S.Config.tiny(pose_scale=-1.0)

@@ -166,7 +166,7 @@ def test_validation_reports_recovery_against_the_mean():
     batch = torch.utils.data.default_collate([val[i] for i in range(3)])
     out = method.validation_step(model, batch)
     assert set(out) == {"loss", "vdc_mean", "lm_px", "lm_px_mean", "shape_rmse", "shape_rmse_mean", "shape_mm",
-                        "shape_mm_mean", "exp_mm", "exp_mm_mean"}
+                        "shape_mm_mean", "exp_mm", "exp_mm_mean", "adv", "adv_mean", "critic"}
     # the mean answer (whitened zero) decodes to the mean parameters: its errors are the targets' own
     target = T.L.dewhiten(batch["params62"], model.param_mean, model.param_std)[:, 12:]
     mean = model.param_mean[12:].expand_as(target)
@@ -184,6 +184,7 @@ class _Oracle(torch.nn.Module):
         self.inner, self.params = model, params
         self.regressor = lambda x: self.params
         self.param_mean, self.param_std, self.ddfa = model.param_mean, model.param_std, model.ddfa
+        self.critic = model.critic
 
     def landmarks(self, pred):
         return self.inner.landmarks(pred)

@@ -5,6 +5,7 @@ effect on the mesh, and the synthetic landmarks follow the model's landmark defi
 training runs are in benchmarks/converge_specular_tdasl.py and docs/tdasl.md)."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from facegeom.pipelines import tdasl as T
@@ -27,6 +28,7 @@ def test_zero_head_starts_at_the_mean_parameters():
         torch.testing.assert_close(m[name], m[name + "_mean"])
         assert m[name] > 0.1, (name, m[name])
     torch.testing.assert_close(m["loss"], m["vdc_mean"])
+    torch.testing.assert_close(m["adv"], m["adv_mean"])  # the same critic judges the same (mean) parameters
     # PyTorch's default Linear init: the untrained net's coefficients sit further from the truth than the mean's
     torch.manual_seed(0)
     noisy = T.TDASL.build_model(config.__class__.tiny(zero_head=False)).eval()
@@ -73,3 +75,20 @@ def test_landmark_terms_vanish_at_the_ground_truth():
             errors.append(float(T.L.landmark_2d_consistency(T.L.landmarks_18(batch["landmarks"]),
                                                             T.L.landmarks_18(x2d))))
     assert errors[0] < 0.5 * errors[1], errors
+
+
+def test_low_dimensional_space_keeps_the_leading_coefficients():
+    """Config.shape_components / expression_components: the samples' other coefficients are 0,
+    and the whitening computed from them pins those entries (floor std), so the whitened
+    targets there are 0 too."""
+    config = T.Config.tiny(shape_components=3, expression_components=2, val_samples=4)
+    dataset = T.TDASL.dataset(config, "synthetic", "val", 0)
+    batch = torch.utils.data.default_collate([dataset[i] for i in range(4)])
+    model = T.TDASL.build_model(config)
+    alpha = T.L.dewhiten(batch["params62"], model.param_mean, model.param_std)[:, 12:]
+    assert alpha[:, :3].abs().min() > 0 and alpha[:, 3:40].abs().max() < 1e-6
+    assert alpha[:, 40:42].abs().min() > 0 and alpha[:, 42:].abs().max() < 1e-6
+    assert model.param_std[12 + 3:52].max() <= 1e-6 and model.param_std[52 + 2:].max() <= 1e-6
+    assert batch["params62"][:, 15:52].abs().max() < 1e-3
+    with pytest.raises(ValueError, match="shape_components"):
+        T.Config.tiny(shape_components=-1)
