@@ -221,7 +221,11 @@ class RingNetConfig:
     """RingNet settings (paper §3.5-3.6, PIPELINES.md §3.6): Adam, lr 1e-4, R = 6, eta 0.5,
     lambda_proj 60, shape / expression L2 1e-4. A dataset item is one ring (R images); the
     loop's ``batch_size`` counts rings (``n_b``). ``arch``: ``"resnet50"`` or ``"resnet18"``
-    (tiny). Synthetic data uses the synthetic head with ``n_shape`` / ``n_exp`` components."""
+    (tiny). Synthetic data uses the synthetic head with ``n_shape`` / ``n_exp`` components;
+    ``shape_std`` / ``shape_components`` set its identity distribution (the convergence run,
+    ``benchmarks/converge_regressors.py --method ringnet``, uses 3 components of std 8 and
+    ``dropout=0.0`` so that the shape is visible at 64 px and the codes are not dropout-noisy:
+    docs/benchmarks.md, "Regressors on synthetic identities")."""
 
     arch: str = "resnet50"
     image_size: int = 224
