@@ -57,7 +57,8 @@ DEFAULTS = {
     # alignment, below the fit's 2-3 px error, and the runs did not separate even the training
     # rings (docs/benchmarks.md). dropout=0: the regressor's dropout (HMR's) makes the codes
     # of one image noisy in training, which the ring loss reads as same-identity distance;
-    # with it the codes stayed at a squared norm ~1. cache_rings: render each ring once.
+    # with it 1500 steps leave 38 % of held-out triplets apart (84 % without). cache_rings:
+    # render each ring once.
     "ringnet": dict(steps=1500, batch_size=4, val_every=250,
                     config=dict(num_rings=512, val_rings=16, lr=1e-3, shape_components=3, shape_std=8.0,
                                 dropout=0.0, cache_rings=True)),
