@@ -221,7 +221,11 @@ class RingNetConfig:
     """RingNet settings (paper §3.5-3.6, PIPELINES.md §3.6): Adam, lr 1e-4, R = 6, eta 0.5,
     lambda_proj 60, shape / expression L2 1e-4. A dataset item is one ring (R images); the
     loop's ``batch_size`` counts rings (``n_b``). ``arch``: ``"resnet50"`` or ``"resnet18"``
-    (tiny). Synthetic data uses the synthetic head with ``n_shape`` / ``n_exp`` components."""
+    (tiny). Synthetic data uses the synthetic head with ``n_shape`` / ``n_exp`` components;
+    ``shape_std`` / ``shape_components`` set its identity distribution (the convergence run,
+    ``benchmarks/converge_regressors.py --method ringnet``, uses 3 components of std 8 and
+    ``dropout=0.0`` so that the shape is visible at 64 px and the codes are not dropout-noisy:
+    docs/benchmarks.md, "Regressors on synthetic identities")."""
 
     arch: str = "resnet50"
     image_size: int = 224
@@ -240,6 +244,11 @@ class RingNetConfig:
     n_exp: int = 50
     num_rings: int = 1024
     val_rings: int = 16
+    # synthetic data (SyntheticConfig): identity shape ~ N(0, shape_std^2) on the leading
+    # shape_components coefficients (None: all n_shape); smoke-configuration choices
+    shape_std: float = 1.0
+    shape_components: Optional[int] = None
+    cache_rings: bool = False  # keep rendered rings in memory (small synthetic runs)
 
     @classmethod
     def tiny(cls) -> "RingNetConfig":
@@ -248,15 +257,24 @@ class RingNetConfig:
 
 class _Rings(torch.utils.data.Dataset):
     """Ring ``i``: ``R - 1`` images of synthetic identity ``i`` + the first image of identity
-    ``i + 1`` (another identity), with normalised landmarks (y down)."""
+    ``i + 1`` (another identity), with normalised landmarks (y down). ``cache``: keep each
+    rendered ring in memory (the samples are deterministic, so only the rendering time changes)."""
 
-    def __init__(self, faces, ring_size: int, num_rings: int):
+    def __init__(self, faces, ring_size: int, num_rings: int, cache: bool = False):
         self.faces, self.R, self.num = faces, ring_size, num_rings
+        self.cache = {} if cache else None
 
     def __len__(self):
         return self.num
 
     def __getitem__(self, i):
+        if self.cache is None:
+            return self._render(i)
+        if i not in self.cache:
+            self.cache[i] = self._render(i)
+        return self.cache[i]
+
+    def _render(self, i):
         k = self.R - 1
         indices = [i * k + j for j in range(k)] + [((i + 1) % (self.num + 1)) * k]
         images, landmarks, identity = [], [], []
@@ -302,8 +320,9 @@ class RingNetMethod:
         k = config.ring_size - 1
         faces = SyntheticFaces(num_samples=(rings + 1) * k, image_size=config.image_size,
                                seed=seed if split == "train" else seed + 1_000_003, images_per_identity=k,
-                               mask=None, n_shape=config.n_shape, n_exp=config.n_exp, n_tex=1)
-        return _Rings(faces, config.ring_size, rings)
+                               mask=None, n_shape=config.n_shape, n_exp=config.n_exp, n_tex=1,
+                               shape_std=config.shape_std, shape_components=config.shape_components)
+        return _Rings(faces, config.ring_size, rings, cache=config.cache_rings)
 
     @staticmethod
     def _losses(model, batch):

@@ -183,3 +183,23 @@ def test_ring_dataset_layout():
     ids = item["identity"].tolist()
     assert len(set(ids[:-1])) == 1 and ids[-1] != ids[0]
     assert item["landmarks"].shape == (cfg.ring_size, 68, 2)
+
+
+def test_ring_dataset_shape_space_and_cache():
+    """shape_std / shape_components reach the synthetic identities; cache_rings returns the
+    rendered ring again (same tensors as rendering it anew)."""
+    import dataclasses
+
+    method = RN.RingNetMethod()
+    base = dataclasses.replace(RN.RingNetConfig.tiny(), num_rings=2)
+    wide = dataclasses.replace(base, shape_std=8.0, shape_components=3, cache_rings=True)
+    plain = method.dataset(base, "synthetic", "train", 0)
+    ds = method.dataset(wide, "synthetic", "train", 0)
+    a, b = plain.faces.sample_params(0)["shape"], ds.faces.sample_params(0)["shape"]
+    torch.testing.assert_close(b[:3], 8.0 * a[:3])
+    assert torch.all(b[3:] == 0)
+    first = ds[1]
+    assert ds[1] is first
+    fresh = method.dataset(dataclasses.replace(wide, cache_rings=False), "synthetic", "train", 0)[1]
+    for key in ("image", "landmarks", "identity"):
+        assert torch.equal(first[key], fresh[key])
