@@ -107,6 +107,10 @@ def test_synthetic_landmarks_are_the_decoders_keypoint_vertices():
         assert torch.equal(s["image"], t["image"])  # same render, only the landmark definition differs
         gaps.append(float((s["landmarks"] - t["landmarks"]).norm(dim=-1).mean()))
     assert min(gaps) > 0.2, gaps  # px at 64 x 64: as large as the shape signal
+    with pytest.raises(ValueError, match="synthetic_id_components"):
+        D.Config(synthetic_id_components=-2)
+    with pytest.raises(ValueError, match="synthetic_rotation_scale"):
+        D.Config(synthetic_rotation_scale=-1.0)
 
 
 def test_synthetic_bfm_matches_the_synthetic_head():
