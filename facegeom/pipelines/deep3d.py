@@ -805,7 +805,8 @@ class Deep3DMethod:
       ``step_size = lr_step_epochs * steps_per_epoch`` (``steps_per_epoch`` from the Config, or
       ``ceil(num_samples / batch_size)`` on synthetic data); the loop's ``--lr-schedule`` is ignored;
     - data ``"synthetic"``: :class:`facegeom.data.synthetic.SyntheticFaces` of the 80/64/80
-      synthetic head with :class:`SyntheticDeep3DHook`, face model :func:`synthetic_bfm`;
+      synthetic head with :class:`SyntheticDeep3DHook`, face model :func:`synthetic_bfm`; the
+      distribution from the Config's ``synthetic_*`` fields (low-dimensional smoke spaces);
       a folder: ``<folder>/datalist/{train,val}/masks.txt`` (no val list: no validation) read by
       :class:`facegeom.data.datasets.Deep3DFlistDataset` (``data_root = <folder>``; the train split
       with the authors' augmentation); the face model is then ``--set bfm_path=BFM_model_front.mat``;
