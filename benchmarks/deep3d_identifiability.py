@@ -65,11 +65,14 @@ def main(argv=None) -> dict:
     parser.add_argument("--images", type=int, default=8)
     parser.add_argument("--iterations", type=int, default=300)
     parser.add_argument("--lr", type=float, default=0.01)
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a Config field (float)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a Config field (parsed as the field's type)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     config = D.Config.tiny(center=args.size / 2.0, focal=1015.0 * args.size / 224.0, val_samples=args.images)
-    overrides = {k: float(v) for k, v in (item.split("=", 1) for item in args.set)}
+    overrides = {}
+    for key, value in (item.split("=", 1) for item in args.set):
+        kind = type(getattr(config, key))
+        overrides[key] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
     config = dataclasses.replace(config, **overrides)
     start = time.perf_counter()
     result = fit(config, args.images, args.iterations, args.lr)

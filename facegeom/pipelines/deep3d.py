@@ -96,6 +96,16 @@ class Config:
     val_samples: int = 64           # synthetic validation samples (another seed: disjoint)
     images_per_identity: int = 4
     head_seed: int = 0              # synthetic_head's seed (data and face model)
+    # the synthetic data's distribution (--data synthetic; facegeom.data.synthetic.SyntheticConfig): for smoke
+    # trainings of small networks, a low-dimensional space: the leading k coefficients drawn, the others 0
+    # (-1: all 80 / 64 / 80; 0: none, the mean)
+    synthetic_id_components: int = -1
+    synthetic_exp_components: int = -1
+    synthetic_tex_components: int = -1
+    synthetic_shape_std: float = 1.0  # std of the identity coefficients (the face model's unit: 1)
+    synthetic_max_jaw: float = 0.2    # jaw opening U(0, max) rad; the linear face model cannot open the jaw
+    synthetic_rotation_scale: float = 1.0  # x SyntheticConfig.rotation_std (0.12, 0.30, 0.06) rad (pitch, yaw, roll)
+    synthetic_model_landmarks: bool = True  # SyntheticDeep3DHook(model_landmarks=...): the decoder's 68 keypoints
     bfm_path: str = ""              # BFM_model_front.mat of the trained model; "": synthetic_bfm(head_seed)
 
     def __post_init__(self):
@@ -106,10 +116,15 @@ class Config:
         if not (self.focal > 0 and self.center > 0 and 0 < self.z_near < self.z_far):
             raise ValueError("need focal > 0, center > 0 and 0 < z_near < z_far")
         for name, low in (("steps_per_epoch", 0), ("num_samples", 1), ("val_samples", 1),
-                          ("images_per_identity", 1), ("head_seed", 0), ("lr_step_epochs", 1)):
+                          ("images_per_identity", 1), ("head_seed", 0), ("lr_step_epochs", 1),
+                          ("synthetic_id_components", -1), ("synthetic_exp_components", -1),
+                          ("synthetic_tex_components", -1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+        for name in ("synthetic_shape_std", "synthetic_max_jaw", "synthetic_rotation_scale"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
 
     @property
     def image_size(self) -> int:
@@ -628,6 +643,17 @@ def synthetic_bfm(head_seed: int = 0) -> BFM:
                keypoints=base.keypoints, masks={"skin_mask": skin}, dtype=torch.float32)
 
 
+_SYNTHETIC_KEYPOINTS: Dict[int, Tensor] = {}
+
+
+def _synthetic_keypoints(head) -> Tensor:
+    """The 68 keypoint vertex indices of :func:`synthetic_bfm` for the synthetic ``head``
+    (:meth:`BFM.from_flame`'s), cached per head."""
+    if id(head) not in _SYNTHETIC_KEYPOINTS:
+        _SYNTHETIC_KEYPOINTS[id(head)] = BFM.from_flame(head).keypoints.long().cpu()
+    return _SYNTHETIC_KEYPOINTS[id(head)]
+
+
 @dataclass(frozen=True)
 class SyntheticDeep3DHook:
     """A :class:`facegeom.data.synthetic.SyntheticFaces` hook that turns a rendered sample into
@@ -641,14 +667,30 @@ class SyntheticDeep3DHook:
 
     Adds ``imgs [3, S, S]``, ``lms [68, 2]`` (y-up, crop), ``msks [1, S, S]``, ``M [2, 3]``,
     ``trans_params [5]``.
+
+    With ``model_landmarks`` (default) the sample's ``"landmarks"`` (and ``"keypoints5"``)
+    are first replaced by the projections of the face model's 68 keypoint *vertices*
+    (:func:`synthetic_bfm`'s ``keypoints``, the landmarks :func:`decode` projects, as
+    ``BFM_model_front.mat``'s ``keypoints``) instead of the synthetic head's barycentric
+    landmarks with their yaw-dependent contour: the two definitions differ by 0.49 px per
+    landmark on average (7.8 px at most, on the contour) in the 64 x 64 tiny crops, a
+    systematic offset of the size of the identity signal that no coefficients can fit (the
+    same finding as :class:`facegeom.pipelines.specular.SyntheticSpecularHook`'s).
     """
 
     size: int
+    model_landmarks: bool = True
 
     def __call__(self, sample, context) -> None:
         from facegeom.data import deep3d as data
         from facegeom.data.skin import skinmask
+        from facegeom.data.synthetic import extract_5p
 
+        if self.model_landmarks:
+            keypoints = _synthetic_keypoints(context.head)
+            projected = context.camera.project(context.output.vertices[:, keypoints])[0]
+            sample["landmarks"] = projected.to(sample["landmarks"].dtype)
+            sample["keypoints5"] = extract_5p(sample["landmarks"])
         pixels = _as_uint8_rgb(sample["image"])
         lm = sample["landmarks"].double().numpy().copy()
         lm[:, 1] = pixels.shape[0] - 1 - lm[:, 1]
@@ -713,6 +755,11 @@ def _recognition_net(config: Config) -> Optional[nn.Module]:
     return net
 
 
+def _components(count: int) -> Optional[int]:
+    """A ``synthetic_*_components`` field as :class:`facegeom.data.synthetic.SyntheticConfig`'s (-1: None, all)."""
+    return None if count < 0 else count
+
+
 class _SkipBad(torch.utils.data.Dataset):
     """A :class:`facegeom.data.datasets.Deep3DFlistDataset` whose failed samples (a bad file
     is logged there) are replaced by the next readable one, so the default collate never sees
@@ -758,7 +805,8 @@ class Deep3DMethod:
       ``step_size = lr_step_epochs * steps_per_epoch`` (``steps_per_epoch`` from the Config, or
       ``ceil(num_samples / batch_size)`` on synthetic data); the loop's ``--lr-schedule`` is ignored;
     - data ``"synthetic"``: :class:`facegeom.data.synthetic.SyntheticFaces` of the 80/64/80
-      synthetic head with :class:`SyntheticDeep3DHook`, face model :func:`synthetic_bfm`;
+      synthetic head with :class:`SyntheticDeep3DHook`, face model :func:`synthetic_bfm`; the
+      distribution from the Config's ``synthetic_*`` fields (low-dimensional smoke spaces);
       a folder: ``<folder>/datalist/{train,val}/masks.txt`` (no val list: no validation) read by
       :class:`facegeom.data.datasets.Deep3DFlistDataset` (``data_root = <folder>``; the train split
       with the authors' augmentation); the face model is then ``--set bfm_path=BFM_model_front.mat``;
@@ -787,14 +835,20 @@ class Deep3DMethod:
 
     def dataset(self, config: Config, data, split, seed):
         if data == "synthetic":
-            from facegeom.data.synthetic import SyntheticFaces
+            from facegeom.data.synthetic import SyntheticConfig, SyntheticFaces
 
             count = config.num_samples if split == "train" else config.val_samples
+            rotation_std = tuple(config.synthetic_rotation_scale * s for s in SyntheticConfig.rotation_std)
             return SyntheticFaces(num_samples=count, image_size=config.image_size,
                                   seed=seed if split == "train" else seed + 1_000_003,
                                   images_per_identity=config.images_per_identity, head_seed=config.head_seed,
                                   n_shape=80, n_exp=64, n_tex=80, mask=None,
-                                  hooks=(SyntheticDeep3DHook(config.image_size),))
+                                  shape_components=_components(config.synthetic_id_components),
+                                  expression_components=_components(config.synthetic_exp_components),
+                                  texture_components=_components(config.synthetic_tex_components),
+                                  shape_std=config.synthetic_shape_std, max_jaw=config.synthetic_max_jaw,
+                                  rotation_std=rotation_std,
+                                  hooks=(SyntheticDeep3DHook(config.image_size, config.synthetic_model_landmarks),))
         from facegeom.data.datasets import Deep3DFlistDataset
 
         if config.image_size != 224:

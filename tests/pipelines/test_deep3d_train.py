@@ -81,6 +81,38 @@ def test_synthetic_sample_is_the_authors_training_sample():
     assert len(val) == cfg.val_samples and not torch.equal(val[0]["imgs"], ds[0]["imgs"])
 
 
+def test_synthetic_landmarks_are_the_decoders_keypoint_vertices():
+    """The synthetic head's barycentric landmarks (with the yaw-dependent contour) are not the
+    face model's 68 keypoint vertices that decode() projects; the hook uses the latter
+    (model_landmarks=True, the default) and the data's low-dimensional space comes from the Config."""
+    from facegeom.cameras import Pinhole
+
+    cfg = D.Config.tiny(synthetic_id_components=3, synthetic_exp_components=2, synthetic_tex_components=0,
+                        synthetic_shape_std=2.0, synthetic_max_jaw=0.0)
+    ds = D.Deep3DMethod().dataset(cfg, "synthetic", "train", 0)
+    old = D.Deep3DMethod().dataset(cfg.replace(synthetic_model_landmarks=False), "synthetic", "train", 0)
+    keypoints = D.synthetic_bfm().keypoints.long()
+    gaps = []
+    for i in range(3):
+        s, t = ds[i], old[i]
+        p = s["params"]
+        assert torch.count_nonzero(p["shape"][3:]) == 0 and torch.count_nonzero(p["expression"][2:]) == 0
+        assert torch.count_nonzero(p["texture"]) == 0 and float(p["jaw"][0]) == 0.0
+        out = ds.head(shape=p["shape"][None], expression=p["expression"][None], pose=p["rotation"][None],
+                      jaw=p["jaw"][None], texture=p["texture"][None])
+        camera = Pinhole.from_K(p["K"], p["R"], p["t"], image_size=(64, 64))
+        expected = camera.project(out.vertices[:, keypoints])[0]
+        torch.testing.assert_close(s["landmarks"], expected.to(s["landmarks"].dtype), atol=1e-4, rtol=0)
+        torch.testing.assert_close(t["landmarks"], camera.project(out.landmarks2d)[0].float(), atol=1e-4, rtol=0)
+        assert torch.equal(s["image"], t["image"])  # same render, only the landmark definition differs
+        gaps.append(float((s["landmarks"] - t["landmarks"]).norm(dim=-1).mean()))
+    assert min(gaps) > 0.2, gaps  # px at 64 x 64: as large as the shape signal
+    with pytest.raises(ValueError, match="synthetic_id_components"):
+        D.Config(synthetic_id_components=-2)
+    with pytest.raises(ValueError, match="synthetic_rotation_scale"):
+        D.Config(synthetic_rotation_scale=-1.0)
+
+
 def test_synthetic_bfm_matches_the_synthetic_head():
     from facegeom.models import synthetic_head
 
