@@ -100,3 +100,12 @@ def choice(name: str, value, options: Sequence):
     if value not in options:
         raise ValueError(f"{name} must be one of {tuple(options)}, got {value!r}")
     return value
+
+
+def optional_count(name: str, value):
+    """Check a "keep the leading k" field: None (all) or an int >= 0 (0: none); raises
+    ValueError naming ``name``. One convention for every smoke-data field
+    (:class:`facegeom.data.synthetic.SyntheticConfig` and the pipelines' configs)."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise ValueError(f"{name} must be None (all) or an int >= 0 (0: none), got {value!r}")
+    return value

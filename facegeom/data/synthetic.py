@@ -60,6 +60,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from facegeom import _checks
+
 __all__ = ["SyntheticConfig", "SyntheticFaces", "SampleContext", "extract_5p", "skin_faces"]
 
 Tensor = torch.Tensor
@@ -182,9 +184,7 @@ class SyntheticConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         for name in ("shape_components", "expression_components", "texture_components"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-                raise ValueError(f"{name} must be None or a non-negative int, got {value!r}")
+            _checks.optional_count(name, getattr(self, name))
         for name in ("seed", "head_seed"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:

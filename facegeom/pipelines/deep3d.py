@@ -98,10 +98,10 @@ class Config:
     head_seed: int = 0              # synthetic_head's seed (data and face model)
     # the synthetic data's distribution (--data synthetic; facegeom.data.synthetic.SyntheticConfig): for smoke
     # trainings of small networks, a low-dimensional space: the leading k coefficients drawn, the others 0
-    # (-1: all 80 / 64 / 80; 0: none, the mean)
-    synthetic_id_components: int = -1
-    synthetic_exp_components: int = -1
-    synthetic_tex_components: int = -1
+    # (None: all 80 / 64 / 80; 0: none, the mean)
+    synthetic_id_components: Optional[int] = None
+    synthetic_exp_components: Optional[int] = None
+    synthetic_tex_components: Optional[int] = None
     synthetic_shape_std: float = 1.0  # std of the identity coefficients (the face model's unit: 1)
     synthetic_max_jaw: float = 0.2    # jaw opening U(0, max) rad; the linear face model cannot open the jaw
     synthetic_rotation_scale: float = 1.0  # x SyntheticConfig.rotation_std (0.12, 0.30, 0.06) rad (pitch, yaw, roll)
@@ -116,12 +116,12 @@ class Config:
         if not (self.focal > 0 and self.center > 0 and 0 < self.z_near < self.z_far):
             raise ValueError("need focal > 0, center > 0 and 0 < z_near < z_far")
         for name, low in (("steps_per_epoch", 0), ("num_samples", 1), ("val_samples", 1),
-                          ("images_per_identity", 1), ("head_seed", 0), ("lr_step_epochs", 1),
-                          ("synthetic_id_components", -1), ("synthetic_exp_components", -1),
-                          ("synthetic_tex_components", -1)):
+                          ("images_per_identity", 1), ("head_seed", 0), ("lr_step_epochs", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+        for name in ("synthetic_id_components", "synthetic_exp_components", "synthetic_tex_components"):
+            _checks.optional_count(name, getattr(self, name))
         for name in ("synthetic_shape_std", "synthetic_max_jaw", "synthetic_rotation_scale"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
@@ -755,11 +755,6 @@ def _recognition_net(config: Config) -> Optional[nn.Module]:
     return net
 
 
-def _components(count: int) -> Optional[int]:
-    """A ``synthetic_*_components`` field as :class:`facegeom.data.synthetic.SyntheticConfig`'s (-1: None, all)."""
-    return None if count < 0 else count
-
-
 class _SkipBad(torch.utils.data.Dataset):
     """A :class:`facegeom.data.datasets.Deep3DFlistDataset` whose failed samples (a bad file
     is logged there) are replaced by the next readable one, so the default collate never sees
@@ -843,9 +838,9 @@ class Deep3DMethod:
                                   seed=seed if split == "train" else seed + 1_000_003,
                                   images_per_identity=config.images_per_identity, head_seed=config.head_seed,
                                   n_shape=80, n_exp=64, n_tex=80, mask=None,
-                                  shape_components=_components(config.synthetic_id_components),
-                                  expression_components=_components(config.synthetic_exp_components),
-                                  texture_components=_components(config.synthetic_tex_components),
+                                  shape_components=config.synthetic_id_components,
+                                  expression_components=config.synthetic_exp_components,
+                                  texture_components=config.synthetic_tex_components,
                                   shape_std=config.synthetic_shape_std, max_jaw=config.synthetic_max_jaw,
                                   rotation_std=rotation_std,
                                   hooks=(SyntheticDeep3DHook(config.image_size, config.synthetic_model_landmarks),))

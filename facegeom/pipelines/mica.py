@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from facegeom import _checks
 from facegeom import train as training
 from facegeom.eval.now import NOW_LANDMARKS_68
 from facegeom.losses import mica as mica_loss
@@ -411,6 +412,11 @@ class MICAConfig:
     # ``synthetic_shape_components`` kept (None: all; SyntheticConfig.shape_components).
     synthetic_shape_components: Optional[int] = None
     synthetic_shape_std: float = 1.0
+
+    def __post_init__(self):
+        _checks.optional_count("synthetic_shape_components", self.synthetic_shape_components)
+        if not self.synthetic_shape_std >= 0:
+            raise ValueError(f"synthetic_shape_std must be >= 0, got {self.synthetic_shape_std!r}")
 
     @classmethod
     def tiny(cls) -> "MICAConfig":

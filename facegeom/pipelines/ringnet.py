@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from facegeom import _checks
 from facegeom import train as training
 from facegeom.cameras import WeakPerspective
 from facegeom.eval.now import NOW_LANDMARKS_68
@@ -249,6 +250,11 @@ class RingNetConfig:
     shape_std: float = 1.0
     shape_components: Optional[int] = None
     cache_rings: bool = False  # keep rendered rings in memory (small synthetic runs)
+
+    def __post_init__(self):
+        _checks.optional_count("shape_components", self.shape_components)
+        if not self.shape_std >= 0:
+            raise ValueError(f"shape_std must be >= 0, got {self.shape_std!r}")
 
     @classmethod
     def tiny(cls) -> "RingNetConfig":

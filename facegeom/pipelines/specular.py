@@ -86,7 +86,7 @@ class Config:
     Synthetic data (``--data synthetic``, facegeom's): ``num_samples`` / ``val_samples``
     images, ``images_per_identity``; ``shape_components`` / ``expression_components`` /
     ``albedo_components`` keep only the leading k coefficients of the samples (the others
-    0; 0 = all), a low-dimensional space for smoke trainings; the network still predicts
+    0; None: all, 0: none), a low-dimensional space for smoke trainings; the network still predicts
     ``n_shape`` / ``n_exp`` / ``n_albedo``. ``pose_scale`` multiplies the synthetic pose
     spreads (:class:`facegeom.data.synthetic.SyntheticConfig`'s ``rotation_std`` (0.12, 0.30,
     0.06) rad, ``shift_std`` 0.03, ``scale_std`` 0.05): below 1, nearer-frontal, centred
@@ -127,9 +127,9 @@ class Config:
     num_samples: int = 20000
     val_samples: int = 64
     images_per_identity: int = 4
-    shape_components: int = 0        # synthetic data: keep the leading k shape coefficients, the rest 0 (0: all)
-    expression_components: int = 0   # the same for expression
-    albedo_components: int = 0       # the same for albedo
+    shape_components: Optional[int] = None       # synthetic data: keep the leading k shape coefficients, the rest 0
+    expression_components: Optional[int] = None  # the same for expression (None: all; 0: none, the mean)
+    albedo_components: Optional[int] = None      # the same for albedo
     pose_scale: float = 1.0          # synthetic data: x the default rotation, shift and distance spreads
 
     def __post_init__(self):
@@ -138,10 +138,12 @@ class Config:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
-        for name in ("mouth_start", "head_seed", "shape_components", "expression_components", "albedo_components"):
+        for name in ("mouth_start", "head_seed"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+        for name in ("shape_components", "expression_components", "albedo_components"):
+            _checks.optional_count(name, getattr(self, name))
         if not (self.focal > 0 and self.center > 0 and 0 < self.z_near < self.z_far):
             raise ValueError("need focal > 0, center > 0 and 0 < z_near < z_far")
         if not (self.gamma > 0 and self.shininess_init > 0 and self.eta >= 0):
@@ -647,9 +649,9 @@ def synthetic_dataset(config: Config, count: int, seed: int):
                                           head_seed=config.head_seed, n_shape=config.n_shape, n_exp=config.n_exp,
                                           n_tex=config.n_albedo, images_per_identity=config.images_per_identity,
                                           max_jaw=0.0, mask="skin",
-                                          shape_components=config.shape_components or None,
-                                          expression_components=config.expression_components or None,
-                                          texture_components=config.albedo_components or None, **pose,
+                                          shape_components=config.shape_components,
+                                          expression_components=config.expression_components,
+                                          texture_components=config.albedo_components, **pose,
                                           hooks=(SyntheticSpecularHook(gamma=config.gamma),)))
 
 

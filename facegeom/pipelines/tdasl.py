@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from facegeom import _checks
 from facegeom.losses import tdasl as L
 
 __all__ = ["DDFAModel", "load_whitening", "reconstruct_vertex", "to_original", "PIXEL_BASES",
@@ -310,7 +311,7 @@ class Config:
     WPDC's at initialisation, SGD takes steps of several units in parameter space and the
     smoke run diverges (WPDC rises; ``docs/tdasl.md``) [INFERRED].
     ``shape_components`` / ``expression_components``: the synthetic samples keep only the
-    leading k of the 40 shape / 10 expression coefficients (the others 0; 0 = all), a
+    leading k of the 40 shape / 10 expression coefficients (the others 0; None: all, 0: none), a
     low-dimensional space for smoke trainings (the whitening, computed from the same
     distribution, then has the floor std 1e-6 on the others, so the network's outputs there
     barely move the mesh) [tiny config].
@@ -335,8 +336,8 @@ class Config:
     net: str = "resnet50"
     val_samples: int = 0
     zero_head: bool = False
-    shape_components: int = 0
-    expression_components: int = 0
+    shape_components: Optional[int] = None
+    expression_components: Optional[int] = None
 
     def __post_init__(self):
         if self.stage not in (1, 2):
@@ -345,9 +346,7 @@ class Config:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
         for name in ("shape_components", "expression_components"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be a non-negative int (0: all), got {value!r}")
+            _checks.optional_count(name, getattr(self, name))
 
     @classmethod
     def tiny(cls, **overrides) -> "Config":
@@ -436,8 +435,8 @@ def _synthetic_config(config: Config, num_samples: int, seed: int, hooks=()):
 
     return SyntheticConfig(num_samples=num_samples, image_size=STD_SIZE, seed=seed, head_seed=config.head_seed,
                            n_shape=40, n_exp=10, n_tex=10, max_jaw=0.0, mask=None, hooks=tuple(hooks),
-                           shape_components=config.shape_components or None,
-                           expression_components=config.expression_components or None)
+                           shape_components=config.shape_components,
+                           expression_components=config.expression_components)
 
 
 def synthetic_model(config: Config) -> Tuple[DDFAModel, Tensor, Tensor]:

@@ -103,5 +103,7 @@ def test_low_dimensional_and_near_frontal_smoke_data():
     full = S.synthetic_dataset(S.Config.tiny(), 2, 0).sample_params(1)
     torch.testing.assert_close(p["shape"][:3], full["shape"][:3])  # the same draws, truncated
     assert full["rotation"].abs().max() > 0
+    none = S.synthetic_dataset(S.Config.tiny(albedo_components=0), 2, 0).sample_params(1)
+    assert none["texture"].abs().max() == 0 and none["shape"].abs().min() > 0  # 0: none; None: all
     with pytest.raises(ValueError, match="pose_scale"):
         S.Config.tiny(pose_scale=-1.0)
