@@ -5,7 +5,7 @@ prints (and writes to ``--out``/summary.json) the mean of each training loss ter
 first and the last ``--window`` logged steps, and the last validation.
 
     python benchmarks/converge_specular_tdasl.py --method specular --out /tmp/spec   # run G, ~4-5 min
-    python benchmarks/converge_specular_tdasl.py --method tdasl --out /tmp/tdasl     # 400 steps, ~4-6 min
+    python benchmarks/converge_specular_tdasl.py --method tdasl --out /tmp/tdasl     # 2000 steps, ~15 min
 
 The defaults (``DEFAULTS``: steps, batch size, window and ``--set`` values per method) are
 the settings of the headline runs of the two pages; ``--val-every N`` validates during
@@ -134,12 +134,14 @@ def evaluate(method_name: str, config, checkpoint: str, batch_size: int, seed: i
 
 
 DEFAULTS = {
-    # the settings of the headline runs in docs/specular.md (run G) and docs/tdasl.md (the
-    # 400-step runs); --steps / --batch-size / --window / --set override them
+    # the settings of the headline runs in docs/specular.md (run G) and docs/tdasl.md (runs td_B,
+    # td_B1: micrometre model, 3 shape components of std 4, lr 1e-2, 2000 steps); --steps /
+    # --batch-size / --window / --val-every / --set override them
     "specular": {"steps": 500, "batch_size": 8, "window": 50,
                  "set": ["lr=3e-4", "num_samples=4000", "val_samples=32"]},
-    "tdasl": {"steps": 400, "batch_size": 4, "window": 25,
-              "set": ["num_samples=4000", "val_samples=32", "whitening_samples=64"]},
+    "tdasl": {"steps": 2000, "batch_size": 4, "window": 100, "val_every": 250,
+              "set": ["num_samples=8000", "val_samples=32", "whitening_samples=64", "model_unit_um=true",
+                      "lr_regressor=1e-2", "shape_components=3", "shape_std=4", "expression_components=3"]},
 }
 
 
@@ -148,7 +150,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--method", choices=("specular", "tdasl"), required=True)
     parser.add_argument("--steps", type=int, default=None, help="default: DEFAULTS[method]")
     parser.add_argument("--batch-size", type=int, default=None, help="default: DEFAULTS[method]")
-    parser.add_argument("--val-every", type=int, default=0, help="validate every N steps (0: at the end only)")
+    parser.add_argument("--val-every", type=int, default=None,
+                        help="validate every N steps (0: at the end only; default: DEFAULTS[method], else 0)")
     parser.add_argument("--window", type=int, default=None,
                         help="logged steps averaged at the start and the end (default: DEFAULTS[method])")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -163,9 +166,9 @@ def main(argv=None) -> dict:
                         help="specular: fit 8 held-out images' coefficients directly for STEPS steps; no training")
     args = parser.parse_args(argv)
     defaults = DEFAULTS[args.method]
-    for name in ("steps", "batch_size", "window"):
+    for name in ("steps", "batch_size", "window", "val_every"):
         if getattr(args, name) is None:
-            setattr(args, name, defaults[name])
+            setattr(args, name, defaults.get(name, 0))
     args.set = list(defaults["set"]) + list(args.set)  # later --set entries win
     torch.set_num_threads(1)
     from facegeom import train

@@ -315,6 +315,19 @@ class Config:
     low-dimensional space for smoke trainings (the whitening, computed from the same
     distribution, then has the floor std 1e-6 on the others, so the network's outputs there
     barely move the mesh) [tiny config].
+    ``shape_std`` / ``expression_std``: the standard deviation of the synthetic samples' shape /
+    expression coefficients (:class:`facegeom.data.synthetic.SyntheticConfig`; 1 = the model's
+    prior) [tiny config].
+    ``model_unit_um``: build the synthetic 3DDFA-layout model in micrometres (the synthetic
+    head's metres x 1e6: mean shape and bases; the fitted poses and the whitening follow) instead
+    of metres. 3DDFA's BFM is in micrometre-like units (vertex coordinates ~1e4-1e5) and WPDC's
+    constant :data:`facegeom.losses.tdasl.WPDC_MAGIC` scales the shape / expression weights
+    (``WPDC_MAGIC * |delta| * ||basis column||``) for that unit, while the pose weights are
+    unit-free; with the model in metres the shape / expression weights come out ~1e6 x too
+    small against the pose's (~1e-7 after the max normalisation) and WPDC barely trains the
+    coefficients (``docs/tdasl.md``). Only the synthetic model is affected (a 3DDFA folder is
+    read as it is); the projected geometry, the whitened targets and every other loss term
+    are the same in either unit. True in :meth:`tiny` [INFERRED, smoke config].
     """
 
     lambda_2d: float = 0.005
@@ -338,11 +351,14 @@ class Config:
     zero_head: bool = False
     shape_components: Optional[int] = None
     expression_components: Optional[int] = None
+    shape_std: float = 1.0
+    expression_std: float = 1.0
+    model_unit_um: bool = False
 
     def __post_init__(self):
         if self.stage not in (1, 2):
             raise ValueError(f"stage must be 1 or 2, got {self.stage!r}")
-        for name in ("lr_regressor", "lr_critic", "landmark_unit"):
+        for name in ("lr_regressor", "lr_critic", "landmark_unit", "shape_std", "expression_std"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
         for name in ("shape_components", "expression_components"):
@@ -351,16 +367,22 @@ class Config:
     @classmethod
     def tiny(cls, **overrides) -> "Config":
         return replace(cls(num_samples=8, whitening_samples=8, critic_widths=(4, 8, 8, 16, 16, 512), net="resnet18",
-                           zero_head=True), **overrides)
+                           zero_head=True, model_unit_um=True), **overrides)
+
+    @property
+    def mm_per_unit(self) -> float:
+        """Millimetres per length unit of the synthetic model (1e3 in metres, 1e-3 in micrometres)."""
+        return 1e-3 if self.model_unit_um else 1e3
 
 
-_SYNTH_CACHE: Dict[Tuple[int, ...], Tuple[DDFAModel, Tensor, Tensor]] = {}
+_SYNTH_CACHE: Dict[tuple, Tuple[DDFAModel, Tensor, Tensor]] = {}
 
 
-def _synthetic_ddfa(head) -> DDFAModel:
+def _synthetic_ddfa(head, scale: float = 1.0) -> DDFAModel:
     """The synthetic head as a 3DDFA-layout linear model: ``u`` = template, ``w_shp`` /
-    ``w_exp`` = its 40 / 10 blendshapes (x, y, z interleaved); keypoints = the vertex
-    nearest to each of the neutral head's 68 landmarks."""
+    ``w_exp`` = its 40 / 10 blendshapes (x, y, z interleaved), all times ``scale`` (1: metres,
+    1e6: micrometres, :attr:`Config.model_unit_um`); keypoints = the vertex nearest to each of
+    the neutral head's 68 landmarks."""
     with torch.no_grad():
         v = head.v_template.double()
         dirs = head.shapedirs.double()
@@ -369,8 +391,8 @@ def _synthetic_ddfa(head) -> DDFAModel:
         lmk = out.landmarks2d[0].double()
         near = torch.cdist(lmk, out.vertices[0].double()).argmin(1)
     kp = torch.stack([3 * near, 3 * near + 1, 3 * near + 2], 1).reshape(-1)
-    return DDFAModel(v.reshape(-1, 1).numpy(), dirs[..., :ns].reshape(-1, ns).numpy(),
-                     dirs[..., ns:ns + 10].reshape(-1, 10).numpy(), kp.numpy())
+    return DDFAModel(scale * v.reshape(-1, 1).numpy(), scale * dirs[..., :ns].reshape(-1, ns).numpy(),
+                     scale * dirs[..., ns:ns + 10].reshape(-1, 10).numpy(), kp.numpy())
 
 
 def _fit_pose(model: DDFAModel, alpha: np.ndarray, pixels: np.ndarray) -> np.ndarray:
@@ -436,20 +458,23 @@ def _synthetic_config(config: Config, num_samples: int, seed: int, hooks=()):
     return SyntheticConfig(num_samples=num_samples, image_size=STD_SIZE, seed=seed, head_seed=config.head_seed,
                            n_shape=40, n_exp=10, n_tex=10, max_jaw=0.0, mask=None, hooks=tuple(hooks),
                            shape_components=config.shape_components,
-                           expression_components=config.expression_components)
+                           expression_components=config.expression_components,
+                           shape_std=config.shape_std, expression_std=config.expression_std)
 
 
 def synthetic_model(config: Config) -> Tuple[DDFAModel, Tensor, Tensor]:
     """``(model, mean [62], std [62])``: the synthetic 3DDFA-layout model and its whitening
-    (computed from ``whitening_samples`` renders of seed 0; cached per process)."""
-    key = (config.head_seed, config.whitening_samples, config.shape_components, config.expression_components)
+    (computed from ``whitening_samples`` renders of seed 0; cached per process, keyed by every
+    field that changes them). ``config.model_unit_um``: the model in micrometres (else metres)."""
+    key = (config.head_seed, config.whitening_samples, config.shape_components, config.expression_components,
+           config.shape_std, config.expression_std, config.model_unit_um)
     if key not in _SYNTH_CACHE:
         from facegeom.data.synthetic import SyntheticFaces
 
         from facegeom.models import synthetic_head
 
         model = _synthetic_ddfa(synthetic_head(seed=config.head_seed, n_shape=40, n_exp=10, n_tex=10,
-                                                  dtype=torch.float32))
+                                                  dtype=torch.float32), 1e6 if config.model_unit_um else 1.0)
         record = SyntheticTDASL(np.zeros(62), np.ones(62), model)
         ds = SyntheticFaces(_synthetic_config(config, config.whitening_samples, 0, [record]))
         rows = np.stack([ds[i]["params62"].double().numpy() for i in range(config.whitening_samples)])
@@ -589,15 +614,17 @@ class TDASL:
         ``lm_px`` / ``lm_px_mean``: mean 2D error (pixels) of the 68 projected landmarks
         against the sample's; ``shape_rmse`` / ``shape_rmse_mean``: RMS error of the 50
         de-whitened shape and expression coefficients; ``shape_mm`` / ``shape_mm_mean`` and
-        ``exp_mm`` / ``exp_mm_mean``: mean per-vertex distance (mm; the synthetic head is in
-        metres) of the dense identity offsets ``w_shp alpha_shp`` and expression offsets
-        ``w_exp alpha_exp`` (unposed) to the truth's, i.e. the coefficient errors weighted by
-        what they do to the mesh; ``adv`` / ``adv_mean``: the regressor's side of the
+        ``exp_mm`` / ``exp_mm_mean``: mean per-vertex distance (mm, from the synthetic model's
+        metres or micrometres, :attr:`Config.mm_per_unit`) of the dense identity offsets
+        ``w_shp alpha_shp`` and expression offsets ``w_exp alpha_exp`` (unposed) to the
+        truth's, i.e. the coefficient errors weighted by what they do to
+        the mesh; ``adv`` / ``adv_mean``: the regressor's side of the
         adversarial loss (eq. 6) under the current critic, for the prediction / for the mean
         parameters, and ``critic``: the critic's loss (the truth against the prediction). The
         training log's ``adv`` is measured against a critic that keeps learning, so it rises
         as the critic separates; ``adv < adv_mean`` says the prediction is judged more
         realistic than the mean by the same critic."""
+        mm = cls._config(model).mm_per_unit
         with torch.no_grad():
             target = batch["params62"]
             pred = model.regressor(batch["input"])
@@ -617,7 +644,7 @@ class TDASL:
                 for name, w, part in (("shape_mm", ddfa.w_shp, delta[:, :ddfa.w_shp.shape[1]]),
                                       ("exp_mm", ddfa.w_exp, delta[:, ddfa.w_shp.shape[1]:])):
                     offsets = (part.to(w) @ w.T).reshape(part.shape[0], -1, 3)
-                    out[name + suffix] = 1000.0 * offsets.norm(dim=-1).mean()
+                    out[name + suffix] = mm * offsets.norm(dim=-1).mean()
         return out
 
     @staticmethod
@@ -716,6 +743,8 @@ def reconstructor(checkpoint, assets, options=None):
         faces = load_triangles(os.path.join(folder, "tri.mat"), model.num_vertices)
     if isinstance(state, dict) and "param_mean" in state and "param_std" in state:  # facegeom's final.pt
         mean, std = state["param_mean"].float(), state["param_std"].float()
+        if assets == "synthetic" and "ddfa.u" in state:  # the model it was trained with (its unit, e.g.)
+            model = DDFAModel(state["ddfa.u"], state["ddfa.w_shp"], state["ddfa.w_exp"], state["ddfa.keypoints"])
     device = options.get("device", "auto")
     device = torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu")
     net, model = net.to(device), copy.deepcopy(model).to(device)

@@ -188,3 +188,28 @@ class _Oracle(torch.nn.Module):
 
     def landmarks(self, pred):
         return self.inner.landmarks(pred)
+
+
+def test_reconstruct_final_pt_uses_its_stored_model(tmp_path):
+    """A final.pt carries the 3DDFA-layout model it was trained with (``ddfa.*``, e.g. in metres
+    or micrometres, Config.model_unit_um); --assets synthetic decodes with that model, not the
+    one the current tiny config would build."""
+    model, mean, std = T.synthetic_model(T.Config.tiny())
+    stored = T.DDFAModel(model.u * 1.1, model.w_shp, model.w_exp, model.keypoints)  # a different mean shape
+    net = T.build_network()
+    state = {"regressor." + k: v for k, v in net.state_dict().items()}
+    state.update(param_mean=mean, param_std=std, **{"ddfa." + k: v for k, v in stored.state_dict().items()})
+    torch.save(state, tmp_path / "final.pt")
+    images = tmp_path / "images"
+    [(pixels, lm)] = _images(images, count=1)
+    out = tmp_path / "o"
+    assert cli_main(["reconstruct", "--method", "tdasl", "--checkpoint", str(tmp_path / "final.pt"), "--assets",
+                     "synthetic", "--tiny", str(images), "--out", str(out), "--quiet", "--device", "cpu"]) == 0
+    x, roi = T.preprocess(np.ascontiguousarray(pixels[..., ::-1]), lm)
+    with torch.no_grad():
+        params = T.load_checkpoint(tmp_path / "final.pt")(x[None])
+        expected = T.decode(params, stored, mean, std, roi_box=roi)["landmarks"][0].numpy()
+        other = T.decode(params, model, mean, std, roi_box=roi)["landmarks"][0].numpy()
+    got = np.load(out / "f0.npz")["lm68"]
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-3)
+    assert np.abs(got - other).max() > 1.0

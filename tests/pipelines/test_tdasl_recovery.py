@@ -48,7 +48,8 @@ def test_mesh_metrics_match_the_dense_offsets():
         ddfa = model.ddfa
         # by hand: the neutral mesh u + w_shp a of the mean vs the truth, per-vertex distance in mm
         mesh = lambda a: (ddfa.u[:, 0] + a[:, :40] @ ddfa.w_shp.T).reshape(len(a), -1, 3)  # noqa: E731
-        expected = 1000 * (mesh(base) - mesh(truth)).norm(dim=-1).mean()
+        expected = (mesh(base) - mesh(truth)).norm(dim=-1).mean() * 1e-3  # tiny: micrometres -> mm
+    assert config.model_unit_um and config.mm_per_unit == 1e-3
     torch.testing.assert_close(m["shape_mm_mean"], expected, rtol=1e-4, atol=1e-5)
 
 
@@ -92,3 +93,50 @@ def test_low_dimensional_space_keeps_the_leading_coefficients():
     assert batch["params62"][:, 15:52].abs().max() < 1e-3
     with pytest.raises(ValueError, match="shape_components"):
         T.Config.tiny(shape_components=-1)
+
+
+def test_micrometre_model_gives_wpdc_its_shape_weights():
+    """Config.model_unit_um: 3DDFA's WPDC constant (WPDC_MAGIC) assumes the BFM's micrometre-like
+    unit. The synthetic model in metres leaves the shape / expression weights ~1e-7 of the
+    pose's (after the max normalisation); in micrometres they are of order 0.1. The whitened
+    targets and the mesh metrics (mm) do not depend on the unit."""
+    weights, metrics, targets = {}, {}, {}
+    for um in (False, True):
+        config = T.Config.tiny(model_unit_um=um, val_samples=4)
+        model, mean, std = T.synthetic_model(config)
+        assert T.synthetic_model(config)[0] is model  # cached per unit
+        batch = _batch(config)
+        index = T.L.resample_index(model.keypoints, model.num_vertices, 132, torch.Generator().manual_seed(0))
+        weights[um] = T.L.wpdc_weights(torch.zeros(4, 62), batch["params62"], mean, std, model, index)
+        net = T.TDASL.build_model(config).eval()
+        with torch.no_grad():
+            metrics[um] = T.TDASL.validation_step(net, batch)
+        targets[um] = batch["params62"]
+    assert T.synthetic_model(T.Config.tiny(model_unit_um=False))[0] is not T.synthetic_model(T.Config.tiny())[0]
+    torch.testing.assert_close(T.synthetic_model(T.Config.tiny())[0].u,
+                               1e6 * T.synthetic_model(T.Config.tiny(model_unit_um=False))[0].u)
+    assert weights[False][:, 12:].max() < 1e-5, weights[False][:, 12:].max()
+    assert weights[True][:, 12:52].max(1).values.min() > 0.05, weights[True][:, 12:52].max(1).values
+    assert weights[True][:, 52:].max(1).values.min() > 0.01, weights[True][:, 52:].max(1).values
+    torch.testing.assert_close(targets[True], targets[False], rtol=1e-3, atol=1e-3)
+    for name in ("loss", "lm_px", "shape_rmse", "shape_mm", "exp_mm"):
+        torch.testing.assert_close(metrics[True][name], metrics[False][name], rtol=1e-3, atol=1e-4)
+    assert not T.Config().model_unit_um  # the full config keeps metres (a 3DDFA folder is read as it is)
+
+
+def test_coefficient_std_reaches_the_samples_and_the_whitening():
+    """Config.shape_std / expression_std scale the synthetic coefficients (SyntheticConfig) and
+    the whitening computed from them (a separate cache entry)."""
+    stds = {}
+    for scale in (1.0, 4.0):
+        config = T.Config.tiny(shape_components=3, expression_components=2, shape_std=scale, expression_std=scale,
+                               whitening_samples=16, val_samples=4)
+        _, _, std = T.synthetic_model(config)
+        stds[scale] = std
+        dataset = T.TDASL.dataset(config, "synthetic", "val", 0)
+        assert dataset.config.shape_std == scale and dataset.config.expression_std == scale
+    ratio = stds[4.0] / stds[1.0]
+    torch.testing.assert_close(ratio[12:15], torch.full((3,), 4.0), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(ratio[52:54], torch.full((2,), 4.0), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="shape_std"):
+        T.Config.tiny(shape_std=0.0)
