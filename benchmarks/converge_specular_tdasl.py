@@ -113,8 +113,9 @@ def fit_specular(config, steps: int, images: int = 8, lr: float = 0.02) -> dict:
     return {"before": before, "after": metrics()}
 
 
-def evaluate(method_name: str, config, checkpoint: str, batch_size: int, seed: int) -> dict:
-    """The training loop's validation (mean over the held-out set) of ``checkpoint``."""
+def evaluate(method_name: str, config, checkpoint: str, batch_size: int, seed: int, split: str = "val") -> dict:
+    """The training loop's validation (mean over the held-out set, or over the first
+    ``val_samples`` training images with ``split="train"``) of ``checkpoint``."""
     from facegeom import train
 
     method = train.get_method(method_name)
@@ -122,7 +123,10 @@ def evaluate(method_name: str, config, checkpoint: str, batch_size: int, seed: i
     model = method.build_model(config)
     model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
     model.eval()
-    loader = torch.utils.data.DataLoader(method.dataset(config, "synthetic", "val", seed), batch_size=batch_size)
+    dataset = method.dataset(config, "synthetic", split, seed)
+    if split == "train":  # the same number of images as the held-out set
+        dataset = torch.utils.data.Subset(dataset, range(min(len(dataset), config.val_samples)))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
     sums, count = {}, 0
     with torch.no_grad():
         for batch in loader:
@@ -155,17 +159,21 @@ def main(argv=None) -> dict:
                         help="override a field of the method's tiny Config (as facegeom train --set)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--grad-clip", type=float, default=0.0, help="max gradient norm per optimiser (0: none)")
+    parser.add_argument("--warmup", type=int, default=None, metavar="N",
+                        help="linear learning-rate warm-up over the first N steps (default: DEFAULTS[method])")
     parser.add_argument("--out", default="converge_out")
     parser.add_argument("--sensitivity", action="store_true",
                         help="print each shape / expression component's effect on the landmarks (and image); no training")
     parser.add_argument("--evaluate", default="", metavar="FINAL_PT", help="validate a run's final.pt again; no training")
+    parser.add_argument("--split", choices=("val", "train"), default="val",
+                        help="--evaluate on the held-out set or on the first val_samples training images")
     parser.add_argument("--fit", type=int, default=0, metavar="STEPS",
                         help="specular: fit 8 held-out images' coefficients directly for STEPS steps; no training")
     args = parser.parse_args(argv)
     defaults = DEFAULTS[args.method]
-    for name in ("steps", "batch_size", "window"):
+    for name in ("steps", "batch_size", "window", "warmup"):
         if getattr(args, name) is None:
-            setattr(args, name, defaults[name])
+            setattr(args, name, defaults.get(name, 0))
     args.set = list(defaults["set"]) + list(args.set)  # later --set entries win
     torch.set_num_threads(1)
     from facegeom import train
@@ -174,8 +182,8 @@ def main(argv=None) -> dict:
     method = train.get_method(args.method)
     config = _method_config(method, True, args.set)
     if args.evaluate:
-        result = {"method": args.method, "settings": args.set, "checkpoint": args.evaluate,
-                  "validation": evaluate(args.method, config, args.evaluate, args.batch_size, args.seed)}
+        result = {"method": args.method, "settings": args.set, "checkpoint": args.evaluate, "split": args.split,
+                  "validation": evaluate(args.method, config, args.evaluate, args.batch_size, args.seed, args.split)}
         print(json.dumps(result))
         return result
     if args.sensitivity or args.fit:
@@ -188,16 +196,18 @@ def main(argv=None) -> dict:
     start = time.time()
     train.train(args.method, train.TrainConfig(steps=args.steps, batch_size=args.batch_size, out=args.out,
                                                log_every=1, val_every=args.val_every or args.steps, seed=args.seed,
-                                               progress=False,
+                                               progress=False, warmup_steps=args.warmup,
                                                device="cpu", grad_clip=args.grad_clip), config, "synthetic")
     records = [json.loads(line) for line in open(os.path.join(args.out, "metrics.jsonl"))]
     steps = [r for r in records if any(k.startswith("loss/") for k in r)]
-    terms = sorted(k for k in steps[0] if k.startswith("loss/"))
+    terms = sorted({k for r in steps for k in r if k.startswith("loss/")})
+    logged = {k: [r[k] for r in steps if k in r] for k in terms}  # the mouth term: from mouth_start on
     window = min(args.window, max(1, len(steps) // 2))
-    summary = {"method": args.method, "steps": args.steps, "batch_size": args.batch_size, "settings": args.set, "grad_clip": args.grad_clip,
-               "seconds": round(time.time() - start, 1),
-               "first": {k: float(np.mean([r[k] for r in steps[:window]])) for k in terms},
-               "last": {k: float(np.mean([r[k] for r in steps[-window:]])) for k in terms},
+    summary = {"method": args.method, "steps": args.steps, "batch_size": args.batch_size, "settings": args.set,
+               "grad_clip": args.grad_clip, "warmup": args.warmup, "seconds": round(time.time() - start, 1),
+               "first": {k: float(np.mean(v[:min(window, max(1, len(v) // 2))])) for k, v in logged.items()},
+               "last": {k: float(np.mean(v[-min(window, max(1, len(v) // 2)):])) for k, v in logged.items()},
+               "logged_steps": {k: len(v) for k, v in logged.items()},
                "validation": [r for r in records if any(k.startswith("val/") for k in r)][-1],
                "validations": [r for r in records if any(k.startswith("val/") for k in r)]}
     with open(os.path.join(args.out, "summary.json"), "w") as f:
