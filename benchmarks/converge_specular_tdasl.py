@@ -4,7 +4,7 @@ mean? Runs ``facegeom.train`` with the method's tiny configuration on one CPU th
 prints (and writes to ``--out``/summary.json) the mean of each training loss term over the
 first and the last ``--window`` logged steps, and the last validation.
 
-    python benchmarks/converge_specular_tdasl.py --method specular --out /tmp/spec   # run G, ~4-5 min
+    python benchmarks/converge_specular_tdasl.py --method specular --out /tmp/spec   # run S, ~4-7 min
     python benchmarks/converge_specular_tdasl.py --method tdasl --out /tmp/tdasl     # 400 steps, ~4-6 min
 
 The defaults (``DEFAULTS``: steps, batch size, window and ``--set`` values per method) are
@@ -138,10 +138,14 @@ def evaluate(method_name: str, config, checkpoint: str, batch_size: int, seed: i
 
 
 DEFAULTS = {
-    # the settings of the headline runs in docs/specular.md (run G) and docs/tdasl.md (the
-    # 400-step runs); --steps / --batch-size / --window / --set override them
-    "specular": {"steps": 500, "batch_size": 8, "window": 50,
-                 "set": ["lr=3e-4", "num_samples=4000", "val_samples=32"]},
+    # the settings of the headline runs in docs/specular.md (run S, "Smoke data that a short run
+    # can read") and docs/tdasl.md (the 400-step runs); --steps / --batch-size / --window /
+    # --val-every / --warmup / --set override them (run G's: --steps 500 --val-every 0 --warmup 0
+    # --set pose_scale=1 --set shape_components=None ... see docs/specular.md)
+    "specular": {"steps": 1000, "batch_size": 8, "window": 50, "val_every": 250, "warmup": 50,
+                 "set": ["lr=3e-4", "num_samples=8000", "val_samples=32", "pose_scale=0.25", "shape_components=3",
+                         "shape_std=4", "expression_components=3", "expression_std=2", "albedo_components=3",
+                         "mouth_start=500"]},
     "tdasl": {"steps": 400, "batch_size": 4, "window": 25,
               "set": ["num_samples=4000", "val_samples=32", "whitening_samples=64"]},
 }
@@ -152,7 +156,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--method", choices=("specular", "tdasl"), required=True)
     parser.add_argument("--steps", type=int, default=None, help="default: DEFAULTS[method]")
     parser.add_argument("--batch-size", type=int, default=None, help="default: DEFAULTS[method]")
-    parser.add_argument("--val-every", type=int, default=0, help="validate every N steps (0: at the end only)")
+    parser.add_argument("--val-every", type=int, default=None,
+                        help="validate every N steps (0: at the end only; default: DEFAULTS[method], else 0)")
     parser.add_argument("--window", type=int, default=None,
                         help="logged steps averaged at the start and the end (default: DEFAULTS[method])")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -171,7 +176,7 @@ def main(argv=None) -> dict:
                         help="specular: fit 8 held-out images' coefficients directly for STEPS steps; no training")
     args = parser.parse_args(argv)
     defaults = DEFAULTS[args.method]
-    for name in ("steps", "batch_size", "window", "warmup"):
+    for name in ("steps", "batch_size", "window", "warmup", "val_every"):
         if getattr(args, name) is None:
             setattr(args, name, defaults.get(name, 0))
     args.set = list(defaults["set"]) + list(args.set)  # later --set entries win

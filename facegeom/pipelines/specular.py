@@ -92,8 +92,8 @@ class Config:
     spreads (:class:`facegeom.data.synthetic.SyntheticConfig`'s ``rotation_std`` (0.12, 0.30,
     0.06) rad, ``shift_std`` 0.03, ``scale_std`` 0.05): below 1, nearer-frontal, centred
     faces, so a short smoke training reaches the landmark accuracy at which the sub-pixel
-    effects of shape and expression become visible. ``shape_std`` / ``expression_std``: the
-    samples' coefficient spreads (default 1, the prior). Framing (facegeom's choice for the
+    effects of shape and expression become visible. ``shape_std`` / ``expression_std`` /
+    ``albedo_std``: the samples' coefficient spreads (default 1, the prior). Framing (facegeom's choice for the
     smoke data; the decoder's camera is the authors' and stays): ``face_fraction`` (face height
     / image side) and ``shift_x`` / ``shift_y`` (the face centre's offset from the image
     centre, in image sides) of the samples at zero pose; None (default): matched to the
@@ -141,6 +141,7 @@ class Config:
     pose_scale: float = 1.0          # synthetic data: x the default rotation, shift and distance spreads
     shape_std: float = 1.0           # synthetic data: std of the shape coefficients
     expression_std: float = 1.0      # synthetic data: std of the expression coefficients
+    albedo_std: float = 1.0          # synthetic data: std of the albedo coefficients
     face_fraction: Optional[float] = None  # synthetic data framing (None: matched to the decoder, matched_framing)
     shift_x: Optional[float] = None        # the same: face centre offset in x, in image sides
     shift_y: Optional[float] = None        # ... and in y
@@ -164,8 +165,9 @@ class Config:
                              f"{self.shininess_init}, {self.eta}")
         if not self.pose_scale >= 0:
             raise ValueError(f"pose_scale must be >= 0, got {self.pose_scale!r}")
-        if not (self.shape_std >= 0 and self.expression_std >= 0):
-            raise ValueError(f"need shape_std, expression_std >= 0, got {self.shape_std!r}, {self.expression_std!r}")
+        if not (self.shape_std >= 0 and self.expression_std >= 0 and self.albedo_std >= 0):
+            raise ValueError(f"need shape_std, expression_std, albedo_std >= 0, got {self.shape_std!r}, "
+                             f"{self.expression_std!r}, {self.albedo_std!r}")
         if self.face_fraction is not None and not 0 < self.face_fraction <= 2:
             raise ValueError(f"face_fraction must be None or in (0, 2], got {self.face_fraction!r}")
         for name in ("shift_x", "shift_y"):
@@ -691,7 +693,7 @@ def synthetic_dataset(config: Config, count: int, seed: int):
     """``SyntheticFaces`` of the synthetic head with ``n_shape`` / ``n_exp`` / ``n_albedo``
     components (no jaw rotation: the linear face model cannot open the jaw; only the leading
     ``shape_components`` / ``expression_components`` / ``albedo_components`` non-zero when
-    set, with ``shape_std`` / ``expression_std``; the pose spreads times ``pose_scale``; the
+    set, with ``shape_std`` / ``expression_std`` / ``albedo_std``; the pose spreads times ``pose_scale``; the
     framing of ``face_fraction`` / ``shift_x`` / ``shift_y``, None: :func:`matched_framing`),
     the skin region as the face segmentation and :class:`SyntheticSpecularHook`."""
     from facegeom.data.synthetic import SyntheticConfig, SyntheticFaces
@@ -707,7 +709,7 @@ def synthetic_dataset(config: Config, count: int, seed: int):
                                           head_seed=config.head_seed, n_shape=config.n_shape, n_exp=config.n_exp,
                                           n_tex=config.n_albedo, images_per_identity=config.images_per_identity,
                                           max_jaw=0.0, mask="skin", shape_std=config.shape_std,
-                                          expression_std=config.expression_std,
+                                          expression_std=config.expression_std, texture_std=config.albedo_std,
                                           shape_components=config.shape_components,
                                           expression_components=config.expression_components,
                                           texture_components=config.albedo_components, **pose,

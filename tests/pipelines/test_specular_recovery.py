@@ -140,12 +140,15 @@ def test_matched_framing_puts_the_mean_face_where_decode_does():
 
 
 def test_coefficient_spreads_of_the_smoke_data():
-    """Config.shape_std / expression_std scale the samples' coefficients (the same draws)."""
+    """Config.shape_std / expression_std / albedo_std scale the samples' coefficients (the same draws)."""
     base = S.synthetic_dataset(S.Config.tiny(), 1, 0).sample_params(0)
     wide = S.synthetic_dataset(S.Config.tiny(shape_std=4.0, expression_std=2.0), 1, 0).sample_params(0)
     torch.testing.assert_close(wide["shape"], 4.0 * base["shape"])
     torch.testing.assert_close(wide["expression"], 2.0 * base["expression"])
     torch.testing.assert_close(wide["texture"], base["texture"])
+    bright = S.synthetic_dataset(S.Config.tiny(albedo_std=3.0), 1, 0).sample_params(0)
+    torch.testing.assert_close(bright["texture"], 3.0 * base["texture"])
+    torch.testing.assert_close(bright["shape"], base["shape"])
     with pytest.raises(ValueError, match="shape_std"):
         S.Config.tiny(shape_std=-1.0)
 
