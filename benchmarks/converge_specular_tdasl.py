@@ -4,7 +4,7 @@ mean? Runs ``facegeom.train`` with the method's tiny configuration on one CPU th
 prints (and writes to ``--out``/summary.json) the mean of each training loss term over the
 first and the last ``--window`` logged steps, and the last validation.
 
-    python benchmarks/converge_specular_tdasl.py --method specular --out /tmp/spec   # run G, ~4-5 min
+    python benchmarks/converge_specular_tdasl.py --method specular --out /tmp/spec   # run S, ~4-7 min
     python benchmarks/converge_specular_tdasl.py --method tdasl --out /tmp/tdasl     # 2000 steps, ~15 min
 
 The defaults (``DEFAULTS``: steps, batch size, window and ``--set`` values per method) are
@@ -113,8 +113,9 @@ def fit_specular(config, steps: int, images: int = 8, lr: float = 0.02) -> dict:
     return {"before": before, "after": metrics()}
 
 
-def evaluate(method_name: str, config, checkpoint: str, batch_size: int, seed: int) -> dict:
-    """The training loop's validation (mean over the held-out set) of ``checkpoint``."""
+def evaluate(method_name: str, config, checkpoint: str, batch_size: int, seed: int, split: str = "val") -> dict:
+    """The training loop's validation (mean over the held-out set, or over the first
+    ``val_samples`` training images with ``split="train"``) of ``checkpoint``."""
     from facegeom import train
 
     method = train.get_method(method_name)
@@ -122,7 +123,10 @@ def evaluate(method_name: str, config, checkpoint: str, batch_size: int, seed: i
     model = method.build_model(config)
     model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
     model.eval()
-    loader = torch.utils.data.DataLoader(method.dataset(config, "synthetic", "val", seed), batch_size=batch_size)
+    dataset = method.dataset(config, "synthetic", split, seed)
+    if split == "train":  # the same number of images as the held-out set
+        dataset = torch.utils.data.Subset(dataset, range(min(len(dataset), config.val_samples)))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
     sums, count = {}, 0
     with torch.no_grad():
         for batch in loader:
@@ -134,11 +138,15 @@ def evaluate(method_name: str, config, checkpoint: str, batch_size: int, seed: i
 
 
 DEFAULTS = {
-    # the settings of the headline runs in docs/specular.md (run G) and docs/tdasl.md (runs td_B,
-    # td_B1: micrometre model, 3 shape components of std 4, lr 1e-2, 2000 steps); --steps /
-    # --batch-size / --window / --val-every / --set override them
-    "specular": {"steps": 500, "batch_size": 8, "window": 50,
-                 "set": ["lr=3e-4", "num_samples=4000", "val_samples=32"]},
+    # the settings of the headline runs in docs/specular.md (run S, "Smoke data that a short run
+    # can read") and docs/tdasl.md (runs td_B, td_B1: micrometre model, 3 shape components of std 4,
+    # lr 1e-2, 2000 steps); --steps / --batch-size / --window / --val-every / --warmup / --set
+    # override them (run G's: --steps 500 --val-every 0 --warmup 0 --set pose_scale=1
+    # --set shape_components=None ... see docs/specular.md)
+    "specular": {"steps": 1000, "batch_size": 8, "window": 50, "val_every": 250, "warmup": 50,
+                 "set": ["lr=3e-4", "num_samples=8000", "val_samples=32", "pose_scale=0.25", "shape_components=3",
+                         "shape_std=4", "expression_components=3", "expression_std=2", "albedo_components=3",
+                         "mouth_start=500"]},
     "tdasl": {"steps": 2000, "batch_size": 4, "window": 100, "val_every": 250,
               "set": ["num_samples=8000", "val_samples=32", "whitening_samples=64", "model_unit_um=true",
                       "lr_regressor=1e-2", "shape_components=3", "shape_std=4", "expression_components=3"]},
@@ -158,15 +166,19 @@ def main(argv=None) -> dict:
                         help="override a field of the method's tiny Config (as facegeom train --set)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--grad-clip", type=float, default=0.0, help="max gradient norm per optimiser (0: none)")
+    parser.add_argument("--warmup", type=int, default=None, metavar="N",
+                        help="linear learning-rate warm-up over the first N steps (default: DEFAULTS[method])")
     parser.add_argument("--out", default="converge_out")
     parser.add_argument("--sensitivity", action="store_true",
                         help="print each shape / expression component's effect on the landmarks (and image); no training")
     parser.add_argument("--evaluate", default="", metavar="FINAL_PT", help="validate a run's final.pt again; no training")
+    parser.add_argument("--split", choices=("val", "train"), default="val",
+                        help="--evaluate on the held-out set or on the first val_samples training images")
     parser.add_argument("--fit", type=int, default=0, metavar="STEPS",
                         help="specular: fit 8 held-out images' coefficients directly for STEPS steps; no training")
     args = parser.parse_args(argv)
     defaults = DEFAULTS[args.method]
-    for name in ("steps", "batch_size", "window", "val_every"):
+    for name in ("steps", "batch_size", "window", "warmup", "val_every"):
         if getattr(args, name) is None:
             setattr(args, name, defaults.get(name, 0))
     args.set = list(defaults["set"]) + list(args.set)  # later --set entries win
@@ -177,8 +189,8 @@ def main(argv=None) -> dict:
     method = train.get_method(args.method)
     config = _method_config(method, True, args.set)
     if args.evaluate:
-        result = {"method": args.method, "settings": args.set, "checkpoint": args.evaluate,
-                  "validation": evaluate(args.method, config, args.evaluate, args.batch_size, args.seed)}
+        result = {"method": args.method, "settings": args.set, "checkpoint": args.evaluate, "split": args.split,
+                  "validation": evaluate(args.method, config, args.evaluate, args.batch_size, args.seed, args.split)}
         print(json.dumps(result))
         return result
     if args.sensitivity or args.fit:
@@ -191,16 +203,18 @@ def main(argv=None) -> dict:
     start = time.time()
     train.train(args.method, train.TrainConfig(steps=args.steps, batch_size=args.batch_size, out=args.out,
                                                log_every=1, val_every=args.val_every or args.steps, seed=args.seed,
-                                               progress=False,
+                                               progress=False, warmup_steps=args.warmup,
                                                device="cpu", grad_clip=args.grad_clip), config, "synthetic")
     records = [json.loads(line) for line in open(os.path.join(args.out, "metrics.jsonl"))]
     steps = [r for r in records if any(k.startswith("loss/") for k in r)]
-    terms = sorted(k for k in steps[0] if k.startswith("loss/"))
+    terms = sorted({k for r in steps for k in r if k.startswith("loss/")})
+    logged = {k: [r[k] for r in steps if k in r] for k in terms}  # the mouth term: from mouth_start on
     window = min(args.window, max(1, len(steps) // 2))
-    summary = {"method": args.method, "steps": args.steps, "batch_size": args.batch_size, "settings": args.set, "grad_clip": args.grad_clip,
-               "seconds": round(time.time() - start, 1),
-               "first": {k: float(np.mean([r[k] for r in steps[:window]])) for k in terms},
-               "last": {k: float(np.mean([r[k] for r in steps[-window:]])) for k in terms},
+    summary = {"method": args.method, "steps": args.steps, "batch_size": args.batch_size, "settings": args.set,
+               "grad_clip": args.grad_clip, "warmup": args.warmup, "seconds": round(time.time() - start, 1),
+               "first": {k: float(np.mean(v[:min(window, max(1, len(v) // 2))])) for k, v in logged.items()},
+               "last": {k: float(np.mean(v[-min(window, max(1, len(v) // 2)):])) for k, v in logged.items()},
+               "logged_steps": {k: len(v) for k, v in logged.items()},
                "validation": [r for r in records if any(k.startswith("val/") for k in r)][-1],
                "validations": [r for r in records if any(k.startswith("val/") for k in r)]}
     with open(os.path.join(args.out, "summary.json"), "w") as f:

@@ -146,7 +146,8 @@ class SyntheticConfig:
       centre ``((W - 1) / 2, (H - 1) / 2)``; the face centre (mean of the neutral
       head's 68 landmarks) at a distance chosen so the face height is
       ``face_fraction * min(H, W)`` pixels, times ``exp(N(0, scale_std^2))``,
-      shifted by ``N(0, shift_std^2) * min(H, W)`` pixels in x and y.
+      shifted by ``(shift_offset + N(0, shift_std^2)) * min(H, W)`` pixels in x and y
+      (``shift_offset`` default (0, 0): the face centre at the image centre).
     - background: ``background`` if given (grey level or RGB), else uniform in
       [0.05, 0.95] per channel.
     """
@@ -172,6 +173,7 @@ class SyntheticConfig:
     face_fraction: float = 0.55
     scale_std: float = 0.05
     shift_std: float = 0.03
+    shift_offset: Tuple[float, float] = (0.0, 0.0)
     background: Optional[Union[float, Tuple[float, float, float]]] = None
     mask: Optional[str] = "alpha"
     antialias: bool = True
@@ -199,6 +201,9 @@ class SyntheticConfig:
         for name in ("shape_std", "expression_std", "texture_std", "max_jaw", "scale_std", "shift_std"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if len(tuple(self.shift_offset)) != 2 or not all(math.isfinite(float(x)) for x in self.shift_offset):
+            raise ValueError(f"shift_offset must be 2 finite floats, got {self.shift_offset!r}")
+        object.__setattr__(self, "shift_offset", tuple(float(x) for x in self.shift_offset))
         if len(self.rotation_std) != 3 or any(not s >= 0 for s in self.rotation_std):
             raise ValueError(f"rotation_std must be 3 non-negative floats, got {self.rotation_std!r}")
         if not (self.focal > 0 and 0 < self.face_fraction <= 2):
@@ -323,7 +328,7 @@ class SyntheticFaces(Dataset):
         focal = cfg.focal * side
         distance = focal * state.face_height / (cfg.face_fraction * side)
         distance *= math.exp(cfg.scale_std * image.standard_normal())
-        shift = cfg.shift_std * side * image.standard_normal(2)  # pixels
+        shift = cfg.shift_std * side * image.standard_normal(2) + np.asarray(cfg.shift_offset) * side  # pixels
         background = (np.full(3, float(cfg.background)) if isinstance(cfg.background, (int, float))
                       else np.asarray(cfg.background, dtype=np.float64) if cfg.background is not None
                       else image.uniform(0.05, 0.95, 3))

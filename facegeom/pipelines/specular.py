@@ -27,6 +27,7 @@ marked [INFERRED] here and listed in ``docs/specular.md``.
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, replace
 from typing import Callable, Dict, Optional, Tuple
@@ -91,7 +92,14 @@ class Config:
     spreads (:class:`facegeom.data.synthetic.SyntheticConfig`'s ``rotation_std`` (0.12, 0.30,
     0.06) rad, ``shift_std`` 0.03, ``scale_std`` 0.05): below 1, nearer-frontal, centred
     faces, so a short smoke training reaches the landmark accuracy at which the sub-pixel
-    effects of shape and expression become visible.
+    effects of shape and expression become visible. ``shape_std`` / ``expression_std`` /
+    ``albedo_std``: the samples' coefficient spreads (default 1, the prior). Framing (facegeom's choice for the
+    smoke data; the decoder's camera is the authors' and stays): ``face_fraction`` (face height
+    / image side) and ``shift_x`` / ``shift_y`` (the face centre's offset from the image
+    centre, in image sides) of the samples at zero pose; None (default): matched to the
+    decoder's zero-coefficient face (:func:`matched_framing`), so the zero-initialised network
+    starts on the data's mean face instead of ~7 px away; 0.55 / 0 / 0 give the earlier,
+    unmatched data.
     """
 
     net: str = "resnet50"
@@ -131,6 +139,12 @@ class Config:
     expression_components: Optional[int] = None  # the same for expression (None: all; 0: none, the mean)
     albedo_components: Optional[int] = None      # the same for albedo
     pose_scale: float = 1.0          # synthetic data: x the default rotation, shift and distance spreads
+    shape_std: float = 1.0           # synthetic data: std of the shape coefficients
+    expression_std: float = 1.0      # synthetic data: std of the expression coefficients
+    albedo_std: float = 1.0          # synthetic data: std of the albedo coefficients
+    face_fraction: Optional[float] = None  # synthetic data framing (None: matched to the decoder, matched_framing)
+    shift_x: Optional[float] = None        # the same: face centre offset in x, in image sides
+    shift_y: Optional[float] = None        # ... and in y
 
     def __post_init__(self):
         _checks.choice("net", self.net, ("resnet50", "resnet18"))
@@ -151,6 +165,15 @@ class Config:
                              f"{self.shininess_init}, {self.eta}")
         if not self.pose_scale >= 0:
             raise ValueError(f"pose_scale must be >= 0, got {self.pose_scale!r}")
+        if not (self.shape_std >= 0 and self.expression_std >= 0 and self.albedo_std >= 0):
+            raise ValueError(f"need shape_std, expression_std, albedo_std >= 0, got {self.shape_std!r}, "
+                             f"{self.expression_std!r}, {self.albedo_std!r}")
+        if self.face_fraction is not None and not 0 < self.face_fraction <= 2:
+            raise ValueError(f"face_fraction must be None or in (0, 2], got {self.face_fraction!r}")
+        for name in ("shift_x", "shift_y"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"{name} must be None or finite, got {value!r}")
         if len(tuple(self.light_init)) != 3:
             raise ValueError(f"light_init must be 3 floats, got {self.light_init!r}")
 
@@ -634,24 +657,63 @@ class SyntheticSpecularHook:
         p["shininess"] = torch.tensor(shininess, dtype=torch.float32)
 
 
+_FRAMING_CACHE: Dict[tuple, Tuple[float, float, float]] = {}
+
+
+def matched_framing(config: Config, iterations: int = 4) -> Tuple[float, float, float]:
+    """``(face_fraction, shift_x, shift_y)`` of the synthetic data (see :class:`Config`) that put
+    a zero-pose sample's 68 landmarks (mean face, no pose noise) where :func:`decode` of zero
+    coefficients projects them: the same centre and height in pixels (fixed-point iterations
+    from SyntheticConfig's 0.55 / 0 / 0; the residual is measured by
+    ``tests/pipelines/test_specular.py::test_matched_framing_puts_the_mean_face_where_decode_does``).
+    The decoder's camera (Deep3D's, principal point at ``center``) is the authors'; the data's
+    (principal point at ``(W - 1) / 2``) is facegeom's: only the data moves. Cached per
+    face-model / camera setting."""
+    key = (config.head_seed, config.n_shape, config.n_exp, config.n_albedo, config.focal, config.center,
+           config.camera_d, config.gamma)
+    if key not in _FRAMING_CACHE:
+        neutral = replace(config, pose_scale=0.0, shape_components=0, expression_components=0, albedo_components=0,
+                          face_fraction=0.55, shift_x=0.0, shift_y=0.0)
+        with torch.no_grad():
+            target = decode(torch.zeros(1, sum(config.sizes.values())), synthetic_model(config), config,
+                            render=False).landmarks[0].double()
+        height = float(target[:, 1].max() - target[:, 1].min())
+        fraction, shift = 0.55, np.zeros(2)
+        side = config.image_size
+        for _ in range(iterations):
+            data = synthetic_dataset(replace(neutral, face_fraction=fraction, shift_x=float(shift[0]),
+                                             shift_y=float(shift[1])), 1, 0)[0]["landmarks"].double()
+            fraction *= height / float(data[:, 1].max() - data[:, 1].min())
+            shift = shift + (target.mean(0) - data.mean(0)).numpy() / side
+        _FRAMING_CACHE[key] = (float(fraction), float(shift[0]), float(shift[1]))
+    return _FRAMING_CACHE[key]
+
+
 def synthetic_dataset(config: Config, count: int, seed: int):
     """``SyntheticFaces`` of the synthetic head with ``n_shape`` / ``n_exp`` / ``n_albedo``
     components (no jaw rotation: the linear face model cannot open the jaw; only the leading
     ``shape_components`` / ``expression_components`` / ``albedo_components`` non-zero when
-    set; the pose spreads times ``pose_scale``), the skin region as the face segmentation
-    and :class:`SyntheticSpecularHook`."""
+    set, with ``shape_std`` / ``expression_std`` / ``albedo_std``; the pose spreads times ``pose_scale``; the
+    framing of ``face_fraction`` / ``shift_x`` / ``shift_y``, None: :func:`matched_framing`),
+    the skin region as the face segmentation and :class:`SyntheticSpecularHook`."""
     from facegeom.data.synthetic import SyntheticConfig, SyntheticFaces
 
+    framing = (config.face_fraction, config.shift_x, config.shift_y)
+    if any(x is None for x in framing):
+        matched = matched_framing(config)
+        framing = tuple(m if x is None else x for x, m in zip(framing, matched))
     spread = SyntheticConfig()
     pose = dict(rotation_std=tuple(config.pose_scale * x for x in spread.rotation_std),
                 shift_std=config.pose_scale * spread.shift_std, scale_std=config.pose_scale * spread.scale_std)
     return SyntheticFaces(SyntheticConfig(num_samples=count, image_size=config.image_size, seed=seed,
                                           head_seed=config.head_seed, n_shape=config.n_shape, n_exp=config.n_exp,
                                           n_tex=config.n_albedo, images_per_identity=config.images_per_identity,
-                                          max_jaw=0.0, mask="skin",
+                                          max_jaw=0.0, mask="skin", shape_std=config.shape_std,
+                                          expression_std=config.expression_std, texture_std=config.albedo_std,
                                           shape_components=config.shape_components,
                                           expression_components=config.expression_components,
                                           texture_components=config.albedo_components, **pose,
+                                          face_fraction=framing[0], shift_offset=framing[1:],
                                           hooks=(SyntheticSpecularHook(gamma=config.gamma),)))
 
 
