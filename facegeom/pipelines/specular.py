@@ -48,7 +48,7 @@ Tensor = torch.Tensor
 
 __all__ = ["COEFF_SIZES", "Config", "GammaShader", "SpecularMethod", "SpecularNet", "SpecularOutput",
            "SyntheticSpecularHook", "decode", "inner_mouth_faces", "load_checkpoint", "load_face_model", "losses",
-           "reconstructor", "split_coeff", "synthetic_model"]
+           "reconstructor", "split_coeff", "synthetic_model", "albedo_gain_error", "matched_framing"]
 
 INNER_LIP = tuple(range(60, 68))
 """iBUG 0-based indices of the 8 inner-lip landmarks, in contour order."""
@@ -783,7 +783,10 @@ class SpecularMethod:
       per-vertex error of the neutral identity shape, mm; ``shape_mm_aligned`` /
       ``shape_mm_mean_aligned``: the same after a similarity alignment), ``rot_deg`` / ``rot_deg_mean`` (head
       rotation error, degrees, against the frontal pose), ``exp_err`` / ``exp_err_mean`` and
-      ``albedo_err`` / ``albedo_err_mean`` (RMS coefficient error of the prediction / of zero).
+      ``albedo_err`` / ``albedo_err_mean`` (RMS coefficient error of the prediction / of zero),
+      ``albedo_gain_err`` / ``albedo_gain_err_mean`` (:func:`albedo_gain_error`: the per-vertex
+      diffuse albedo's RMS error after the least-squares gain per image and colour channel,
+      which a photometric loss cannot see: it trades with the light's intensity and colour).
     """
 
     name = "specular"
@@ -841,7 +844,24 @@ class SpecularMethod:
             pred = c["expression" if key == "expression" else "albedo"]
             terms[name] = ((pred - gt) ** 2).mean().sqrt()
             terms[name + "_mean"] = (gt ** 2).mean().sqrt()
+        gt = truth["texture"].to(c["albedo"])
+        terms["albedo_gain_err"] = albedo_gain_error(face_model, c["albedo"], gt).mean()
+        terms["albedo_gain_err_mean"] = albedo_gain_error(face_model, torch.zeros_like(gt), gt).mean()
         return terms
+
+
+def albedo_gain_error(model: BFM, albedo: Tensor, albedo_gt: Tensor) -> Tensor:
+    """``[B]`` RMS error of the per-vertex diffuse albedo of coefficients ``albedo`` ``[B, K]``
+    against ``albedo_gt``'s, after scaling the prediction by the least-squares gain per image and
+    colour channel (``g_c = <a_c, t_c> / <a_c, a_c>``). A photometric loss cannot separate the
+    albedo from the light's intensity and colour (``c_d = t_d * sum_b lambda_b Y_b``: ``t_d * g`` with
+    ``lambda / g`` gives the same image), so the albedo is recovered at best up to that gain; the
+    scale-invariant error of intrinsic-image evaluation (Grosse et al., ICCV 2009) per channel.
+    facegeom's metric for the smoke trainings, not the paper's."""
+    pred = model(texture=albedo).albedo
+    true = model(texture=albedo_gt).albedo
+    gain = (pred * true).sum(1) / (pred * pred).sum(1).clamp_min(1e-12)  # [B, 3]
+    return ((gain[:, None] * pred - true) ** 2).mean((1, 2)).sqrt()
 
 
 try:  # register with the training loop
