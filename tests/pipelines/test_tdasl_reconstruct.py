@@ -111,18 +111,25 @@ def test_reconstruct_needs_68_landmarks_and_assets(tmp_path, capsys):
     assert "nowhere" in capsys.readouterr().err
 
 
-def test_reconstruct_facegeom_final_pt_synthetic(tmp_path):
-    """facegeom's own final.pt (regressor.* + its whitening buffers) with --assets synthetic."""
-    _, mean, std = T.synthetic_model(T.Config.tiny())
-    net = T.build_network()
-    state = {"regressor." + k: v for k, v in net.state_dict().items()}
-    state.update(param_mean=mean + 0.5, param_std=std)  # the checkpoint's whitening is the one used
+def _reconstruct_synthetic(tmp_path, state):
+    """Save ``state`` as final.pt, write one image and run ``facegeom reconstruct --method tdasl
+    --assets synthetic --tiny`` on it: ``(pixels, landmarks, out folder)``."""
     torch.save(state, tmp_path / "final.pt")
     images = tmp_path / "images"
     [(pixels, lm)] = _images(images, count=1)
     out = tmp_path / "o"
     assert cli_main(["reconstruct", "--method", "tdasl", "--checkpoint", str(tmp_path / "final.pt"), "--assets",
                      "synthetic", "--tiny", str(images), "--out", str(out), "--quiet", "--device", "cpu"]) == 0
+    return pixels, lm, out
+
+
+def test_reconstruct_facegeom_final_pt_synthetic(tmp_path):
+    """facegeom's own final.pt (regressor.* + its whitening buffers) with --assets synthetic."""
+    _, mean, std = T.synthetic_model(T.Config.tiny())
+    net = T.build_network()
+    state = {"regressor." + k: v for k, v in net.state_dict().items()}
+    state.update(param_mean=mean + 0.5, param_std=std)  # the checkpoint's whitening is the one used
+    pixels, lm, out = _reconstruct_synthetic(tmp_path, state)
     model, _, _ = T.synthetic_model(T.Config.tiny())
     x, roi = T.preprocess(np.ascontiguousarray(pixels[..., ::-1]), lm)
     with torch.no_grad():
@@ -199,12 +206,7 @@ def test_reconstruct_final_pt_uses_its_stored_model(tmp_path):
     net = T.build_network()
     state = {"regressor." + k: v for k, v in net.state_dict().items()}
     state.update(param_mean=mean, param_std=std, **{"ddfa." + k: v for k, v in stored.state_dict().items()})
-    torch.save(state, tmp_path / "final.pt")
-    images = tmp_path / "images"
-    [(pixels, lm)] = _images(images, count=1)
-    out = tmp_path / "o"
-    assert cli_main(["reconstruct", "--method", "tdasl", "--checkpoint", str(tmp_path / "final.pt"), "--assets",
-                     "synthetic", "--tiny", str(images), "--out", str(out), "--quiet", "--device", "cpu"]) == 0
+    pixels, lm, out = _reconstruct_synthetic(tmp_path, state)
     x, roi = T.preprocess(np.ascontiguousarray(pixels[..., ::-1]), lm)
     with torch.no_grad():
         params = T.load_checkpoint(tmp_path / "final.pt")(x[None])
