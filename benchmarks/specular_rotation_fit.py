@@ -8,7 +8,8 @@ benchmark's specular defaults) three ways and prints the validation metrics of e
 3. as 2 with the rotation free.
 
 If 2 reaches a lower landmark loss than 1, the data and the decoder agree at the true pose and
-the rotation found by 1 is an optimum of the losses that trades rotation for shape::
+the rotation found by 1 is where the losses' descent from the mean face has got to, trading
+rotation for shape::
 
     PYTHONPATH=. python benchmarks/specular_rotation_fit.py      # ~45 s on 2 threads
 
