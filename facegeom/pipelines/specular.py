@@ -665,7 +665,7 @@ def matched_framing(config: Config, iterations: int = 4) -> Tuple[float, float, 
     a zero-pose sample's 68 landmarks (mean face, no pose noise) where :func:`decode` of zero
     coefficients projects them: the same centre and height in pixels (fixed-point iterations
     from SyntheticConfig's 0.55 / 0 / 0; the residual is measured by
-    ``tests/pipelines/test_specular.py::test_matched_framing_puts_the_mean_face_where_decode_does``).
+    ``tests/pipelines/test_specular_recovery.py::test_matched_framing_puts_the_mean_face_where_decode_does``).
     The decoder's camera (Deep3D's, principal point at ``center``) is the authors'; the data's
     (principal point at ``(W - 1) / 2``) is facegeom's: only the data moves. Cached per
     face-model / camera setting."""
