@@ -157,6 +157,8 @@ class SyntheticConfig:
     images_per_identity: int = 4
     seed: int = 0
     head_seed: int = 0  # synthetic_head(seed=...): the bases, shared by every sample
+    rigid_free: bool = False  # synthetic_head(rigid_free=...): bases without rigid motion of the face
+    mouth_open: bool = False  # synthetic_head(mouth_open=...): an open mean mouth, expression 0 opens it
     n_shape: int = 50
     n_exp: int = 50
     n_tex: int = 50
@@ -191,6 +193,9 @@ class SyntheticConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+        for name in ("rigid_free", "mouth_open"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be a bool, got {type(getattr(self, name)).__name__}")
         size = self.image_size
         size = (size, size) if isinstance(size, int) and not isinstance(size, bool) else tuple(size)
         if len(size) != 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 8 for s in size):
@@ -245,7 +250,8 @@ class _Renderer:
         from facegeom.render import MeshRenderer
 
         self.head = synthetic_head(seed=config.head_seed, n_shape=config.n_shape, n_exp=config.n_exp,
-                                   n_tex=config.n_tex, dtype=torch.float32)
+                                   n_tex=config.n_tex, dtype=torch.float32, rigid_free=config.rigid_free,
+                                   mouth_open=config.mouth_open)
         self.head.requires_grad_(False)
         self.renderer = MeshRenderer(self.head.faces, config.image_size, sh_convention="deep3d",
                                      shading=config.shading, antialias=config.antialias)

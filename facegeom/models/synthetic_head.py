@@ -238,8 +238,33 @@ def _spectrum(first: float, count: int, num_vertices: int) -> np.ndarray:
     return first * math.sqrt(num_vertices) / (1.0 + np.arange(count) / 3.0)
 
 
+_MOUTH_OPEN_MEAN = 0.2  # radians: the jaw opening of the mean face with mouth_open
+
+
+def _without_rigid_motion(fields: np.ndarray, points: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``fields`` [N, 3, K] minus their weighted least-squares rigid motion: the translation
+    and infinitesimal rotation ``t + w x (p - c)`` about the weighted centroid ``c`` of
+    ``points`` [N, 3] that best explain each field under the vertex ``weights`` [N]. The
+    result is orthogonal, in the weighted inner product, to every rigid motion (also after
+    any linear mixing of the columns), as the components of a morphable model built by PCA
+    of Procrustes-aligned scans are."""
+    w = weights / weights.sum()
+    r = points - w @ points
+    rigid = np.zeros((6, len(points), 3))
+    for axis in range(3):
+        rigid[axis, :, axis] = 1.0
+        unit = np.zeros(3)
+        unit[axis] = 1.0
+        rigid[3 + axis] = np.cross(unit, r)
+    basis = rigid.reshape(6, -1).T * np.repeat(np.sqrt(w), 3)[:, None]  # [3N, 6], weighted
+    target = fields.reshape(len(points) * 3, -1) * np.repeat(np.sqrt(w), 3)[:, None]
+    coef = np.linalg.lstsq(basis, target, rcond=None)[0]  # [6, K]
+    return fields - np.einsum("jvc,jk->vck", rigid, coef)
+
+
 @functools.lru_cache(maxsize=8)
-def _build(seed: int, n_shape: int, n_exp: int, n_tex: int) -> Dict[str, np.ndarray]:
+def _build(seed: int, n_shape: int, n_exp: int, n_tex: int, rigid_free: bool = False,
+           mouth_open: bool = False) -> Dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     sphere, head_faces = _icosphere(_SUBDIVISIONS)
     sphere = _warp_towards_face(sphere)
@@ -301,9 +326,17 @@ def _build(seed: int, n_shape: int, n_exp: int, n_tex: int) -> Dict[str, np.ndar
     # mixed); eyeballs move rigidly with their socket.
     socket_index = [np.argsort(np.linalg.norm(head - c, axis=1))[:12] for c in eye_centres]
 
-    def head_fields(features: np.ndarray, count: int, mask: np.ndarray, eyes_follow: bool) -> np.ndarray:
+    face_mask = (_smoothstep((70.0 - np.abs(azimuth)) / 25.0) * _smoothstep((elevation + 62.0) / 15.0)
+                 * _smoothstep((35.0 - elevation) / 15.0))
+
+    def head_fields(features: np.ndarray, count: int, mask: np.ndarray, eyes_follow: bool,
+                    aligned: bool = False, leading: Optional[np.ndarray] = None) -> np.ndarray:
         mixing = rng.standard_normal((features.shape[1], 3, count))
         fields = np.einsum("vm,mck->vck", features, mixing) * mask[:, None, None]  # [V_head, 3, K]
+        if leading is not None:  # component 0 given (the orthonormalisation keeps its direction)
+            fields[..., 0] = leading
+        if aligned:
+            fields = _without_rigid_motion(fields, head, face_mask)
         full = np.zeros((num_vertices, 3, count))
         full[:num_head] = fields
         for k, idx in enumerate(socket_index if eyes_follow else ()):
@@ -316,17 +349,24 @@ def _build(seed: int, n_shape: int, n_exp: int, n_tex: int) -> Dict[str, np.ndar
         [_bump(azimuth, elevation, sign * az, el, s_az, s_el)
          for az, el, s_az, s_el, _, mirrored in _FEATURES for sign in ((1.0, -1.0) if mirrored else (1.0,))], 1)
     identity_features = np.concatenate([features, feature_bumps * sphere[:, [2]], feature_bumps * sphere[:, [0]]], 1)
-    identity = head_fields(identity_features, n_shape, np.ones(num_head), eyes_follow=True)
+    identity = head_fields(identity_features, n_shape, np.ones(num_head), eyes_follow=True, aligned=rigid_free)
     # Standard deviations decay like a PCA spectrum: N(0, 1) coefficients move
     # vertices by about 5 mm RMS in all (3 mm for the first component alone).
     sigma_shape = _spectrum(0.003, n_shape, num_vertices)
     shapedirs_shape = identity * sigma_shape
 
-    face_mask = (_smoothstep((70.0 - np.abs(azimuth)) / 25.0) * _smoothstep((elevation + 62.0) / 15.0)
-                 * _smoothstep((35.0 - elevation) / 15.0))
     mouth_focus = 1.0 + 2.0 * _bump(azimuth, elevation, 0.0, -30.0, 18.0, 10.0)
+    # mouth_open: expression component 0 is the jaw's opening rotation about its hinge,
+    # linearised (the displacement per radian of the jaw's skinning weights): an open mouth
+    # in the linear model, which the skinned jaw gives only through the pose.
+    opening = None
+    template = vertices
+    if mouth_open:
+        opening = jaw[:num_head, None] * np.cross(np.array([1.0, 0.0, 0.0]), head - joints[2])
+        template = vertices.copy()
+        template[:num_head] += _MOUTH_OPEN_MEAN * opening  # the mean face's mouth open
     expression = head_fields(_smooth_features(rng, head, n_exp, 0.12), n_exp, face_mask * mouth_focus,
-                             eyes_follow=False)
+                             eyes_follow=False, aligned=rigid_free, leading=opening)
     sigma_exp = _spectrum(0.001, n_exp, num_vertices)  # concentrated on the face: ~1 cm peaks
     shapedirs_exp = expression * sigma_exp
     shapedirs = np.concatenate([shapedirs_shape, shapedirs_exp], 2)
@@ -356,12 +396,13 @@ def _build(seed: int, n_shape: int, n_exp: int, n_tex: int) -> Dict[str, np.ndar
     dyn_el = np.broadcast_to(contour_dirs[None, :, 1], dyn_az.shape)
     dyn_faces, dyn_bary = embed_directions(sphere, head_faces, direction(dyn_az.ravel(), dyn_el.ravel()))
     return dict(
-        v_template=vertices, faces=faces, shapedirs=shapedirs, posedirs=posedirs, J_regressor=regressor,
+        v_template=template, faces=faces, shapedirs=shapedirs, posedirs=posedirs, J_regressor=regressor,
         lbs_weights=weights, albedo_mean=albedo_mean, albedo_basis=albedo_basis,
         static_faces=full_faces[17:], static_bary=full_bary[17:],
         dynamic_faces=dyn_faces.reshape(DYNAMIC_CONTOUR_ROWS, 17),
         dynamic_bary=dyn_bary.reshape(DYNAMIC_CONTOUR_ROWS, 17, 3),
         full_faces=full_faces, full_bary=full_bary,
+        face_weights=np.concatenate([face_mask, np.zeros(num_vertices - num_head)]),
     )
 
 
@@ -408,7 +449,8 @@ def _albedo(rng, vertices, head, azimuth, elevation, num_head, is_eye, eye_centr
 
 
 def synthetic_head(seed: int = 0, n_shape: int = 50, n_exp: int = 50, n_tex: int = 50,
-                   dtype: Optional[torch.dtype] = None) -> FLAME:
+                   dtype: Optional[torch.dtype] = None, rigid_free: bool = False,
+                   mouth_open: bool = False) -> FLAME:
     """A procedurally generated morphable head, as a :class:`~facegeom.models.FLAME`.
 
     NOT a statistical model of real faces: the geometry is a smooth closed
@@ -436,6 +478,21 @@ def synthetic_head(seed: int = 0, n_shape: int = 50, n_exp: int = 50, n_tex: int
         seed: selects the random bases (the mean geometry and landmarks do not change).
         n_shape, n_exp, n_tex: number of identity, expression and albedo components (>= 1).
         dtype: float32 or float64 buffers (default: ``torch.get_default_dtype()``).
+        rigid_free: remove from every identity and expression field, before it is
+            orthonormalised, its least-squares rigid motion over the face (translation and
+            infinitesimal rotation, weighted by the smooth face region), as the components of
+            a morphable model built by PCA of Procrustes-aligned scans are. Without it the
+            random fields' linear part holds rigid motion: on the 68 landmark vertices the
+            first identity component of seed 0 is 70 % a rotation (2.3 degrees per unit
+            coefficient), which a fit can trade for head pose (docs/specular.md measures it).
+            The random draws are the same either way: only the two bases change.
+        mouth_open: expression component 0 is the jaw's opening (its rotation about the jaw
+            joint through the skinning weights, linearised: +1 opens the lips by about 2 mm),
+            the other components stay random; and the mean face's jaw is open by 0.2 rad
+            (lips about 11 mm apart), so that coefficients down to about -5 keep the lips
+            apart. The linear model then opens the mouth, as the leading expression
+            components of the BFM-family models do (the skinned jaw does it only through
+            the pose). Default False for both: the arrays of every earlier release.
 
     Example:
         >>> head = synthetic_head(seed=0)
@@ -448,7 +505,10 @@ def synthetic_head(seed: int = 0, n_shape: int = 50, n_exp: int = 50, n_tex: int
             raise ValueError(f"{name} must be a positive int, got {value!r}")
     if not isinstance(seed, int):
         raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-    arrays = _build(seed, n_shape, n_exp, n_tex)
+    for name, value in (("rigid_free", rigid_free), ("mouth_open", mouth_open)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    arrays = _build(seed, n_shape, n_exp, n_tex, rigid_free, mouth_open)
     model = FLAME(arrays["v_template"], arrays["shapedirs"], arrays["posedirs"], arrays["J_regressor"],
                   arrays["lbs_weights"], arrays["faces"], n_shape=n_shape, n_exp=n_exp,
                   albedo_mean=arrays["albedo_mean"], albedo_basis=arrays["albedo_basis"], dtype=dtype)

@@ -145,6 +145,8 @@ class Config:
     face_fraction: Optional[float] = None  # synthetic data framing (None: matched to the decoder, matched_framing)
     shift_x: Optional[float] = None        # the same: face centre offset in x, in image sides
     shift_y: Optional[float] = None        # ... and in y
+    rigid_free: bool = True          # synthetic data and model: synthetic_head(rigid_free=...)
+    mouth_open: bool = False         # synthetic data and model: synthetic_head(mouth_open=...)
 
     def __post_init__(self):
         _checks.choice("net", self.net, ("resnet50", "resnet18"))
@@ -174,6 +176,9 @@ class Config:
             value = getattr(self, name)
             if value is not None and not math.isfinite(value):
                 raise ValueError(f"{name} must be None or finite, got {value!r}")
+        for name in ("rigid_free", "mouth_open"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be a bool, got {type(getattr(self, name)).__name__}")
         if len(tuple(self.light_init)) != 3:
             raise ValueError(f"light_init must be 3 floats, got {self.light_init!r}")
 
@@ -344,7 +349,8 @@ def synthetic_model(config: Config = Config.tiny()) -> BFM:
     from facegeom.models import synthetic_head
 
     head = synthetic_head(seed=config.head_seed, n_shape=config.n_shape, n_exp=config.n_exp, n_tex=config.n_albedo,
-                          dtype=torch.float32)
+                          dtype=torch.float32, rigid_free=config.rigid_free,
+                          mouth_open=config.mouth_open)
     base = BFM.from_flame(head)
     mean_spec, spec_basis = synthetic_specular(head)
     base = BFM(base.mean_shape, base.shape_basis[:base.n_shape], base.shape_basis[base.n_shape:], base.faces,
@@ -669,8 +675,8 @@ def matched_framing(config: Config, iterations: int = 4) -> Tuple[float, float, 
     The decoder's camera (Deep3D's, principal point at ``center``) is the authors'; the data's
     (principal point at ``(W - 1) / 2``) is facegeom's: only the data moves. Cached per
     face-model / camera setting."""
-    key = (config.head_seed, config.n_shape, config.n_exp, config.n_albedo, config.focal, config.center,
-           config.camera_d, config.gamma)
+    key = (config.head_seed, config.rigid_free, config.mouth_open, config.n_shape, config.n_exp, config.n_albedo,
+           config.focal, config.center, config.camera_d, config.gamma)
     if key not in _FRAMING_CACHE:
         neutral = replace(config, pose_scale=0.0, shape_components=0, expression_components=0, albedo_components=0,
                           face_fraction=0.55, shift_x=0.0, shift_y=0.0)
@@ -706,7 +712,9 @@ def synthetic_dataset(config: Config, count: int, seed: int):
     pose = dict(rotation_std=tuple(config.pose_scale * x for x in spread.rotation_std),
                 shift_std=config.pose_scale * spread.shift_std, scale_std=config.pose_scale * spread.scale_std)
     return SyntheticFaces(SyntheticConfig(num_samples=count, image_size=config.image_size, seed=seed,
-                                          head_seed=config.head_seed, n_shape=config.n_shape, n_exp=config.n_exp,
+                                          head_seed=config.head_seed, rigid_free=config.rigid_free,
+                                          mouth_open=config.mouth_open,
+                                          n_shape=config.n_shape, n_exp=config.n_exp,
                                           n_tex=config.n_albedo, images_per_identity=config.images_per_identity,
                                           max_jaw=0.0, mask="skin", shape_std=config.shape_std,
                                           expression_std=config.expression_std, texture_std=config.albedo_std,

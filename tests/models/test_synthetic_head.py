@@ -290,3 +290,85 @@ def test_empty_batch_and_non_contiguous_inputs():
     pose = (torch.randn(3, 3, generator=g) * 0.2).t()
     torch.testing.assert_close(head(shape, pose=pose).landmarks2d,
                                head(shape.contiguous(), pose=pose.contiguous()).landmarks2d)
+
+
+# --------------------------------------------------------------------------- #
+# rigid_free and mouth_open                                                   #
+# --------------------------------------------------------------------------- #
+
+def _rigid_fraction(fields: np.ndarray, points: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """[K]: the share of each field's weighted squared norm that a rigid motion
+    (translation + infinitesimal rotation about the weighted centroid) explains."""
+    w = weights / weights.sum()
+    r = points - w @ points
+    rigid = [np.tile(np.eye(3)[a], (len(points), 1)) for a in range(3)] + [np.cross(np.eye(3)[a], r)
+                                                                          for a in range(3)]
+    root = np.repeat(np.sqrt(w), 3)[:, None]
+    basis = np.stack([f.reshape(-1) for f in rigid], 1) * root
+    target = fields.reshape(len(points) * 3, -1) * root
+    residual = target - basis @ np.linalg.lstsq(basis, target, rcond=None)[0]
+    return 1.0 - (residual ** 2).sum(0) / (target ** 2).sum(0)
+
+
+@pytest.mark.parametrize("region", ["face", "landmarks"])
+def test_rigid_free_bases_hold_no_rigid_motion_of_the_face(region):
+    arrays = {flag: head_module._build(0, 20, 10, 10, flag, False) for flag in (False, True)}
+    free = arrays[True]
+    if region == "face":  # the promise: exactly orthogonal in the face region's weights
+        points, weights = free["v_template"], free["face_weights"]
+        limit_free, least_plain = 1e-10, 0.05
+    else:  # what a landmark loss sees: much less rotation for a fit to trade
+        model = synthetic_head(seed=0, n_shape=20, n_exp=10, n_tex=10, dtype=torch.float64)
+        kp = FLAME_keypoints(model)
+        points, weights = free["v_template"][kp], np.ones(len(kp))
+        limit_free, least_plain = 0.2, 0.6
+    fraction = {}
+    for flag in (False, True):
+        dirs = arrays[flag]["shapedirs"]
+        fraction[flag] = _rigid_fraction(dirs[kp] if region == "landmarks" else dirs, points, weights)
+    assert fraction[True][:3].max() < limit_free, fraction[True]  # the leading components
+    assert fraction[False][:3].max() > least_plain, fraction[False]  # the plain bases do hold rigid motion
+    if region == "face":
+        assert fraction[True].max() < limit_free
+    else:  # later components too, on average: less than half the plain bases' share
+        assert fraction[True].mean() < 0.5 * fraction[False].mean(), (fraction[True].mean(), fraction[False].mean())
+    # Same random draws: the pose correctives, albedo, template and landmarks do not change.
+    for name in ("v_template", "posedirs", "albedo_basis", "albedo_mean", "full_bary", "dynamic_bary"):
+        assert np.array_equal(arrays[False][name], free[name]), name
+    assert np.allclose(np.einsum("vck,vcl->kl", free["shapedirs"][..., :20], free["shapedirs"][..., :20]),
+                       np.diag(np.einsum("vck,vck->k", free["shapedirs"][..., :20], free["shapedirs"][..., :20])),
+                       atol=1e-12)
+
+
+def FLAME_keypoints(model) -> np.ndarray:
+    from facegeom.models import BFM
+
+    return BFM.from_flame(model).keypoints.long().numpy()
+
+
+def test_mouth_open_component_opens_the_mouth():
+    def lip_gaps(model, coefficient):
+        expression = torch.zeros(1, 10, dtype=torch.float64)
+        expression[0, 0] = coefficient
+        marks = model(torch.zeros(1, 20, dtype=torch.float64), expression).landmarks2d[0]
+        return np.array([float(marks[a, 1] - marks[b, 1]) for a, b in ((61, 67), (62, 66), (63, 65))])
+
+    plain = synthetic_head(seed=0, n_shape=20, n_exp=10, n_tex=10, dtype=torch.float64)
+    opened = synthetic_head(seed=0, n_shape=20, n_exp=10, n_tex=10, dtype=torch.float64, mouth_open=True)
+    assert lip_gaps(plain, 0.0).mean() < 3e-3  # nearly closed: about 2 mm
+    gaps = [lip_gaps(opened, c) for c in (-4.0, -2.0, 0.0, 2.0, 4.0)]
+    assert 8e-3 < gaps[2].mean() < 15e-3  # the mean face's lips ~1 cm apart
+    assert all((b > a + 3e-3).all() for a, b in zip(gaps, gaps[1:]))  # +1 opens by ~2 mm
+    assert (gaps[0] > -1e-3).all()  # the lips still do not cross at -4
+    # The plain head's component 0 barely moves the lips (random field); the rest of the
+    # expression basis is the same kind of field in both
+    assert abs(lip_gaps(plain, 2.0).mean() - lip_gaps(plain, 0.0).mean()) < 1e-3
+    assert opened.shapedirs.shape == plain.shapedirs.shape
+    assert torch.equal(opened.shapedirs[..., :20], plain.shapedirs[..., :20])  # identity untouched
+    # Only the lower face moves with the component: the forehead stays
+    forehead = plain.v_template[:, 1] > 0.05
+    assert opened.shapedirs[forehead, :, 20].abs().max() < 1e-9
+    with pytest.raises(TypeError, match="mouth_open"):
+        synthetic_head(mouth_open=1)
+    with pytest.raises(TypeError, match="rigid_free"):
+        synthetic_head(rigid_free="yes")

@@ -243,7 +243,7 @@ def test_inner_mouth_proxy_covers_the_labelled_polygon(tiny):
             renderer = MeshRenderer(faces, 64, antialias=False, shader=UnlitShader())
             area = renderer(vertices, torch.ones_like(vertices), camera=camera, background=0.0).alpha[0, ..., 0]
             errors[name].append(float((area - s["mouth"][0]).abs().sum()))
-    assert sum(float(data[i]["mouth"].sum()) for i in range(4)) > 8  # the masks are not empty
+    assert sum(float(data[i]["mouth"].sum()) for i in range(4)) > 4  # the masks are not empty
     strip, fan_error = np.mean(errors["strip"]), np.mean(errors["fan"])
     assert strip < 0.2 and fan_error > 1.0 and max(errors["strip"]) <= 1, errors
 
