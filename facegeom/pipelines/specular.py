@@ -778,6 +778,16 @@ def _vertex_error(model: BFM, alpha: Tensor, alpha_gt: Tensor, aligned: bool = F
     return deep3d._vertex_error(model, alpha, alpha_gt, aligned)
 
 
+def _expression_error(model: BFM, expression: Tensor, expression_gt: Tensor) -> Tensor:
+    """``[B]`` mean per-vertex distance between the expression displacements ``M_e c_e`` of
+    ``expression`` and ``expression_gt`` (model units): the expression's analogue of
+    :func:`_vertex_error`, in which each coefficient counts by how far it moves the face
+    (the components' scales decay; ``exp_err``, the coefficient RMS, counts them alike)."""
+    zero = torch.zeros(expression.shape[0], model.n_shape, dtype=expression.dtype, device=expression.device)
+    moved = model(shape=zero, expression=expression).vertices - model(shape=zero, expression=expression_gt).vertices
+    return moved.norm(dim=-1).mean(-1)
+
+
 class SpecularMethod:
     """``facegeom train --method specular`` (paper §4.2; PIPELINES.md §5.7).
 
@@ -790,7 +800,9 @@ class SpecularMethod:
       synthetic parameters against the mean: ``shape_mm`` / ``shape_mm_mean`` (mean
       per-vertex error of the neutral identity shape, mm; ``shape_mm_aligned`` /
       ``shape_mm_mean_aligned``: the same after a similarity alignment), ``rot_deg`` / ``rot_deg_mean`` (head
-      rotation error, degrees, against the frontal pose), ``exp_err`` / ``exp_err_mean`` and
+      rotation error, degrees, against the frontal pose), ``exp_mm`` / ``exp_mm_mean`` (mean
+      per-vertex distance between the predicted and true expression displacements, mm),
+      ``exp_err`` / ``exp_err_mean`` and
       ``albedo_err`` / ``albedo_err_mean`` (RMS coefficient error of the prediction / of zero),
       ``albedo_gain_err`` / ``albedo_gain_err_mean`` (:func:`albedo_gain_error`: the per-vertex
       diffuse albedo's RMS error after the least-squares gain per image and colour channel,
@@ -847,6 +859,9 @@ class SpecularMethod:
         true_rotation = axis_angle_to_matrix(truth["rotation"].to(c["angle"]))
         terms["rot_deg"] = _angle_deg(rotation.transpose(1, 2) @ true_rotation).mean()
         terms["rot_deg_mean"] = _angle_deg(true_rotation).mean()
+        exp_gt = truth["expression"].to(c["expression"])
+        terms["exp_mm"] = mm * _expression_error(face_model, c["expression"], exp_gt).mean()
+        terms["exp_mm_mean"] = mm * _expression_error(face_model, torch.zeros_like(exp_gt), exp_gt).mean()
         for key, name in (("expression", "exp_err"), ("texture", "albedo_err")):
             gt = truth[key].to(c["shape"])
             pred = c["expression" if key == "expression" else "albedo"]

@@ -24,7 +24,7 @@ def test_untrained_net_scores_the_mean():
     with torch.no_grad():
         metrics = method.validation_step(model, _batch(config))
     # zero-initialised heads: the prediction is the mean face, frontal, so each error is the mean's
-    for name in ("shape_mm", "shape_mm_aligned", "rot_deg", "exp_err", "albedo_err", "albedo_gain_err"):
+    for name in ("shape_mm", "shape_mm_aligned", "rot_deg", "exp_mm", "exp_err", "albedo_err", "albedo_gain_err"):
         base = name.replace("_aligned", "") + "_mean" + ("_aligned" if name.endswith("_aligned") else "")
         torch.testing.assert_close(metrics[name], metrics[base], rtol=1e-5, atol=1e-5)
         assert metrics[name] > (0.01 if name == "albedo_gain_err" else 0.1), (name, metrics[name])
@@ -41,6 +41,23 @@ def test_aligned_vertex_error():
     aligned = S._vertex_error(model, zero, alpha, aligned=True)
     assert torch.all(aligned < raw) and torch.all(aligned > 0)
     assert S._vertex_error(model, alpha, alpha, aligned=True).max() < 1e-5
+
+
+def test_expression_vertex_error():
+    """exp_mm's per-image error: the mean over vertices of |M_e (c - c_gt)| (a transcription with
+    the model's expression basis), zero at the truth, and counting a component by how far it
+    moves the face."""
+    config = S.Config.tiny()
+    model = S.synthetic_model(config)
+    generator = torch.Generator().manual_seed(2)
+    c, c_gt = torch.randn(3, 10, generator=generator), torch.randn(3, 10, generator=generator)
+    basis = model.shape_basis[model.n_shape:].double()  # [n_exp, N, 3]
+    expected = torch.einsum("bk,knc->bnc", (c - c_gt).double(), basis).norm(dim=-1).mean(-1)
+    torch.testing.assert_close(S._expression_error(model, c, c_gt).double(), expected, rtol=1e-4, atol=1e-7)
+    assert S._expression_error(model, c_gt, c_gt).max() < 1e-6
+    unit = torch.eye(10)
+    moved = S._expression_error(model, unit, torch.zeros_like(unit))
+    assert moved[0] > 1.5 * moved[-1]  # the leading component moves the face more
 
 
 def _landmark_fit(config, hook, images=4, steps=200):
