@@ -138,15 +138,17 @@ def evaluate(method_name: str, config, checkpoint: str, batch_size: int, seed: i
 
 
 DEFAULTS = {
-    # the settings of the headline runs in docs/specular.md (run S, "Smoke data that a short run
-    # can read") and docs/tdasl.md (runs td_B, td_B1: micrometre model, 3 shape components of std 4,
+    # the settings of the headline runs in docs/specular.md (run H, "Rigid motion in the synthetic
+    # bases": pose x0.5, no expression, albedo std 5, 2000 steps, the mouth term from step 1000;
+    # the earlier run S is --steps 1000 --set num_samples=8000 --set pose_scale=0.25
+    # --set expression_components=3 --set albedo_std=1 --set mouth_start=500 --set rigid_free=False)
+    # and docs/tdasl.md (runs td_B, td_B1: micrometre model, 3 shape components of std 4,
     # lr 1e-2, 2000 steps); --steps / --batch-size / --window / --val-every / --warmup / --set
-    # override them (run G's: --steps 500 --val-every 0 --warmup 0 --set pose_scale=1
-    # --set shape_components=None ... see docs/specular.md)
-    "specular": {"steps": 1000, "batch_size": 8, "window": 50, "val_every": 250, "warmup": 50,
-                 "set": ["lr=3e-4", "num_samples=8000", "val_samples=32", "pose_scale=0.25", "shape_components=3",
-                         "shape_std=4", "expression_components=3", "expression_std=2", "albedo_components=3",
-                         "mouth_start=500"]},
+    # override them
+    "specular": {"steps": 2000, "batch_size": 8, "window": 50, "val_every": 250, "warmup": 50,
+                 "set": ["lr=3e-4", "num_samples=16000", "val_samples=32", "pose_scale=0.5", "shape_components=3",
+                         "shape_std=4", "expression_components=0", "expression_std=2", "albedo_components=3",
+                         "albedo_std=5", "mouth_start=1000"]},
     "tdasl": {"steps": 2000, "batch_size": 4, "window": 100, "val_every": 250,
               "set": ["num_samples=8000", "val_samples=32", "whitening_samples=64", "model_unit_um=true",
                       "lr_regressor=1e-2", "shape_components=3", "shape_std=4", "expression_components=3"]},

@@ -1,7 +1,8 @@
 """Is the specular smoke runs' head-rotation bias in the data or in the optimisation? Fits the
 decoder's coefficients directly to 8 held-out images (Adam, lr 0.02, 600 steps, the method's
-losses; frontal data, landmarks only: ``pose_scale=0 w_photo=0 w_uniform=0`` on top of the
-benchmark's specular defaults) three ways and prints the validation metrics of each:
+losses; frontal data, landmarks only: ``pose_scale=0 w_photo=0 w_uniform=0`` on top of
+``RUN_R``, the benchmark's specular defaults when this was measured) three ways and prints the
+validation metrics of each:
 
 1. from zero, everything free (what ``converge_specular_tdasl.py --fit`` does);
 2. shape / expression / albedo fixed at the truth, rotation fixed at the truth (0), the rest free;
@@ -11,25 +12,34 @@ If 2 reaches a lower landmark loss than 1, the data and the decoder agree at the
 the rotation found by 1 is where the losses' descent from the mean face has got to, trading
 rotation for shape::
 
-    PYTHONPATH=. python benchmarks/specular_rotation_fit.py      # ~45 s on 2 threads
+    PYTHONPATH=. python benchmarks/specular_rotation_fit.py [KEY=VALUE ...]  # ~45 s on 2 threads
+
+(extra ``KEY=VALUE`` arguments are Config overrides, e.g. ``rigid_free=False``).
 
 Figures: docs/specular.md ("Longer runs, and an albedo that can be seen").
 """
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import torch
 
 
-def main() -> None:
-    from converge_specular_tdasl import DEFAULTS
+# run R's --set values (docs/specular.md; the benchmark's specular defaults until run H); the
+# synthetic head's rigid_free is Config's default (True): --set rigid_free=False for the figures
+# measured before it
+RUN_R = ["lr=3e-4", "num_samples=8000", "val_samples=32", "pose_scale=0.25", "shape_components=3", "shape_std=4",
+         "expression_components=3", "expression_std=2", "albedo_components=3", "mouth_start=500"]
 
+
+def main() -> None:
     from facegeom import train
     from facegeom.cli import _method_config
     from facegeom.pipelines import specular as S
 
     config = _method_config(train.get_method("specular"), True,
-                            DEFAULTS["specular"]["set"] + ["pose_scale=0", "w_photo=0", "w_uniform=0"])
+                            RUN_R + ["pose_scale=0", "w_photo=0", "w_uniform=0"] + sys.argv[1:])
     method = S.SpecularMethod()
     dataset = method.dataset(config, "synthetic", "val", 0)
     batch = torch.utils.data.default_collate([dataset[i] for i in range(8)])
@@ -72,7 +82,6 @@ def main() -> None:
 
 if __name__ == "__main__":
     import os
-    import sys
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     torch.set_num_threads(2)
