@@ -99,7 +99,11 @@ class Config:
     centre, in image sides) of the samples at zero pose; None (default): matched to the
     decoder's zero-coefficient face (:func:`matched_framing`), so the zero-initialised network
     starts on the data's mean face instead of ~7 px away; 0.55 / 0 / 0 give the earlier,
-    unmatched data.
+    unmatched data. ``rigid_free`` (default True) / ``mouth_open`` (default False): the
+    synthetic head of both the data and :func:`synthetic_model` is
+    ``synthetic_head(rigid_free=..., mouth_open=...)``: bases without rigid motion of the face
+    (the plain ones trade identity for head rotation) and an opening expression component 0
+    with an open mean mouth (docs/specular.md, "Rigid motion in the synthetic bases").
     """
 
     net: str = "resnet50"
