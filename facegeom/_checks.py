@@ -102,6 +102,13 @@ def choice(name: str, value, options: Sequence):
     return value
 
 
+def boolean(name: str, value):
+    """Check that ``value`` is a bool (not an int or a string); raises TypeError naming ``name``."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return value
+
+
 def optional_count(name: str, value):
     """Check a "keep the leading k" field: None (all) or an int >= 0 (0: none); raises
     ValueError naming ``name``. One convention for every smoke-data field

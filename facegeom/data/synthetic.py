@@ -194,8 +194,7 @@ class SyntheticConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be a non-negative int, got {value!r}")
         for name in ("rigid_free", "mouth_open"):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"{name} must be a bool, got {type(getattr(self, name)).__name__}")
+            _checks.boolean(name, getattr(self, name))
         size = self.image_size
         size = (size, size) if isinstance(size, int) and not isinstance(size, bool) else tuple(size)
         if len(size) != 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 8 for s in size):

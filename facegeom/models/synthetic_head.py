@@ -20,6 +20,7 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 import torch
 
+from facegeom import _checks
 from facegeom.models.flame import DYNAMIC_CONTOUR_ROWS, FLAME, MAX_CONTOUR_YAW
 
 _RAD = math.pi / 180.0
@@ -256,8 +257,9 @@ def _without_rigid_motion(fields: np.ndarray, points: np.ndarray, weights: np.nd
         unit = np.zeros(3)
         unit[axis] = 1.0
         rigid[3 + axis] = np.cross(unit, r)
-    basis = rigid.reshape(6, -1).T * np.repeat(np.sqrt(w), 3)[:, None]  # [3N, 6], weighted
-    target = fields.reshape(len(points) * 3, -1) * np.repeat(np.sqrt(w), 3)[:, None]
+    root = np.repeat(np.sqrt(w), 3)[:, None]  # [3N, 1]: the weights on each coordinate
+    basis = rigid.reshape(6, -1).T * root  # [3N, 6], weighted
+    target = fields.reshape(len(points) * 3, -1) * root
     coef = np.linalg.lstsq(basis, target, rcond=None)[0]  # [6, K]
     return fields - np.einsum("jvc,jk->vck", rigid, coef)
 
@@ -505,9 +507,8 @@ def synthetic_head(seed: int = 0, n_shape: int = 50, n_exp: int = 50, n_tex: int
             raise ValueError(f"{name} must be a positive int, got {value!r}")
     if not isinstance(seed, int):
         raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-    for name, value in (("rigid_free", rigid_free), ("mouth_open", mouth_open)):
-        if not isinstance(value, bool):
-            raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    _checks.boolean("rigid_free", rigid_free)
+    _checks.boolean("mouth_open", mouth_open)
     arrays = _build(seed, n_shape, n_exp, n_tex, rigid_free, mouth_open)
     model = FLAME(arrays["v_template"], arrays["shapedirs"], arrays["posedirs"], arrays["J_regressor"],
                   arrays["lbs_weights"], arrays["faces"], n_shape=n_shape, n_exp=n_exp,

@@ -181,8 +181,7 @@ class Config:
             if value is not None and not math.isfinite(value):
                 raise ValueError(f"{name} must be None or finite, got {value!r}")
         for name in ("rigid_free", "mouth_open"):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"{name} must be a bool, got {type(getattr(self, name)).__name__}")
+            _checks.boolean(name, getattr(self, name))
         if len(tuple(self.light_init)) != 3:
             raise ValueError(f"light_init must be 3 floats, got {self.light_init!r}")
 

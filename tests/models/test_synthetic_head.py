@@ -319,7 +319,7 @@ def test_rigid_free_bases_hold_no_rigid_motion_of_the_face(region):
         limit_free, least_plain = 1e-10, 0.05
     else:  # what a landmark loss sees: much less rotation for a fit to trade
         model = synthetic_head(seed=0, n_shape=20, n_exp=10, n_tex=10, dtype=torch.float64)
-        kp = FLAME_keypoints(model)
+        kp = _keypoint_indices(model)
         points, weights = free["v_template"][kp], np.ones(len(kp))
         limit_free, least_plain = 0.2, 0.6
     fraction = {}
@@ -340,7 +340,7 @@ def test_rigid_free_bases_hold_no_rigid_motion_of_the_face(region):
                        atol=1e-12)
 
 
-def FLAME_keypoints(model) -> np.ndarray:
+def _keypoint_indices(model) -> np.ndarray:
     from facegeom.models import BFM
 
     return BFM.from_flame(model).keypoints.long().numpy()
